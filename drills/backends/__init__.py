@@ -1,0 +1,43 @@
+"""Backends: where restores happen. One module per backend, imported lazily.
+
+:func:`backend_for` maps a runbook source kind (or, after a crash, the
+``backend`` name stored with a journaled resource) to the backend class, so
+the CLI never imports boto3 or a server helper it does not need.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from drills.backends.base import BackendFactory
+
+__all__ = ["BACKEND_MODULES", "SOURCE_BACKENDS", "backend_factory"]
+
+# backend name -> module holding `create(source, settings) -> Backend`
+BACKEND_MODULES: dict[str, str] = {
+    "local-postgres": "drills.backends.local_postgres",
+    "local-mariadb": "drills.backends.local_mariadb",
+    "rds": "drills.backends.rds",
+    "aurora": "drills.backends.aurora",
+}
+
+# runbook source.kind -> backend name
+SOURCE_BACKENDS: dict[str, str] = {
+    "postgres-pitr": "local-postgres",
+    "postgres-dump": "local-postgres",
+    "mariadb-pitr": "local-mariadb",
+    "mariadb-dump": "local-mariadb",
+    "rds-snapshot": "rds",
+    "rds-pitr": "rds",
+    "aurora-snapshot": "aurora",
+    "aurora-pitr": "aurora",
+}
+
+
+def backend_factory(name: str) -> BackendFactory:
+    """The ``create`` function of a backend, importing its module on demand."""
+    module = importlib.import_module(BACKEND_MODULES[name])
+    factory: BackendFactory = module.create
+    return factory

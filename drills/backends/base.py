@@ -1,0 +1,103 @@
+"""The Backend protocol: what the machine asks of any place a restore can happen.
+
+The machine calls, in order: ``preflight`` (no side effects), ``restore``
+(creates resources, registering each *before* creating it), ``await_ready``
+(waits, on the injected clock, within the deadline), ``endpoint`` (where the
+validators connect, with credentials), ``isolation_facts`` (the proof of
+segregation for the evidence) and, on every path, ``teardown`` per resource in
+reverse order. ``teardown`` must work from the resource record alone, because
+after a crash the backend is rebuilt from the journal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from drills.clock import Clock
+from drills.resources import Resource, TeardownResult
+from validators.endpoint import Endpoint
+
+__all__ = [
+    "Backend",
+    "BackendFactory",
+    "BackendSettings",
+    "Mark",
+    "PreflightReport",
+    "StepContext",
+]
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """Run-wide settings a backend may need beyond its runbook source."""
+
+    run_id: str
+    run_dir: Path  # private scratch space of this run (data dirs live here for local backends)
+    clock: Clock
+    runbook_name: str = ""
+    keep_seconds: int | None = None  # incident mode: keep the restored database this long
+    aws_session: Any = None  # an injected boto3.Session for AWS backends (None: default session)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A timestamp a backend observed inside a state (e.g. "available" from RDS events)."""
+
+    name: str
+    at: str  # ISO-8601 UTC
+    source: str  # "runner-clock" | "rds-event" | "server-log" ...
+    precision_ms: int
+
+
+@dataclass
+class StepContext:
+    """What a backend gets in each state: time, deadline, a logger and a place to report marks."""
+
+    clock: Clock
+    deadline_ns: int  # monotonic deadline of the current state
+    log: structlog.typing.FilteringBoundLogger
+    register: Callable[[Resource], None]  # journal a resource before creating it
+    marks: list[Mark] = field(default_factory=list)
+
+    def remaining_seconds(self) -> float:
+        return max(0.0, (self.deadline_ns - self.clock.monotonic_ns()) / 1e9)
+
+    def mark(self, name: str, at: str, source: str = "runner-clock", precision_ms: int = 1) -> None:
+        self.marks.append(Mark(name, at, source, precision_ms))
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    """Facts preflight established; they go into the evidence as they are."""
+
+    source: dict[str, Any]  # the production database / backup the drill restores from
+    recovery_point: dict[str, Any]  # what will be restored: kind, label/snapshot, target_time, range
+    facts: dict[str, Any] = field(default_factory=dict)  # anything else worth recording
+
+
+class Backend(Protocol):
+    name: str  # matches drills.backends.BACKEND_MODULES
+
+    def preflight(self, ctx: StepContext) -> PreflightReport: ...
+
+    def restore(self, ctx: StepContext) -> None: ...
+
+    def await_ready(self, ctx: StepContext) -> None: ...
+
+    def endpoint(self, ctx: StepContext) -> Endpoint: ...
+
+    def isolation_facts(self) -> list[dict[str, Any]]: ...
+
+    def target_facts(self) -> dict[str, Any]: ...
+
+    def teardown(self, resource: Resource, ctx: StepContext) -> TeardownResult: ...
+
+
+class BackendFactory(Protocol):
+    def __call__(self, source: Any, settings: BackendSettings) -> Backend: ...
