@@ -1,0 +1,279 @@
+"""PostgreSQL server binaries and throwaway clusters on this machine.
+
+Shared by the local PostgreSQL backend, ``drill demo`` and the tests. A
+cluster here is a data directory plus a server process started with
+``pg_ctl`` in its own session (so Ctrl-C in the terminal reaches the runner,
+which tears down in order, not the server). PostgreSQL refuses to run as
+root, so when we are root the server runs as an unprivileged user
+(``postgres`` when it exists, else ``nobody``) and we say so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from drills.errors import InfrastructureError, PreflightError
+
+__all__ = [
+    "PgBinaries",
+    "PgCluster",
+    "RunAs",
+    "find_pg_binaries",
+    "free_port",
+    "process_alive",
+    "run_as_for_server",
+]
+
+INSTALL_HINT = "install the PostgreSQL server: `sudo apt-get install postgresql` (Debian/Ubuntu)"
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The unprivileged account a server runs as when we are root."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def run_as_for_server() -> RunAs | None:
+    """None when we are not root (the server runs as us)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pw = pwd.getpwnam(name)
+            return RunAs(name, pw.pw_uid, pw.pw_gid)
+    raise PreflightError("running as root and no unprivileged user to run the server as", hint="create `postgres`")
+
+
+@dataclass(frozen=True)
+class PgBinaries:
+    bindir: Path
+    major: int
+
+    def tool(self, name: str) -> str:
+        return str(self.bindir / name)
+
+
+def _major_of(bindir: Path) -> int | None:
+    exe = bindir / "postgres"
+    if not exe.exists():
+        return None
+    try:
+        out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"(\d+)(?:\.\d+)?", out)
+    return int(m.group(1)) if m else None
+
+
+def _candidate_bindirs() -> list[Path]:
+    dirs: list[Path] = []
+    which = shutil.which("postgres") or shutil.which("initdb")
+    if which:
+        dirs.append(Path(os.path.realpath(which)).parent)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True)
+            dirs.append(Path(out.stdout.strip()))
+    dirs.extend(Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True))
+    seen: list[Path] = []
+    for d in dirs:
+        if d not in seen:
+            seen.append(d)
+    return seen
+
+
+def find_pg_binaries(major: int | None = None) -> PgBinaries:
+    """Server binaries from PATH, ``pg_config --bindir`` or ``/usr/lib/postgresql/*/bin``.
+
+    With ``major``, only binaries of that major version qualify: a base
+    backup can only be started by the major version that wrote it.
+    """
+    found: list[PgBinaries] = []
+    for d in _candidate_bindirs():
+        m = _major_of(d)
+        if m is not None and (d / "pg_ctl").exists():
+            found.append(PgBinaries(d, m))
+    if major is not None:
+        for b in found:
+            if b.major == major:
+                return b
+        have = ", ".join(f"{b.major} ({b.bindir})" for b in found) or "none"
+        raise PreflightError(
+            f"the backup needs PostgreSQL {major} server binaries; found: {have}",
+            hint=f"install them: `sudo apt-get install postgresql-{major}`",
+        )
+    if not found:
+        raise PreflightError("PostgreSQL server binaries (postgres, pg_ctl) not found", hint=INSTALL_HINT)
+    return max(found, key=lambda b: b.major)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (the socket file name uses it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone once reaped
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def chown_tree(path: Path, run_as: RunAs | None) -> None:
+    if run_as is None:
+        return
+    os.chown(path, run_as.uid, run_as.gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            with contextlib.suppress(FileNotFoundError):
+                os.lchown(os.path.join(root, name), run_as.uid, run_as.gid)
+
+
+def private_dir(path: Path, run_as: RunAs | None) -> Path:
+    """A 0700 directory owned by the server's user."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    chown_tree(path, run_as)
+    return path
+
+
+@dataclass
+class PgCluster:
+    """One data directory and the server that runs on it."""
+
+    bin: PgBinaries
+    datadir: Path
+    socket_dir: Path
+    port: int
+    run_as: RunAs | None
+    logfile: Path
+
+    def _run(self, args: list[str], *, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, object] = {}
+        if self.run_as is not None:
+            kwargs = {"user": self.run_as.uid, "group": self.run_as.gid, "extra_groups": []}
+        try:
+            return subprocess.run(  # type: ignore[call-overload, no-any-return]
+                args, capture_output=True, text=True, timeout=timeout, check=check, cwd="/", **kwargs
+            )
+        except subprocess.CalledProcessError as exc:
+            raise InfrastructureError(
+                f"{Path(args[0]).name} failed (exit {exc.returncode}): {(exc.stderr or exc.stdout).strip()[-800:]}"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise InfrastructureError(f"{Path(args[0]).name} did not finish within {timeout:.0f}s") from None
+
+    def initdb(self, superuser: str = "postgres", extra: list[str] | None = None) -> None:
+        private_dir(self.datadir, self.run_as)
+        self._run(
+            [
+                self.bin.tool("initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                superuser,
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
+            + (extra or []),
+            timeout=300,
+        )
+
+    def start(self, *, wait: bool, timeout: float = 60, options: dict[str, str] | None = None) -> None:
+        """Start the server in its own session; with ``wait=False`` return once the process exists."""
+        private_dir(self.socket_dir, self.run_as)
+        self.logfile.touch()
+        chown_tree(self.logfile, self.run_as)
+        opts = {"port": str(self.port), "unix_socket_directories": str(self.socket_dir), **(options or {})}
+        o = " ".join(f"-c {k}={v}" for k, v in opts.items())
+        args = [self.bin.tool("pg_ctl"), "start", "-D", str(self.datadir), "-l", str(self.logfile), "-o", o, "-s"]
+        args += ["-w", "-t", str(int(timeout))] if wait else ["-W"]
+        kwargs: dict[str, object] = {"start_new_session": True}
+        if self.run_as is not None:
+            kwargs.update(user=self.run_as.uid, group=self.run_as.gid, extra_groups=[])
+        proc = subprocess.run(  # type: ignore[call-overload]
+            args, capture_output=True, text=True, timeout=timeout + 10, check=False, cwd="/", **kwargs
+        )
+        if proc.returncode != 0:
+            raise InfrastructureError(
+                f"pg_ctl start failed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}; log: {self.log_tail()}"
+            )
+
+    def pid(self) -> int | None:
+        try:
+            first = (self.datadir / "postmaster.pid").read_text().split("\n", 1)[0]
+            return int(first)
+        except (OSError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        pid = self.pid()
+        return pid is not None and process_alive(pid)
+
+    def log_tail(self, n: int = 12) -> str:
+        try:
+            return " | ".join(self.logfile.read_text(errors="replace").strip().splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def conninfo(self, dbname: str = "postgres", user: str = "postgres") -> str:
+        return f"host={self.socket_dir} port={self.port} dbname={dbname} user={user}"
+
+    def stop(self, timeout: float = 30) -> bool:
+        """Fast shutdown, then immediate, then SIGKILL; True once the process is confirmed gone."""
+        pid = self.pid()
+        if pid is None or not process_alive(pid):
+            return True
+        for mode in ("fast", "immediate"):
+            if self.datadir.exists():
+                self._run(
+                    [
+                        self.bin.tool("pg_ctl"),
+                        "stop",
+                        "-D",
+                        str(self.datadir),
+                        "-m",
+                        mode,
+                        "-w",
+                        "-t",
+                        str(int(timeout)),
+                    ],
+                    check=False,
+                    timeout=timeout + 10,
+                )
+            if not process_alive(pid):
+                return True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        return not process_alive(pid)
