@@ -47,6 +47,7 @@ class PostgresPitrSource(_Frozen):
     wal_archive: Path = Field(description="Directory of archived WAL segments (archive_command output).")
     target_time: TargetTime = Field(description="Recovery target (timezone-aware) or `latest`.")
     database: str = Field(default="postgres", description="Database the validators connect to.")
+    user: str = Field(default="postgres", description="A superuser of the backed-up cluster.")
 
     _tz = field_validator("target_time")(_aware)
 
@@ -56,6 +57,7 @@ class PostgresDumpSource(_Frozen):
     archive: Path = Field(description="pg_dump custom (-Fc) file or directory (-Fd) archive.")
     database: str = Field(default="restored", description="Database created for the restore.")
     jobs: int = Field(default=2, ge=1, le=64, description="pg_restore --jobs.")
+    user: str = Field(default="postgres", description="Superuser created in the throwaway cluster.")
     taken_at: datetime | None = Field(default=None, description="When the dump was taken (for the achieved RPO).")
 
 
@@ -94,8 +96,19 @@ class AwsIsolation(_Frozen):
     def _where(self) -> AwsIsolation:
         if not self.db_subnet_group and not self.subnet_ids:
             raise ValueError("give subnet_ids (the drill creates a subnet group) or db_subnet_group")
+        if self.db_subnet_group and self.subnet_ids:
+            raise ValueError("give either subnet_ids or db_subnet_group, not both")
         if self.runner_cidr in ("0.0.0.0/0", "::/0"):
             raise ValueError("runner_cidr must not be open to the world")
+        if self.runner_cidr and self.runner_security_group_id:
+            raise ValueError("give one ingress source: runner_security_group_id or runner_cidr")
+        if not self.security_group_ids and not (self.runner_cidr or self.runner_security_group_id):
+            # The drill creates its security group; without an ingress source nothing could connect.
+            raise ValueError("give runner_security_group_id or runner_cidr (or existing security_group_ids)")
+        for route in self.allowed_routes:
+            rtb, sep, dest = route.partition(":")
+            if not (rtb.startswith("rtb-") and sep and dest):
+                raise ValueError(f"allowed_routes entries look like rtb-0abc:10.1.0.0/16, got {route!r}")
         return self
 
 
@@ -139,6 +152,7 @@ class RdsPitrSource(AwsOptions):
 
 class AuroraSnapshotSource(AwsOptions):
     kind: Literal["aurora-snapshot"]
+    instance_class: str = Field(default="db.t4g.medium", description="Writer class (Aurora has no micro classes).")
     snapshot: str | None = None
     latest_snapshot_of: str | None = Field(default=None, description="Use the newest snapshot of this cluster.")
     snapshot_type: Literal["automated", "manual", "any"] = "any"
@@ -152,7 +166,8 @@ class AuroraSnapshotSource(AwsOptions):
 
 class AuroraPitrSource(AwsOptions):
     kind: Literal["aurora-pitr"]
-    source_cluster: str
+    instance_class: str = Field(default="db.t4g.medium", description="Writer class (Aurora has no micro classes).")
+    source_cluster: str = Field(description="DB cluster identifier to restore from.")
     target_time: TargetTime
 
     _tz = field_validator("target_time")(_aware)

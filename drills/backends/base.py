@@ -29,6 +29,7 @@ __all__ = [
     "Mark",
     "PreflightReport",
     "StepContext",
+    "Teardown",
 ]
 
 
@@ -79,6 +80,12 @@ class PreflightReport:
     source: dict[str, Any]  # the production database / backup the drill restores from
     recovery_point: dict[str, Any]  # what will be restored: kind, label/snapshot, target_time, range
     facts: dict[str, Any] = field(default_factory=dict)  # anything else worth recording
+
+
+class Teardown(Protocol):
+    """Anything that can remove a journaled resource (every backend, and the scratch-dir remover)."""
+
+    def teardown(self, resource: Resource, ctx: StepContext) -> TeardownResult: ...
 
 
 class Backend(Protocol):

@@ -1,0 +1,354 @@
+"""The public API: run a drill from a loaded runbook, or finish one after a crash.
+
+This is where the pieces meet: the runbook picks a backend (imported lazily),
+the machine runs the states, the validators run through an injected callable,
+and evidence is signed and written on every path.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from drills import __version__
+from drills.backends import SOURCE_BACKENDS, backend_factory
+from drills.backends.base import Backend, BackendSettings, StepContext, Teardown
+from drills.clock import Clock, SystemClock, iso
+from drills.errors import DrillError, EvidenceError, InputError, TeardownError, ValidationError
+from drills.journal import Journal, new_run_id, read_events, state_home, summarize
+from drills.machine import Drill, default_states, run_machine, teardown_resources
+from drills.measure import Measurement, measure, rpo_ms
+from drills.record import build_predicate, verdict_of
+from drills.resources import Resource, TeardownResult
+from drills.runbook import LoadedRunbook
+from drills.sources import MariadbDumpSource, PostgresDumpSource
+from validators.base import ValidationReport
+from validators.endpoint import Endpoint
+
+__all__ = ["RunOptions", "RunResult", "default_key_path", "finish_teardown", "run_drill"]
+
+log = structlog.get_logger("drills.api")
+
+SCRATCH_KIND = "scratch-dir"
+SCRATCH_BACKEND = "local-fs"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    clock: Clock = field(default_factory=SystemClock)
+    home: Path | None = None  # journal home; default state_home()
+    signing_key: Path | None = None  # overrides runbook.evidence.signing_key
+    evidence_dir: Path | None = None  # overrides runbook.evidence.dir
+    trigger: str = "manual"
+    keep_seconds: int | None = None
+    aws_session: Any = None
+    resolve_endpoint: Any = None  # Callable[[Endpoint], Endpoint]: tests map AWS endpoints to local servers
+    scratch_root: Path | None = None
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    verdict: str
+    exit_code: int
+    evidence: Path | None
+    rto_seconds: float | None
+    rpo_seconds: float | None
+    findings: list[dict[str, Any]]
+    error: str | None
+    failed_state: str | None
+    drill: Drill
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.drill.measurement
+        return {
+            "run_id": self.run_id,
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "rto_seconds": self.rto_seconds,
+            "rto_objective_seconds": self.drill.loaded.runbook.objectives.rto_seconds,
+            "rto_phases_ms": m.rto_phases_ms if m else {},
+            "rpo_seconds": self.rpo_seconds,
+            "rpo_objective_seconds": self.drill.loaded.runbook.objectives.rpo_seconds,
+            "evidence": str(self.evidence) if self.evidence else None,
+            "findings": self.findings,
+            "error": self.error,
+            "failed_state": self.failed_state,
+        }
+
+
+def default_key_path(home: Path | None = None) -> Path:
+    return (home or state_home()) / "keys" / "drill.key"
+
+
+def _signer(key: Path | None, home: Path | None) -> Any:
+    from drills.evidence.keys import generate_keypair, load_signer
+
+    path = key or default_key_path(home)
+    if key is None and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keyid = generate_keypair(path)
+        log.warning("signing_key_generated", path=str(path), public_key=str(path.with_suffix(".pub")), keyid=keyid)
+    return load_signer(path)
+
+
+def _validate(d: Drill) -> ValidationReport:
+    from validators.baseline import load_baseline
+    from validators.runner import run_validators
+
+    from validators.errors import ValidatorError
+
+    assert d.endpoint is not None
+    cfg = d.loaded.runbook.validators
+    baseline_path = cfg.baseline or (cfg.schema_.baseline if cfg.schema_ else None)
+    src = d.loaded.runbook.source
+    target = getattr(src, "target_time", None)
+    params = {"target_time": target if isinstance(target, datetime) else d.restore_requested_at}
+    try:
+        baseline = load_baseline(baseline_path) if baseline_path else None
+        return run_validators(d.endpoint, cfg, params=params, baseline=baseline)
+    except ValidatorError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def _probe(resolve: Any) -> Any:
+    def probe(ep: Endpoint) -> str:
+        from drills.errors import TransientError
+        from validators.connect import probe as do_probe
+        from validators.errors import ValidatorError
+
+        target = resolve(ep) if resolve else ep
+        try:
+            return do_probe(target)
+        except ValidatorError as exc:
+            raise TransientError(str(exc)) from None
+
+    return probe
+
+
+def _measure(d: Drill) -> Measurement:
+    rb = d.loaded.runbook
+    src = rb.source
+    newest = None
+    if d.validation and d.validation.newest_commit_at:
+        newest = datetime.fromisoformat(d.validation.newest_commit_at.replace("Z", "+00:00"))
+    target = getattr(src, "target_time", None)
+    if isinstance(src, PostgresDumpSource | MariadbDumpSource):
+        created = (d.preflight.recovery_point.get("created_at") if d.preflight else None) or None
+        ref = datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None
+        method, achieved = "dump", rpo_ms(d.restore_requested_at, ref)
+    elif isinstance(target, datetime):
+        method, achieved = "target", rpo_ms(target, newest)
+    else:
+        method, achieved = "request", rpo_ms(d.restore_requested_at, newest)
+    if newest is None and method != "dump":
+        method = "none"
+    validated = d.validation is not None and d.validation.passed
+    return measure(
+        d.timeline,
+        validated=validated,
+        rto_objective_s=rb.objectives.rto_seconds,
+        rpo_objective_s=rb.objectives.rpo_seconds,
+        achieved_rpo=achieved,
+        rpo_method=method,
+    )
+
+
+class _Routed:
+    """Wraps a backend so the validators reach its endpoint through a resolver (a tunnel, or tests)."""
+
+    def __init__(self, inner: Backend, resolve: Any) -> None:
+        self._inner = inner
+        self._resolve = resolve
+        self.name = inner.name
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self._inner, item)
+
+    def endpoint(self, ctx: StepContext) -> Endpoint:
+        ep = self._inner.endpoint(ctx)
+        routed: Endpoint = self._resolve(ep)
+        return routed
+
+
+def _remove_scratch(resource: Resource, ctx: StepContext) -> TeardownResult:
+    path = Path(resource.id)
+    if not path.name.startswith("restore-drill-"):
+        raise TeardownError(f"refusing to remove {path}: not a scratch directory of this tool")
+    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        return TeardownResult(resource, deleted=False, detail=f"{path} could not be removed")
+    return TeardownResult(resource, deleted=True, detail=f"{path} removed", verified_at=iso(ctx.clock.now()))
+
+
+class _Dispatch:
+    """Teardown by resource: the scratch directory here, everything else by its backend."""
+
+    def __init__(self, backend: Backend | None, settings: BackendSettings, sources: dict[str, Any]) -> None:
+        self._backend = backend
+        self._settings = settings
+        self._sources = sources
+        self._built: dict[str, Backend] = {}
+
+    def __call__(self, r: Resource) -> Teardown:
+        if r.kind == SCRATCH_KIND:
+            return _ScratchBackend()
+        if self._backend is not None and self._backend.name == r.backend:
+            return self._backend
+        if r.backend not in self._built:
+            self._built[r.backend] = backend_factory(r.backend)(self._sources.get(r.backend), self._settings)
+        return self._built[r.backend]
+
+
+class _ScratchBackend:
+    name = SCRATCH_BACKEND
+
+    def teardown(self, resource: Resource, ctx: StepContext) -> TeardownResult:
+        return _remove_scratch(resource, ctx)
+
+
+def _executor() -> dict[str, Any]:
+    return {"tool": "restore-drills", "version": __version__}
+
+
+def _finish(drill: Drill, opts: RunOptions, written: list[Path]) -> None:
+    """Sign and write the evidence; a failure here is recorded, never raised past teardown."""
+    from drills.evidence.statement import subject_for_bytes
+    from drills.evidence.store import write_evidence
+
+    rb, loaded, journal = drill.loaded.runbook, drill.loaded, drill.journal
+    predicate = build_predicate(
+        drill, executor=_executor(), trigger=opts.trigger, host=socket.gethostname(), initiated_by=getpass.getuser()
+    )
+    secrets = [drill.endpoint.password.reveal()] if drill.endpoint and drill.endpoint.password else []
+    try:
+        signer = _signer(opts.signing_key or rb.evidence.signing_key, opts.home)
+        path = write_evidence(
+            predicate,
+            [subject_for_bytes(f"runbook:{rb.name}", loaded.path.read_bytes())],
+            opts.evidence_dir or rb.evidence.dir,
+            drill.run_id,
+            signer,
+            secrets=secrets,
+        )
+    except (EvidenceError, OSError) as exc:
+        journal.append("evidence_failed", error=str(exc))
+        log.error("evidence_failed", run_id=drill.run_id, error=str(exc))
+        if drill.error is None:
+            drill.error = exc if isinstance(exc, DrillError) else EvidenceError(str(exc))
+            drill.failed_state = "evidence"
+        return
+    written.append(path)
+    journal.append("evidence_written", path=str(path))
+
+
+def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunResult:
+    """Run one drill end to end. Never raises for a drill failure: the result says."""
+    opts = options or RunOptions()
+    clock = opts.clock
+    rb = loaded.runbook
+    run_id = new_run_id(clock.now())
+    journal = Journal.create(run_id, clock, opts.home)
+    source_dump = rb.source.model_dump(mode="json")
+    journal.append(
+        "run_started",
+        pid=os.getpid(),
+        runbook={"name": rb.name, "path": str(loaded.path), "sha256": loaded.sha256},
+        source=source_dump,
+        tool_version=__version__,
+    )
+    scratch_root = opts.scratch_root or Path(os.environ.get("RESTORE_DRILLS_SCRATCH", tempfile.gettempdir()))
+    scratch = scratch_root / f"restore-drill-{run_id}"
+    backend_name = SOURCE_BACKENDS[rb.source.kind]
+    settings = BackendSettings(
+        run_id=run_id,
+        run_dir=scratch,
+        clock=clock,
+        runbook_name=rb.name,
+        keep_seconds=opts.keep_seconds,
+        aws_session=opts.aws_session,
+    )
+    backend: Backend = backend_factory(backend_name)(rb.source, settings)
+    if opts.resolve_endpoint is not None:
+        backend = _Routed(backend, opts.resolve_endpoint)
+    d = Drill(
+        loaded=loaded,
+        backend=backend,
+        clock=clock,
+        journal=journal,
+        run_validators=_validate,
+        probe=_probe(None),
+        measure=_measure,
+        keep=opts.keep_seconds is not None,
+    )
+    d.register(Resource(kind=SCRATCH_KIND, id=str(scratch), backend=SCRATCH_BACKEND, attrs={}))
+    scratch.mkdir(parents=True, exist_ok=False)
+    scratch.chmod(0o755)  # the server's unprivileged user must traverse it; what is inside is private
+    evidence_path: list[Path] = []
+    dispatch = _Dispatch(backend, settings, {backend_name: rb.source})
+    run_machine(d, default_states(loaded), lambda drill: _finish(drill, opts, evidence_path), dispatch)
+    verdict = verdict_of(d)
+    exit_code = _exit_code(d, verdict)
+    journal.append("run_finished", verdict=verdict, exit_code=exit_code, interrupted=d.interrupted)
+    journal.close()
+    m = d.measurement
+    return RunResult(
+        run_id=run_id,
+        verdict=verdict,
+        exit_code=exit_code,
+        evidence=evidence_path[0] if evidence_path else None,
+        rto_seconds=m.achieved_rto_ms / 1000 if m and m.achieved_rto_ms is not None else None,
+        rpo_seconds=m.achieved_rpo_ms / 1000 if m and m.achieved_rpo_ms is not None else None,
+        findings=[f.to_dict() for f in d.validation.findings] if d.validation else [],
+        error=f"{type(d.error).__name__}: {d.error}" if d.error else None,
+        failed_state=d.failed_state,
+        drill=d,
+    )
+
+
+def _exit_code(d: Drill, verdict: str) -> int:
+    if d.interrupted:
+        return 130
+    if d.teardown_errors:
+        return 3
+    if d.error is not None:
+        return d.error.exit_code
+    return 0 if verdict == "passed" else 1
+
+
+def finish_teardown(run_id: str, *, clock: Clock | None = None, home: Path | None = None) -> list[TeardownResult]:
+    """``drill teardown RUN_ID``: remove what a crashed run left, from its journal alone."""
+    from pydantic import TypeAdapter
+
+    from drills.sources import Source
+
+    clk = clock or SystemClock()
+    journal = Journal.reopen(run_id, clk, home)
+    events = read_events(journal.path)
+    summary = summarize(run_id, events)
+    if summary.status == "running":
+        raise InputError(f"run {run_id} is still running (pid {summary.pid})", hint="stop it first (Ctrl-C tears down)")
+    started = next((e for e in events if e.get("event") == "run_started"), None)
+    source = TypeAdapter(Source).validate_python(started["source"]) if started else None
+    settings = BackendSettings(run_id=run_id, run_dir=Path(tempfile.gettempdir()), clock=clk)
+    dispatch = _Dispatch(None, settings, {SOURCE_BACKENDS[source.kind]: source} if source else {})
+    journal.append("teardown_resumed", outstanding=[r.to_dict() for r in summary.outstanding])
+    ctx = StepContext(
+        clock=clk, deadline_ns=clk.monotonic_ns() + int(3600e9), log=log.bind(run_id=run_id), register=lambda r: None
+    )
+    # resources are kept in creation order; teardown_resources reverses them
+    results, errors = teardown_resources(dispatch, summary.outstanding, journal, ctx)
+    journal.append("teardown_finished", errors=errors)
+    journal.close()
+    if errors:
+        raise TeardownError("; ".join(errors))
+    return results

@@ -1,0 +1,273 @@
+"""The ``drill`` command: parse arguments, call the API, map errors to exit codes.
+
+Exit codes: 0 passed, 1 drill failed, 2 bad input (nothing started),
+3 infrastructure error (could not restore or tear down), 130 interrupted.
+Everything heavy is imported inside the command that needs it, so
+``drill --help`` and ``drill validate`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from drills import __version__
+from drills.errors import DrillError, InputError
+
+__all__ = ["main"]
+
+
+def _duration(text: str) -> int:
+    """``90s``, ``15m``, ``6h``, ``2d`` → seconds."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30m, 6h, 2d)")
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def _out(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _summary_lines(res: Any) -> list[str]:
+    r = res.to_json()
+    rto = f"{r['rto_seconds']:.2f}s" if r["rto_seconds"] is not None else "not reached"
+    rpo = f"{r['rpo_seconds']:.3f}s" if r["rpo_seconds"] is not None else "not measured"
+    rpo_obj = f" (objective {r['rpo_objective_seconds']}s)" if r["rpo_objective_seconds"] is not None else ""
+    failed = [f for f in r["findings"] if not f.get("passed")]
+    lines = [
+        "",
+        f"drill {r['run_id']}: {r['verdict'].upper()}",
+        f"  RTO achieved {rto} (objective {r['rto_objective_seconds']}s)",
+        "    " + "  ".join(f"{k} {v / 1000:.2f}s" for k, v in r["rto_phases_ms"].items()),
+        f"  RPO achieved {rpo}{rpo_obj}",
+        f"  findings: {len(r['findings']) - len(failed)} passed, {len(failed)} failed",
+    ]
+    lines += [
+        f"    ✗ {f['validator']}: {f['check']}: expected {f.get('expected')!r}, got {f.get('actual')!r}" for f in failed
+    ]
+    if r["error"]:
+        lines.append(f"  error in {r['failed_state']}: {r['error']}")
+    lines.append(f"  evidence: {r['evidence']}")
+    return lines
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_validate(a: argparse.Namespace) -> int:
+    from drills.runbook import load_runbook
+
+    loaded = load_runbook(a.file)
+    rb = loaded.runbook
+    print(f"{a.file}: ok ({rb.name}: {rb.source.kind}, RTO objective {rb.objectives.rto_seconds}s)")
+    return 0
+
+
+def cmd_schema(_a: argparse.Namespace) -> int:
+    from drills.runbook import json_schema
+
+    print(json_schema())
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from drills.api import RunOptions, run_drill
+    from drills.runbook import load_runbook
+
+    loaded = load_runbook(a.file)
+    opts = RunOptions(
+        signing_key=a.key,
+        evidence_dir=a.evidence_dir,
+        trigger=a.trigger,
+        keep_seconds=a.keep,
+    )
+    res = run_drill(loaded, opts)
+    if a.json:
+        _out(res.to_json())
+    else:
+        print("\n".join(_summary_lines(res)), file=sys.stderr)
+        if a.keep and res.drill.endpoint is not None and res.error is None:
+            print(f"  kept for {a.keep}s for inspection: {res.drill.endpoint.public()}", file=sys.stderr)
+    return res.exit_code
+
+
+def cmd_keygen(a: argparse.Namespace) -> int:
+    from drills.evidence.keys import generate_keypair
+
+    keyid = generate_keypair(a.out, force=a.force)
+    print(f"private key: {a.out}\npublic key:  {Path(a.out).with_suffix('.pub')}\nkeyid:       {keyid}")
+    return 0
+
+
+def cmd_verify(a: argparse.Namespace) -> int:
+    from drills.evidence.keys import load_verifiers
+    from drills.evidence.store import read_and_verify, summary
+
+    statement = read_and_verify(a.file, load_verifiers(a.key))
+    print(f"{a.file}: signature and payload OK")
+    print(summary(statement))
+    return 0
+
+
+def cmd_teardown(a: argparse.Namespace) -> int:
+    from drills.api import finish_teardown
+
+    results = finish_teardown(a.run_id)
+    for r in results:
+        print(f"{'removed' if r.deleted else 'LEFT'}: {r.resource.kind} {r.resource.id} {r.detail}")
+    if not results:
+        print(f"run {a.run_id}: nothing left to tear down")
+    return 0
+
+
+def cmd_runs(a: argparse.Namespace) -> int:
+    from drills.journal import list_runs
+
+    runs = list(list_runs())
+    if a.json:
+        _out(
+            [
+                {
+                    "run_id": r.run_id,
+                    "runbook": r.runbook,
+                    "started_at": r.started_at,
+                    "status": r.status,
+                    "last_state": r.last_state,
+                    "verdict": r.verdict,
+                    "evidence": r.evidence,
+                    "outstanding": [x.to_dict() for x in r.outstanding],
+                }
+                for r in runs
+            ]
+        )
+        return 0
+    for r in runs:
+        left = f"  {len(r.outstanding)} resource(s) left: drill teardown {r.run_id}" if r.outstanding else ""
+        print(f"{r.run_id}  {r.runbook:<24} {r.status:<11} {r.last_state:<12} {r.verdict or '-':<7}{left}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    if a.engine == "mariadb":
+        from drills.demo_mariadb import run_demo as run_maria
+
+        return run_maria(a.workdir, as_json=a.json)
+    from drills.demo import run_demo
+
+    return run_demo(a.workdir, as_json=a.json)
+
+
+def cmd_baseline(a: argparse.Namespace) -> int:
+    from validators.baseline import capture_baseline, endpoint_from_dsn, write_baseline
+
+    baseline = capture_baseline(endpoint_from_dsn(a.dsn), schemas=a.schema or None)
+    write_baseline(baseline, a.out)
+    n = len(baseline.get("row_counts", {}))
+    print(f"baseline written to {a.out} ({n} tables)")
+    return 0
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from drills.clock import SystemClock
+    from drills.journal import list_runs
+    from drills.sweep import sweep
+
+    live = {r.run_id for r in list_runs() if r.status == "running"}
+    import boto3
+
+    session = boto3.Session(region_name=a.region) if a.region else boto3.Session()
+    found = sweep(session, timedelta(seconds=a.older_than), a.dry_run, lambda rid: rid in live, SystemClock())
+    _out(found)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="drill",
+        description="Prove database backups restore: isolated restore drills with validators, measured RTO/RPO, "
+        "teardown on every path and signed evidence.",
+    )
+    p.add_argument("--version", action="version", version=f"restore-drills {__version__}")
+    p.add_argument("--log-format", choices=["console", "json"], default="console", help="log output on stderr")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add("run", cmd_run, "run a drill from a runbook")
+    sp.add_argument("file", type=Path)
+    sp.add_argument("--json", action="store_true", help="print one JSON result object on stdout")
+    sp.add_argument("--key", type=Path, help="Ed25519 signing key (default: the runbook's, else the user's)")
+    sp.add_argument("--evidence-dir", type=Path, help="where to write evidence (default: the runbook's)")
+    sp.add_argument("--trigger", default="manual", choices=["manual", "scheduled", "change-triggered"])
+    sp.add_argument("--keep", type=_duration, metavar="TTL", help="incident mode: keep the restored database for TTL")
+    sp = add("validate", cmd_validate, "check a runbook without running it")
+    sp.add_argument("file", type=Path)
+    add("schema", cmd_schema, "print the runbook JSON Schema")
+    sp = add("keygen", cmd_keygen, "write an Ed25519 key pair for signing evidence")
+    sp.add_argument("--out", type=Path, required=True, help="private key path; the public key gets .pub")
+    sp.add_argument("--force", action="store_true")
+    sp = add("verify", cmd_verify, "verify a signed evidence file offline")
+    sp.add_argument("file", type=Path)
+    sp.add_argument("--key", type=Path, required=True, help="public key PEM or keyring JSON")
+    sp = add("teardown", cmd_teardown, "remove what a crashed run left behind, from its journal")
+    sp.add_argument("run_id")
+    sp = add("runs", cmd_runs, "list runs and their states")
+    sp.add_argument("--json", action="store_true")
+    sp = add("demo", cmd_demo, "build a source database and backups, then drill them (nothing else needed)")
+    sp.add_argument("--workdir", type=Path, help="default: a new temporary directory")
+    sp.add_argument("--engine", choices=["postgres", "mariadb"], default="postgres")
+    sp.add_argument("--json", action="store_true")
+    sp = add("baseline", cmd_baseline, "capture a schema and row-count baseline from a database")
+    bsub = sp.add_subparsers(dest="baseline_command", required=True)
+    cap = bsub.add_parser("capture", help="capture a baseline")
+    cap.set_defaults(fn=cmd_baseline)
+    cap.add_argument(
+        "--dsn", required=True, help="postgresql://... or mysql://... (password from PGPASSWORD/MYSQL_PWD)"
+    )
+    cap.add_argument("--out", type=Path, required=True)
+    cap.add_argument("--schema", action="append", help="schema (pg) or database (mysql) to include; repeatable")
+    sp = add("sweep", cmd_sweep, "delete expired drill resources in AWS left by crashed runs")
+    sp.add_argument("--older-than", type=_duration, default=6 * 3600, metavar="AGE")
+    sp.add_argument("--dry-run", action="store_true")
+    sp.add_argument("--region")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    from drills.logs import configure
+
+    configure(a.log_format, a.log_level)
+    try:
+        code: int = a.fn(a)
+    except DrillError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("Interrupted", file=sys.stderr)
+        return 130
+    except FileNotFoundError as exc:
+        err = InputError(f"{exc.filename}: no such file")
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        return err.exit_code
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

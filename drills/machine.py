@@ -1,0 +1,371 @@
+"""The drill as a state machine: a table of states, run in order, with
+teardown and evidence on every path.
+
+Each state is a named value with a plain work function ``(Drill) -> None``,
+a retry policy built from tenacity (attempts, exponential backoff with
+jitter, retrying only :class:`~drills.errors.TransientError`) and a deadline.
+The table is data, so it can be listed (``drill runs``), tested and one day
+exported to Amazon States Language. Every transition is journaled before the
+work starts; every attempt becomes one :class:`~drills.measure.TimelineEntry`.
+
+This module imports neither boto3 nor a database driver: the backend and the
+validator runner are handed in.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import FrameType
+from typing import Any
+
+import structlog
+import tenacity
+
+from drills.backends.base import Backend, Mark, PreflightReport, StepContext, Teardown
+from drills.clock import Clock, iso
+from drills.errors import (
+    DeadlineExceeded,
+    DrillError,
+    InfrastructureError,
+    Interrupted,
+    TeardownError,
+    TransientError,
+)
+from drills.journal import Journal
+from drills.measure import Measurement, TimelineEntry
+from drills.resources import Resource, TeardownResult
+from drills.runbook import LoadedRunbook
+from validators.base import ValidationReport
+from validators.endpoint import Endpoint
+
+__all__ = ["Drill", "RetryPolicy", "State", "run_machine", "teardown_resources"]
+
+log = structlog.get_logger("drills.machine")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a state's work is tried again, as a tenacity value."""
+
+    attempts: int = 1
+    initial_s: float = 1.0
+    max_s: float = 30.0
+
+    def retrying(self, sleep: Callable[[float], None], deadline_left: Callable[[], float]) -> tenacity.Retrying:
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_before_delay(max(0.0, deadline_left())),
+            wait=tenacity.wait_exponential_jitter(initial=self.initial_s, max=self.max_s),
+            retry=tenacity.retry_if_exception_type(TransientError),
+            sleep=sleep,
+            reraise=True,
+        )
+
+
+@dataclass
+class Drill:
+    """Everything a run knows; states read and fill it in."""
+
+    loaded: LoadedRunbook
+    backend: Backend
+    clock: Clock
+    journal: Journal
+    run_validators: Callable[[Drill], ValidationReport]
+    probe: Callable[[Endpoint], str]
+    measure: Callable[[Drill], Measurement]
+    keep: bool = False
+    preflight: PreflightReport | None = None
+    endpoint: Endpoint | None = None
+    server_version: str | None = None
+    validation: ValidationReport | None = None
+    measurement: Measurement | None = None
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
+    resources: list[Resource] = field(default_factory=list)
+    teardown_results: list[TeardownResult] = field(default_factory=list)
+    teardown_errors: list[str] = field(default_factory=list)
+    error: DrillError | None = None
+    failed_state: str | None = None
+    interrupted: bool = False
+    restore_requested_at: datetime | None = None
+    deadline_ns: int | None = None  # whole-drill deadline, set at the restore request
+
+    @property
+    def run_id(self) -> str:
+        return self.journal.run_id
+
+    def register(self, resource: Resource) -> None:
+        """Journal a resource before it is created, then remember it for teardown."""
+        self.journal.append("resource_registered", resource=resource.to_dict())
+        self.resources.append(resource)
+
+
+@dataclass(frozen=True)
+class State:
+    name: str
+    work: Callable[[Drill, StepContext], None]
+    retry: RetryPolicy = RetryPolicy()
+    timeout_s: float | None = None
+
+
+# ------------------------------------------------------------------ state work
+
+
+def _preflight(d: Drill, ctx: StepContext) -> None:
+    d.preflight = d.backend.preflight(ctx)
+
+
+def _restore(d: Drill, ctx: StepContext) -> None:
+    if d.restore_requested_at is None:
+        d.restore_requested_at = d.clock.now()
+        d.deadline_ns = d.clock.monotonic_ns() + int(d.loaded.runbook.effective_deadline_seconds * 1e9)
+    d.backend.restore(ctx)
+
+
+def _await_ready(d: Drill, ctx: StepContext) -> None:
+    d.backend.await_ready(ctx)
+
+
+def _connect(d: Drill, ctx: StepContext) -> None:
+    ep = d.backend.endpoint(ctx)
+    override = d.loaded.runbook.connect
+    if override is not None:
+        ep = ep.routed_to(override.host, override.port)
+    d.endpoint = ep
+    d.server_version = d.probe(ep)
+
+
+def _validate(d: Drill, ctx: StepContext) -> None:
+    d.validation = d.run_validators(d)
+
+
+def _measure(d: Drill, ctx: StepContext) -> None:
+    d.measurement = d.measure(d)
+
+
+def default_states(loaded: LoadedRunbook) -> list[State]:
+    """The drill's table, with the runbook's per-state overrides applied."""
+    defaults = [
+        State("preflight", _preflight),
+        State("restore", _restore),
+        State("await_ready", _await_ready),
+        State("connect", _connect, RetryPolicy(attempts=10, initial_s=0.2, max_s=5.0), timeout_s=120),
+        State("validate", _validate),
+        State("measure", _measure),
+    ]
+    out = []
+    for s in defaults:
+        p = loaded.runbook.states.get(s.name)  # type: ignore[call-overload]
+        if p is None:
+            out.append(s)
+        else:
+            policy = RetryPolicy(p.attempts, p.backoff_initial_seconds, p.backoff_max_seconds)
+            out.append(State(s.name, s.work, policy, p.timeout_seconds or s.timeout_s))
+    return out
+
+
+# ------------------------------------------------------------------ signals
+
+
+@contextmanager
+def _signals_raise_interrupted() -> Iterator[None]:
+    """SIGINT and SIGTERM become Interrupted in the main thread (no-op elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def _signals_deferred(journal: Journal) -> Iterator[list[int]]:
+    """While tearing down, a signal is noted, not obeyed: cleanup must finish."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        got.append(signum)
+        log.warning("signal_deferred", signal=signal.Signals(signum).name, reason="teardown and evidence in progress")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# ------------------------------------------------------------------ running
+
+
+def _ctx(d: Drill, timeout_s: float | None) -> StepContext:
+    now = d.clock.monotonic_ns()
+    deadlines = [now + int(timeout_s * 1e9)] if timeout_s else []
+    if d.deadline_ns is not None:
+        deadlines.append(d.deadline_ns)
+    deadline = min(deadlines) if deadlines else now + int(365 * 86400 * 1e9)
+    return StepContext(
+        clock=d.clock, deadline_ns=deadline, log=log.bind(run_id=d.run_id), register=d.register, marks=d.marks
+    )
+
+
+def _translate(exc: BaseException) -> DrillError:
+    if isinstance(exc, DrillError):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted("interrupted by SIGINT")
+    return InfrastructureError(f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _run_state(d: Drill, state: State) -> None:
+    attempt = 0
+
+    def left() -> float:
+        if d.deadline_ns is None:
+            return 365 * 86400.0
+        return (d.deadline_ns - d.clock.monotonic_ns()) / 1e9
+
+    for tried in state.retry.retrying(d.clock.sleep, left):
+        with tried:
+            attempt += 1
+            d.journal.append("state_entered", state=state.name, attempt=attempt)
+            log.info("state_entered", run_id=d.run_id, state=state.name, attempt=attempt)
+            start_at, start_ns = d.clock.now(), d.clock.monotonic_ns()
+            ctx = _ctx(d, state.timeout_s)
+            outcome, err = "ok", None
+            try:
+                state.work(d, ctx)
+                if d.clock.monotonic_ns() > ctx.deadline_ns:
+                    raise DeadlineExceeded(
+                        f"state {state.name} ran past its deadline",
+                        hint="raise states.<name>.timeout_seconds or deadline_seconds in the runbook",
+                    )
+            except BaseException as exc:
+                outcome = "retry" if isinstance(exc, TransientError) else "error"
+                err = f"{type(exc).__name__}: {exc}"
+                raise
+            finally:
+                entry = TimelineEntry(
+                    state.name,
+                    attempt,
+                    iso(start_at),
+                    iso(d.clock.now()),
+                    start_ns,
+                    d.clock.monotonic_ns(),
+                    outcome,
+                    err,
+                )
+                d.timeline.append(entry)
+                d.journal.append("state_exited", **entry.to_dict())
+                log.info(
+                    "state_exited",
+                    run_id=d.run_id,
+                    state=state.name,
+                    attempt=attempt,
+                    outcome=outcome,
+                    duration_ms=entry.duration_ms,
+                    error=err,
+                )
+
+
+def teardown_resources(
+    backend_for: Callable[[Resource], Teardown], resources: list[Resource], journal: Journal, ctx: StepContext
+) -> tuple[list[TeardownResult], list[str]]:
+    """Remove resources in reverse order of creation; collect every error instead of stopping."""
+    results: list[TeardownResult] = []
+    errors: list[str] = []
+    for r in reversed(resources):
+        journal.append("teardown_started", resource=r.to_dict())
+        try:
+            res = backend_for(r).teardown(r, ctx)
+        except Exception as exc:  # every failure is recorded, the rest still runs
+            msg = f"{r.kind} {r.id}: {type(exc).__name__}: {exc}"
+            errors.append(msg)
+            results.append(TeardownResult(r, deleted=False, detail=msg))
+            journal.append("teardown_failed", resource=r.to_dict(), error=msg)
+            log.error("teardown_failed", resource=r.id, kind=r.kind, error=msg)
+            continue
+        results.append(res)
+        if res.deleted:
+            journal.append("resource_removed", resource=r.to_dict(), verified_at=res.verified_at, detail=res.detail)
+        else:
+            errors.append(f"{r.kind} {r.id}: {res.detail or 'not confirmed gone'}")
+            journal.append("teardown_failed", resource=r.to_dict(), error=res.detail)
+    return results, errors
+
+
+def run_machine(
+    d: Drill,
+    states: list[State],
+    finish: Callable[[Drill], None],
+    backend_for: Callable[[Resource], Teardown] | None = None,
+) -> Drill:
+    """Run the states in order; then teardown and ``finish`` (evidence) on every path.
+
+    ``backend_for`` picks who removes a resource (default: the drill's backend).
+    """
+    try:
+        with _signals_raise_interrupted():
+            for state in states:
+                try:
+                    _run_state(d, state)
+                except BaseException as exc:
+                    d.error = _translate(exc)
+                    d.failed_state = state.name
+                    d.interrupted = isinstance(d.error, Interrupted)
+                    if not isinstance(exc, DrillError | KeyboardInterrupt):
+                        log.error("unexpected_error", state=state.name, traceback=traceback.format_exc())
+                    break
+    except BaseException as exc:  # a signal between states
+        d.error = d.error or _translate(exc)
+        d.interrupted = True
+    with _signals_deferred(d.journal) as deferred:
+        ctx = _ctx(d, 600.0)
+        if d.keep and d.error is None:
+            for r in d.resources:
+                d.journal.append("resource_kept", resource=r.to_dict())
+        else:
+            d.journal.append("state_entered", state="teardown", attempt=1)
+            start_at, start_ns = d.clock.now(), d.clock.monotonic_ns()
+            d.teardown_results, d.teardown_errors = teardown_resources(
+                backend_for or (lambda _r: d.backend), d.resources, d.journal, ctx
+            )
+            outcome = "error" if d.teardown_errors else "ok"
+            entry = TimelineEntry(
+                "teardown",
+                1,
+                iso(start_at),
+                iso(d.clock.now()),
+                start_ns,
+                d.clock.monotonic_ns(),
+                outcome,
+                "; ".join(d.teardown_errors) or None,
+            )
+            d.timeline.append(entry)
+            d.journal.append("state_exited", **entry.to_dict())
+            if d.teardown_errors and d.error is None:
+                d.error = TeardownError("; ".join(d.teardown_errors))
+                d.failed_state = "teardown"
+        finish(d)
+        if deferred:
+            d.interrupted = True
+    return d
+
+
+def summary_fields(d: Drill) -> dict[str, Any]:
+    return {"run_id": d.run_id, "failed_state": d.failed_state, "error": str(d.error) if d.error else None}
