@@ -1,0 +1,124 @@
+"""Connections from an :class:`~validators.endpoint.Endpoint`.
+
+The drivers are imported inside the functions: the ``drill`` CLI imports the
+validators package on every start and should not pay for psycopg or pymysql
+unless a drill actually connects. The password goes straight from
+:meth:`Secret.reveal` into the driver's keyword arguments, never into a
+conninfo string or a message, and every driver error is translated into a
+:class:`ValidatorError` whose text is scrubbed of the password.
+
+Sessions run in UTC (``TimeZone`` / ``time_zone``) so timestamps read by the
+freshness and smoke checks mean the same on both engines.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, cast
+
+from validators.dbapi import Connection, fetch_one, redact
+from validators.endpoint import Endpoint
+from validators.errors import ValidatorError
+
+__all__ = ["connect", "describe_error", "probe"]
+
+APPLICATION_NAME = "restore-drills"
+
+
+def describe_error(exc: BaseException, endpoint: Endpoint) -> str:
+    """One line ``Type: message`` for an error, with the password masked."""
+    text = " ".join(str(exc).split()) or repr(exc)
+    secret = endpoint.password.reveal() if endpoint.password is not None else None
+    return redact(f"{type(exc).__name__}: {text}", secret)
+
+
+def _where(endpoint: Endpoint) -> str:
+    if endpoint.engine == "mysql" and endpoint.unix_socket:
+        place = endpoint.unix_socket
+    elif endpoint.host.startswith("/"):
+        place = f"{endpoint.host} (socket dir), port {endpoint.port}"
+    else:
+        place = f"{endpoint.host}:{endpoint.port}"
+    return f"{endpoint.engine} database {endpoint.database!r} as {endpoint.user!r} at {place}"
+
+
+def _connect_postgres(endpoint: Endpoint, autocommit: bool, timeout_s: int) -> Connection:
+    import psycopg  # lazy: keep the CLI start fast
+
+    kwargs: dict[str, Any] = {
+        "host": endpoint.host,
+        "port": endpoint.port,
+        "dbname": endpoint.database,
+        "user": endpoint.user,
+        "connect_timeout": max(2, int(timeout_s)),
+        "application_name": APPLICATION_NAME,
+        "options": "-c TimeZone=UTC",
+    }
+    kwargs.update(endpoint.options)
+    if endpoint.password is not None:
+        kwargs["password"] = endpoint.password.reveal()
+    try:
+        conn = psycopg.connect(autocommit=autocommit, **kwargs)
+    except (psycopg.Error, OSError) as exc:
+        raise ValidatorError(f"cannot connect to {_where(endpoint)}: {describe_error(exc, endpoint)}") from None
+    return cast(Connection, conn)
+
+
+def _connect_mysql(endpoint: Endpoint, autocommit: bool, timeout_s: int) -> Connection:
+    import pymysql  # lazy: keep the CLI start fast
+
+    kwargs: dict[str, Any] = {
+        "user": endpoint.user,
+        "database": endpoint.database,
+        "connect_timeout": max(1, int(timeout_s)),
+        "autocommit": autocommit,
+        "charset": "utf8mb4",
+        "init_command": "SET time_zone = '+00:00'",
+        "program_name": APPLICATION_NAME,
+    }
+    if endpoint.unix_socket:
+        kwargs["unix_socket"] = endpoint.unix_socket
+    else:
+        kwargs["host"] = endpoint.host
+        kwargs["port"] = endpoint.port
+    kwargs.update(endpoint.options)
+    if endpoint.password is not None:
+        kwargs["password"] = endpoint.password.reveal()
+    try:
+        conn = pymysql.connect(**kwargs)
+    except (pymysql.err.Error, OSError, TypeError) as exc:
+        raise ValidatorError(f"cannot connect to {_where(endpoint)}: {describe_error(exc, endpoint)}") from None
+    return cast(Connection, conn)
+
+
+def connect(endpoint: Endpoint, *, autocommit: bool = True, timeout_s: int = 10) -> Connection:
+    """A DB-API connection to ``endpoint`` (psycopg 3 or pymysql), or :class:`ValidatorError`.
+
+    Autocommit is the default because validators only read: no transaction
+    is left open on the restored server, and a failed query does not poison
+    the connection for the next check.
+    """
+    if endpoint.engine == "postgres":
+        return _connect_postgres(endpoint, autocommit, timeout_s)
+    if endpoint.engine == "mysql":
+        return _connect_mysql(endpoint, autocommit, timeout_s)
+    raise ValidatorError(f"unsupported engine {endpoint.engine!r}")
+
+
+_VERSION_SQL = {"postgres": "show server_version", "mysql": "select version()"}
+
+
+def probe(endpoint: Endpoint, *, timeout_s: int = 10) -> str:
+    """Connect, ask the server version, disconnect: the runner's ``connect`` state.
+
+    Returns e.g. ``"15.14 (Debian 15.14-0+deb12u1)"`` or
+    ``"10.11.19-MariaDB-0+deb12u1"``.
+    """
+    conn = connect(endpoint, timeout_s=timeout_s)
+    try:
+        row = fetch_one(conn, _VERSION_SQL[endpoint.engine])
+    except Exception as exc:
+        raise ValidatorError(f"connected to {_where(endpoint)} but {describe_error(exc, endpoint)}") from None
+    finally:
+        conn.close()
+    return re.sub(r"\s+", " ", str(row[0])).strip() if row else "unknown"
