@@ -1,0 +1,191 @@
+"""Run every configured check against a restored database, in parallel.
+
+Each check is a :class:`~validators.pool.Task` on one borrowed connection;
+``config.parallelism`` worker threads bound both the concurrency and the
+number of connections. Checks are submitted cheapest-to-predict first
+(schema, smoke, freshness), then row counts largest table first, so the
+longest count starts early and does not end up alone at the tail.
+
+Failure policy: only "cannot connect at all" raises :class:`ValidatorError`.
+Everything else (a SQL error, a missing table, an unreadable baseline)
+becomes a failed :class:`Finding` carrying the error text with the password
+masked, so one broken check never hides the others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+from validators.base import Finding, ValidationReport
+from validators.baseline import load_baseline
+from validators.config import FreshnessConfig, RowCountRule, SchemaConfig, SmokeQuery, ValidatorsConfig
+from validators.connect import connect, describe_error
+from validators.dbapi import Connection, fetch_all, fetch_one
+from validators.dialects import Dialect, get_dialect
+from validators.endpoint import Endpoint
+from validators.errors import ValidatorError
+from validators.freshness import CHECK as FRESHNESS_CHECK
+from validators.freshness import check_freshness
+from validators.pool import ConnectionPool, Outcome, Task, run_tasks
+from validators.rowcount import finding_for
+from validators.schema import capture_catalog, compare, filter_catalog
+from validators.smoke import run_smoke
+
+__all__ = ["run_validators"]
+
+
+@dataclass(frozen=True)
+class _Result:
+    """What a task hands back: findings, plus the newest commit for freshness."""
+
+    findings: list[Finding]
+    newest: str | None = None
+
+
+def _schema_task(
+    conn: Connection, *, dialect: Dialect, cfg: SchemaConfig, baseline: dict[str, Any] | None, problem: str | None
+) -> _Result:
+    if baseline is None:
+        return _Result([Finding("schema", "schema matches baseline", False, detail=problem or "no baseline")])
+    if baseline.get("engine") != dialect.engine:
+        detail = f"the baseline was captured on {baseline.get('engine')}, the restore runs {dialect.engine}"
+        return _Result([Finding("schema", "schema matches baseline", False, detail=detail)])
+    actual = capture_catalog(conn, dialect, cfg.schemas)
+    expected = filter_catalog(baseline["schema"], cfg.schemas)
+    return _Result(compare(expected, actual, ignore=cfg.ignore))
+
+
+def _count_task(
+    conn: Connection,
+    *,
+    dialect: Dialect,
+    table: str,
+    rule: RowCountRule,
+    counts: Mapping[str, int] | None,
+    default_schema: str | None,
+) -> _Result:
+    found = finding_for(conn, dialect, table, rule=rule, baseline_counts=counts, default_schema=default_schema)
+    return _Result([found])
+
+
+def _smoke_task(conn: Connection, *, query: SmokeQuery, params: Mapping[str, Any]) -> _Result:
+    return _Result([run_smoke(conn, query, params)])
+
+
+def _freshness_task(conn: Connection, *, dialect: Dialect, cfg: FreshnessConfig, params: Mapping[str, Any]) -> _Result:
+    newest, finding = check_freshness(conn, dialect, cfg, params)
+    return _Result([finding], newest)
+
+
+def _resolve_baseline(config: ValidatorsConfig, given: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str]:
+    """The baseline to use, or None and why not."""
+    if given is not None:
+        return given, ""
+    path = config.baseline or (config.schema_.baseline if config.schema_ else None)
+    if path is None:
+        return None, "no baseline configured"
+    try:
+        return load_baseline(path), ""
+    except ValidatorError as exc:
+        return None, str(exc)
+
+
+def _prepare(conn: Connection, dialect: Dialect) -> tuple[str | None, dict[str, int]]:
+    """Default schema (to resolve unqualified names) and table sizes (to order counts)."""
+    try:
+        row = fetch_one(conn, dialect.default_schema_sql)
+        default_schema = str(row[0]) if row and row[0] is not None else None
+        schemas = [str(r[0]) for r in fetch_all(conn, dialect.schemas_sql)]
+        sizes: dict[str, int] = {}
+        if schemas:
+            rows = fetch_all(conn, dialect.sizes_sql, {"schemas": dialect.schemas_param(schemas)})
+            sizes = {f"{s}.{t}": int(n or 0) for s, t, n in rows}
+        return default_schema, sizes
+    except Exception:  # ordering is an optimization; the checks themselves will report real errors
+        return None, {}
+
+
+def _size_of(table: str, sizes: Mapping[str, int], default_schema: str | None) -> int:
+    return sizes.get(table, sizes.get(f"{default_schema}.{table}", 0))
+
+
+def _failed(outcome: Outcome[_Result], validator: str, endpoint: Endpoint) -> Finding:
+    return Finding(validator, outcome.task.name, False, detail=describe_error(outcome.error or Exception(), endpoint))
+
+
+def run_validators(
+    endpoint: Endpoint,
+    config: ValidatorsConfig,
+    *,
+    params: Mapping[str, Any] | None = None,
+    baseline: dict[str, Any] | None = None,
+    timeout_s: int = 10,
+) -> ValidationReport:
+    """Run schema, row count, smoke and freshness checks in parallel; one report.
+
+    ``params`` are passed to smoke queries (``{"target_time": datetime}``);
+    ``target_time`` also bounds freshness. ``baseline`` is a loaded baseline;
+    when None it is read from ``config.baseline`` / ``config.schema.baseline``.
+    """
+    started = time.monotonic_ns()
+    params = dict(params or {})
+    dialect = get_dialect(endpoint.engine)
+    first = connect(endpoint, timeout_s=timeout_s)  # the one failure that raises
+    base, problem = _resolve_baseline(config, baseline)
+    counts = base.get("row_counts") if base else None
+
+    with ConnectionPool(endpoint, timeout_s=timeout_s, first=first) as pool:
+        default_schema, sizes = _prepare(first, dialect)
+        kinds: list[str] = []
+        tasks: list[Task[_Result]] = []
+
+        def add(kind: str, name: str, fn: Any) -> None:
+            kinds.append(kind)
+            tasks.append(Task(name, fn))
+
+        if config.schema_ is not None:
+            fn = partial(_schema_task, dialect=dialect, cfg=config.schema_, baseline=base, problem=problem)
+            add("schema", "schema matches baseline", fn)
+        for q in config.smoke:
+            add("smoke", q.name, partial(_smoke_task, query=q, params=params))
+        if config.freshness is not None:
+            fn = partial(_freshness_task, dialect=dialect, cfg=config.freshness, params=params)
+            add("freshness", FRESHNESS_CHECK, fn)
+        by_size = sorted(config.row_counts.items(), key=lambda kv: -_size_of(kv[0], sizes, default_schema))
+        for table, rule in by_size:
+            fn = partial(
+                _count_task, dialect=dialect, table=table, rule=rule, counts=counts, default_schema=default_schema
+            )
+            add("row_counts", f"{table} rows", fn)
+        outcomes = run_tasks(pool, tasks, config.parallelism)
+
+    per_kind: dict[str, list[Finding]] = {"schema": [], "row_counts": [], "smoke": [], "freshness": []}
+    newest: str | None = None
+    for kind, outcome in zip(kinds, outcomes, strict=True):
+        if outcome.error is not None or outcome.value is None:
+            found = [_failed(outcome, kind, endpoint)]
+        else:
+            found = outcome.value.findings
+            newest = outcome.value.newest if kind == "freshness" else newest
+        per_kind[kind].extend(replace(f, duration_ms=outcome.duration_ms) for f in found)
+    if problem and counts is None and config.schema_ is None and _needs_baseline(config):
+        per_kind["row_counts"].insert(0, Finding("row_counts", "baseline", False, detail=problem))
+    order = {f"{t} rows": i for i, t in enumerate(config.row_counts)}
+    per_kind["row_counts"].sort(key=lambda f: order.get(f.check, -1))
+    smoke_order = {q.name: i for i, q in enumerate(config.smoke)}
+    per_kind["smoke"].sort(key=lambda f: smoke_order.get(f.check, 0))
+    findings = tuple(f for kind in ("schema", "row_counts", "smoke", "freshness") for f in per_kind[kind])
+    return ValidationReport(
+        findings=findings,
+        newest_commit_at=newest,
+        freshness_method=config.freshness.method if config.freshness else None,
+        duration_ms=(time.monotonic_ns() - started) // 1_000_000,
+    )
+
+
+def _needs_baseline(config: ValidatorsConfig) -> bool:
+    return any(r.equals_baseline or r.within_pct is not None for r in config.row_counts.values())
