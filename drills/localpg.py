@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +176,7 @@ class PgCluster:
     port: int
     run_as: RunAs | None
     logfile: Path
+    started_pid: int | None = None
 
     def _run(self, args: list[str], *, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
         kwargs: dict[str, object] = {}
@@ -229,6 +231,21 @@ class PgCluster:
             raise InfrastructureError(
                 f"pg_ctl start failed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}; log: {self.log_tail()}"
             )
+        if not wait:
+            self._await_pid(timeout)
+
+    def _await_pid(self, timeout: float) -> None:
+        """pg_ctl -W returns before the postmaster writes its pid file; wait for it (or for its death)."""
+        deadline = time.monotonic() + min(timeout, 30.0)
+        while time.monotonic() < deadline:
+            if self.pid() is not None:
+                self.started_pid = self.pid()
+                return
+            log = self.log_tail(50)
+            if "FATAL" in log or "PANIC" in log or "database system is shut down" in log:
+                break
+            time.sleep(0.005)
+        raise InfrastructureError(f"the server did not start: {self.log_tail()}")
 
     def pid(self) -> int | None:
         try:
@@ -238,7 +255,7 @@ class PgCluster:
             return None
 
     def running(self) -> bool:
-        pid = self.pid()
+        pid = self.pid() or self.started_pid
         return pid is not None and process_alive(pid)
 
     def log_tail(self, n: int = 12) -> str:

@@ -93,6 +93,8 @@ def build_predicate(
             "id": d.run_id,
             "type": (pre.recovery_point.get("kind") if pre else None) or rb.source.kind,
             "trigger": trigger,
+            "started_at": d.timeline[0].started_at if d.timeline else None,
+            "finished_at": iso(d.clock.now()),
             "initiated_by": initiated_by,
             "host": host,
             "executor": executor,

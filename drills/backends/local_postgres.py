@@ -343,7 +343,7 @@ class LocalPostgres:
         cluster, delay = self.cluster, 0.01
         user = self.source.user
         while True:
-            if not cluster.running() and cluster.pid() is None and delay > 0.05:
+            if not cluster.running():
                 raise RestoreFailed(f"the restored server stopped during recovery: {cluster.log_tail()}")
             try:
                 with psycopg.connect(cluster.conninfo("postgres", user), connect_timeout=5, autocommit=True) as conn:
