@@ -1,0 +1,570 @@
+"""Shared AWS plumbing for the RDS and Aurora backends and the sweeper.
+
+Three things live here because every AWS code path needs them the same way:
+
+* **Calling** (:class:`AwsCaller`): one retry policy for every API call, on the
+  injected clock. botocore's own retries are switched off (:func:`client_config`)
+  so that throttling is retried by tenacity with ``sleep=clock.sleep``: tests
+  of a throttled drill then take milliseconds, and the deadline of the current
+  state bounds every retry.
+* **Waiting** (:func:`poll`): adaptive polling whose interval grows with the
+  time already waited (15 % of it, 10 s to 120 s), so a 2-hour restore costs
+  about 75 describe calls while the "available" time is still known to within
+  half an interval (we report the midpoint of the last two polls).
+* **Owning** (tags, identifiers, :class:`Deleter`): every resource a drill
+  creates has the ``drill-`` prefix and the run's tags; deletion refuses
+  anything else, so neither teardown nor the sweeper can remove a database the
+  tool did not create.
+
+boto3 is never imported here at module level: the CLI imports backends lazily
+and must start fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, Literal, TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from drills.clock import Clock, iso
+from drills.errors import DeadlineExceeded, InfrastructureError, RestoreFailed, TeardownError, TransientError
+
+__all__ = [
+    "PREFIX",
+    "TAG_CREATED",
+    "TAG_EXPIRES",
+    "TAG_RUNBOOK",
+    "TAG_RUN_ID",
+    "AwsCaller",
+    "Deleter",
+    "PollPolicy",
+    "PollResult",
+    "client_config",
+    "drill_identifier",
+    "drill_tags",
+    "error_code",
+    "is_not_found",
+    "is_retryable",
+    "pages",
+    "poll",
+    "tag_value",
+]
+
+T = TypeVar("T")
+S = TypeVar("S")
+
+PREFIX = "drill-"
+TAG_RUN_ID = "restore-drills:run-id"
+TAG_EXPIRES = "restore-drills:expires-at"
+TAG_RUNBOOK = "restore-drills:runbook"
+TAG_CREATED = "restore-drills:created-at"
+
+THROTTLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+    }
+)
+TRANSIENT_CODES = frozenset(
+    {
+        "InternalFailure",
+        "InternalError",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
+NOT_FOUND_CODES = frozenset(
+    {
+        "DBInstanceNotFound",
+        "DBInstanceNotFoundFault",
+        "DBClusterNotFoundFault",
+        "DBSubnetGroupNotFoundFault",
+        "DBSnapshotNotFound",
+        "DBSnapshotNotFoundFault",
+        "DBClusterSnapshotNotFoundFault",
+        "InvalidGroup.NotFound",
+        "InvalidGroupId.NotFound",
+        "InvalidSubnetID.NotFound",
+        "InvalidVpcID.NotFound",
+        "NotFoundException",
+    }
+)
+# Errors that mean "something still depends on it", i.e. try again in a while.
+DEPENDENCY_CODES = frozenset(
+    {
+        "DependencyViolation",
+        "InvalidDBSubnetGroupStateFault",
+        "InvalidDBClusterStateFault",
+        "InvalidDBInstanceState",
+        "InvalidDBInstanceStateFault",
+    }
+)
+
+
+def client_config() -> Any:
+    """botocore Config with its retries off: ours run on the injected clock."""
+    from botocore.config import Config
+
+    return Config(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        connect_timeout=10,
+        read_timeout=60,
+        user_agent_extra="restore-drills",
+    )
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ClientError, else None."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        err = response.get("Error")
+        if isinstance(err, Mapping) and err.get("Code") is not None:
+            return str(err["Code"])
+    return None
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import ReadTimeoutError
+    except ImportError:  # pragma: no cover - botocore is a dependency
+        return False
+    return isinstance(exc, BotoConnectionError | ReadTimeoutError)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Throttling, 5xx and dropped connections are worth another attempt."""
+    code = error_code(exc)
+    if code is not None:
+        return code in THROTTLE_CODES or code in TRANSIENT_CODES
+    return isinstance(exc, TransientError) or _is_connection_error(exc)
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return error_code(exc) in NOT_FOUND_CODES
+
+
+def _op_name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__name__", "aws-call")
+
+
+class AwsCaller:
+    """Calls AWS with one retry policy, on the injected clock, within a deadline.
+
+    Retryable failures (throttling, 5xx, connection drops) are retried with
+    full-jitter exponential backoff; others are raised unchanged so callers can
+    act on the error code (not found, already exists...). When retries run out
+    a :class:`TransientError` is raised, carrying the last AWS error.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        deadline_ns: int,
+        *,
+        attempts: int = 8,
+        max_backoff: float = 20.0,
+        on_retry: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.deadline_ns = deadline_ns
+        self.attempts = attempts
+        self.max_backoff = max_backoff
+        self.on_retry = on_retry
+        self.calls = 0
+
+    def remaining(self) -> float:
+        return max(0.0, (self.deadline_ns - self.clock.monotonic_ns()) / 1e9)
+
+    def _stop(self, state: RetryCallState) -> bool:
+        if stop_after_attempt(self.attempts)(state):
+            return True
+        return (state.upcoming_sleep or 0.0) >= self.remaining()
+
+    def __call__(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            if self.on_retry is not None and exc is not None:
+                self.on_retry(_op_name(fn), exc)
+
+        retrying = Retrying(
+            sleep=self.clock.sleep,
+            stop=self._stop,
+            wait=wait_random_exponential(multiplier=0.5, max=self.max_backoff),
+            retry=retry_if_exception(is_retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+
+        def once() -> T:
+            self.calls += 1
+            return fn(**kwargs)
+
+        try:
+            return retrying(once)
+        except Exception as exc:
+            if is_retryable(exc) and not isinstance(exc, TransientError):
+                raise TransientError(
+                    f"{_op_name(fn)}: still failing after retries ({error_code(exc) or type(exc).__name__})",
+                    hint="AWS is throttling or unavailable; the drill can be retried later",
+                ) from exc
+            raise
+
+
+def pages(fetch: Callable[[dict[str, Any]], Mapping[str, Any]], key: str) -> Iterator[Any]:
+    """Items of a Marker-paginated describe call; ``fetch`` gets the extra kwargs."""
+    marker: str | None = None
+    while True:
+        page = fetch({"Marker": marker} if marker else {})
+        yield from page.get(key, [])
+        marker = page.get("Marker")
+        if not marker:
+            return
+
+
+# ----------------------------------------------------------------------------- waiting
+
+Verdict = Literal["ready", "pending"]
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """Interval = ``ratio`` x time already waited, clamped to [minimum, maximum], +/- jitter.
+
+    Defaults: 10 s, growing by 15 % of the wait, at most 120 s: a 2-hour
+    restore costs about 75 describe calls and its "available" time is known
+    to within half an interval (at most ~66 s, about 1 % of 2 hours).
+
+    Restores take minutes to hours, so a fixed short interval wastes API calls
+    (and hits throttling when many drills run) while a fixed long one blurs
+    short waits. Growing with elapsed time bounds the relative error of the
+    measured time and keeps a 2-hour wait under ~90 calls.
+    """
+
+    minimum: float = 10.0
+    maximum: float = 120.0
+    ratio: float = 0.15
+    jitter: float = 0.1
+
+    def interval(self, elapsed: float, rng: random.Random) -> float:
+        base = min(self.maximum, max(self.minimum, self.ratio * elapsed))
+        return base * (1.0 + rng.uniform(-self.jitter, self.jitter))
+
+
+@dataclass
+class PollResult(Generic[S]):
+    value: S
+    polls: int
+    seen_at: datetime  # wall time of the poll that saw the ready state
+    previous_at: datetime  # wall time of the poll before it (== seen_at when ready at once)
+
+    @property
+    def estimate(self) -> datetime:
+        """Midpoint of the window in which the state became ready."""
+        return self.previous_at + (self.seen_at - self.previous_at) / 2
+
+    @property
+    def precision_ms(self) -> int:
+        return max(1, int((self.seen_at - self.previous_at).total_seconds() * 500))
+
+
+_RNG = random.Random()  # noqa: S311 - jitter for polling, not cryptography
+
+
+def poll(
+    clock: Clock,
+    deadline_ns: int,
+    check: Callable[[], tuple[Verdict, S]],
+    what: str,
+    *,
+    policy: PollPolicy | None = None,
+    rng: random.Random | None = None,
+) -> PollResult[S]:
+    """Call ``check`` until it says ready; raise DeadlineExceeded when time runs out.
+
+    ``check`` raises (RestoreFailed, TeardownError...) on terminal states, which
+    ends the wait at once: tenacity only retries the "pending" result.
+    """
+    policy = policy or PollPolicy()
+    rng = rng or _RNG
+    started = clock.monotonic_ns()
+    state: dict[str, Any] = {"polls": 0, "prev": clock.now(), "last": clock.now()}
+
+    def attempt() -> tuple[Verdict, S]:
+        state["prev"] = state["last"]
+        result = check()
+        state["last"] = clock.now()
+        state["polls"] += 1
+        return result
+
+    def wait(rs: RetryCallState) -> float:
+        elapsed = (clock.monotonic_ns() - started) / 1e9
+        return policy.interval(elapsed, rng)
+
+    def stop(rs: RetryCallState) -> bool:
+        remaining = (deadline_ns - clock.monotonic_ns()) / 1e9
+        return remaining <= 0
+
+    def sleep(seconds: float) -> None:
+        remaining = (deadline_ns - clock.monotonic_ns()) / 1e9
+        clock.sleep(max(0.0, min(seconds, remaining)))
+
+    retrying = Retrying(
+        sleep=sleep,
+        stop=stop,
+        wait=wait,
+        retry=lambda rs: bool(rs.outcome and not rs.outcome.failed and rs.outcome.result()[0] == "pending"),
+        reraise=True,
+        retry_error_callback=lambda rs: None,
+    )
+    result = retrying(attempt)
+    if result is None or result[0] != "ready":
+        waited = (clock.monotonic_ns() - started) / 1e9
+        raise DeadlineExceeded(
+            f"{what}: not ready after {waited:.0f}s ({state['polls']} polls)",
+            hint="raise the state's timeout_seconds or the drill deadline in the runbook",
+        )
+    first = state["polls"] == 1
+    return PollResult(
+        value=result[1],
+        polls=state["polls"],
+        seen_at=state["last"],
+        previous_at=state["last"] if first else state["prev"],
+    )
+
+
+# ----------------------------------------------------------------------------- owning
+
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def drill_identifier(runbook: str, run_id: str, suffix: str = "") -> str:
+    """``drill-<runbook>-<8 hex of the run id>[-suffix]``, valid as an RDS identifier.
+
+    RDS identifiers: 1-63 letters, digits, hyphens; start with a letter; no
+    double or trailing hyphen. The run id is hashed so any run id fits.
+    """
+    slug = _SLUG.sub("-", runbook.lower()).strip("-") or "runbook"
+    short = hashlib.sha256(run_id.encode()).hexdigest()[:8]
+    tail = f"-{short}" + (f"-{suffix}" if suffix else "")
+    room = 63 - len(PREFIX) - len(tail)
+    slug = slug[:room].rstrip("-") or "rb"
+    return f"{PREFIX}{slug}{tail}"
+
+
+def drill_tags(run_id: str, runbook: str, now: datetime, ttl: timedelta) -> list[dict[str, str]]:
+    """The tags that make a resource this run's, and sweepable after ``ttl``."""
+    return [
+        {"Key": TAG_RUN_ID, "Value": run_id},
+        {"Key": TAG_RUNBOOK, "Value": runbook or "unknown"},
+        {"Key": TAG_CREATED, "Value": iso(now)},
+        {"Key": TAG_EXPIRES, "Value": iso(now + ttl)},
+    ]
+
+
+def tag_value(tags: Iterable[Mapping[str, Any]] | None, key: str) -> str | None:
+    for tag in tags or ():
+        if tag.get("Key") == key:
+            value = tag.get("Value")
+            return None if value is None else str(value)
+    return None
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@dataclass
+class Deleter:
+    """Deletes drill resources by identifier, refusing anything not provably ours.
+
+    Used by backend teardown (``run_id`` = this run) and by the sweeper
+    (``run_id`` = the expired run's tag). Every method is idempotent: an absent
+    resource counts as deleted. ``wait`` makes it poll until the resource is
+    gone (or, for dependency errors, until it can be deleted) on the clock.
+    """
+
+    rds: Any
+    ec2: Any
+    call: AwsCaller
+    run_id: str
+    protected: frozenset[str] = frozenset()
+    wait: bool = True
+    policy: PollPolicy = field(default_factory=PollPolicy)
+
+    def _check_owned(self, kind: str, ident: str, tags: Iterable[Mapping[str, Any]] | None) -> None:
+        if not ident.startswith(PREFIX):
+            raise TeardownError(f"refusing to delete {kind} {ident}: its name lacks the {PREFIX!r} prefix")
+        if ident in self.protected:
+            raise TeardownError(f"refusing to delete {kind} {ident}: it is the drill's source")
+        owner = tag_value(tags, TAG_RUN_ID)
+        if owner != self.run_id:
+            raise TeardownError(
+                f"refusing to delete {kind} {ident}: its {TAG_RUN_ID} tag is {owner!r}, not {self.run_id!r}",
+                hint="only resources created by this run are deleted; remove look-alikes by hand",
+            )
+
+    def _poll(self, check: Callable[[], tuple[Verdict, None]], what: str) -> None:
+        poll(self.call.clock, self.call.deadline_ns, check, what, policy=self.policy)
+
+    # -- RDS DB instance
+    def describe_instance(self, ident: str) -> dict[str, Any] | None:
+        try:
+            found = self.call(self.rds.describe_db_instances, DBInstanceIdentifier=ident)["DBInstances"]
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        return dict(found[0]) if found else None
+
+    def instance(self, ident: str) -> str:
+        db = self.describe_instance(ident)
+        if db is None:
+            return "already absent"
+        tags = db.get("TagList")
+        if tags is None:
+            tags = self.call(self.rds.list_tags_for_resource, ResourceName=db["DBInstanceArn"]).get("TagList", [])
+        self._check_owned("DB instance", ident, tags)
+        if db.get("DeletionProtection"):
+            self.call(
+                self.rds.modify_db_instance, DBInstanceIdentifier=ident, DeletionProtection=False, ApplyImmediately=True
+            )
+        if db.get("DBInstanceStatus") != "deleting":
+            in_cluster = bool(db.get("DBClusterIdentifier"))
+            kwargs: dict[str, Any] = {} if in_cluster else {"SkipFinalSnapshot": True, "DeleteAutomatedBackups": True}
+            self._retry_dependency(lambda: self.rds.delete_db_instance(DBInstanceIdentifier=ident, **kwargs), ident)
+        if self.wait:
+            self._poll(lambda: ("ready" if self.describe_instance(ident) is None else "pending", None), ident)
+            return "deleted"
+        return "deleting"
+
+    # -- Aurora DB cluster
+    def describe_cluster(self, ident: str) -> dict[str, Any] | None:
+        try:
+            found = self.call(self.rds.describe_db_clusters, DBClusterIdentifier=ident)["DBClusters"]
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        return dict(found[0]) if found else None
+
+    def cluster(self, ident: str) -> str:
+        cl = self.describe_cluster(ident)
+        if cl is None:
+            return "already absent"
+        tags = cl.get("TagList")
+        if tags is None:
+            tags = self.call(self.rds.list_tags_for_resource, ResourceName=cl["DBClusterArn"]).get("TagList", [])
+        self._check_owned("DB cluster", ident, tags)
+        if cl.get("DeletionProtection"):
+            self.call(
+                self.rds.modify_db_cluster, DBClusterIdentifier=ident, DeletionProtection=False, ApplyImmediately=True
+            )
+        if cl.get("Status") != "deleting":
+            self._retry_dependency(
+                lambda: self.rds.delete_db_cluster(
+                    DBClusterIdentifier=ident, SkipFinalSnapshot=True, DeleteAutomatedBackups=True
+                ),
+                ident,
+            )
+        if self.wait:
+            self._poll(lambda: ("ready" if self.describe_cluster(ident) is None else "pending", None), ident)
+            return "deleted"
+        return "deleting"
+
+    # -- DB subnet group
+    def subnet_group(self, name: str) -> str:
+        try:
+            found = self.call(self.rds.describe_db_subnet_groups, DBSubnetGroupName=name)["DBSubnetGroups"]
+        except Exception as exc:
+            if is_not_found(exc):
+                return "already absent"
+            raise
+        if not found:
+            return "already absent"
+        tags = self.call(self.rds.list_tags_for_resource, ResourceName=found[0]["DBSubnetGroupArn"]).get("TagList", [])
+        self._check_owned("DB subnet group", name, tags)
+        done = self._retry_dependency(lambda: self.rds.delete_db_subnet_group(DBSubnetGroupName=name), name)
+        return "deleted" if done else "already absent"
+
+    # -- EC2 security group
+    def security_group(self, name: str, vpc_id: str | None) -> str:
+        filters = [{"Name": "group-name", "Values": [name]}]
+        if vpc_id:
+            filters.append({"Name": "vpc-id", "Values": [vpc_id]})
+        found = self.call(self.ec2.describe_security_groups, Filters=filters)["SecurityGroups"]
+        if not found:
+            return "already absent"
+        if len(found) > 1:
+            raise TeardownError(f"security group name {name} matches {len(found)} groups; give the VPC id")
+        sg = found[0]
+        self._check_owned("security group", name, sg.get("Tags"))
+        done = self._retry_dependency(lambda: self.ec2.delete_security_group(GroupId=sg["GroupId"]), name)
+        return "deleted" if done else "already absent"
+
+    def _retry_dependency(self, delete: Callable[[], Any], what: str) -> bool:
+        """Run a delete, retrying while something still depends on the resource.
+
+        Returns False when the resource vanished meanwhile (someone else won).
+        """
+        outcome = {"deleted": True}
+
+        def attempt() -> tuple[Verdict, None]:
+            try:
+                self.call(delete)
+            except Exception as exc:
+                if is_not_found(exc):
+                    outcome["deleted"] = False
+                    return "ready", None
+                if error_code(exc) in DEPENDENCY_CODES and self.wait:
+                    return "pending", None
+                raise
+            return "ready", None
+
+        try:
+            self._poll(attempt, f"delete {what}")
+        except DeadlineExceeded as exc:
+            raise TeardownError(f"{what}: still in use when the teardown deadline passed") from exc
+        return outcome["deleted"]
+
+
+def terminal(status: str | None, terminal_states: frozenset[str], what: str) -> None:
+    """Raise RestoreFailed for a status from which no wait will recover."""
+    if status in terminal_states:
+        raise RestoreFailed(
+            f"{what} is {status!r}",
+            hint="see the RDS events of the restored resource; fix the runbook or the backup and rerun",
+        )
+
+
+def as_infrastructure(exc: BaseException, what: str) -> InfrastructureError:
+    """Translate an unexpected botocore error into ours (never leaks botocore types)."""
+    code = error_code(exc)
+    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+        return InfrastructureError(f"{what}: access denied ({code})", hint="compare with docs/iam-policy.json")
+    return InfrastructureError(f"{what}: {code or type(exc).__name__}: {exc}")
