@@ -53,6 +53,7 @@ class RunOptions:
     aws_session: Any = None
     resolve_endpoint: Any = None  # Callable[[Endpoint], Endpoint]: tests map AWS endpoints to local servers
     scratch_root: Path | None = None
+    backend_factory: Any = None  # BackendFactory: embed a custom backend, or a fault-injecting one in tests
 
 
 @dataclass
@@ -277,7 +278,8 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
         keep_seconds=opts.keep_seconds,
         aws_session=opts.aws_session,
     )
-    backend: Backend = backend_factory(backend_name)(rb.source, settings)
+    factory = opts.backend_factory or backend_factory(backend_name)
+    backend: Backend = factory(rb.source, settings)
     if opts.resolve_endpoint is not None:
         backend = _Routed(backend, opts.resolve_endpoint)
     d = Drill(

@@ -60,7 +60,7 @@ class RetryPolicy:
     def retrying(self, sleep: Callable[[float], None], deadline_left: Callable[[], float]) -> tenacity.Retrying:
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_before_delay(max(0.0, deadline_left())),
-            wait=tenacity.wait_exponential_jitter(initial=self.initial_s, max=self.max_s),
+            wait=tenacity.wait_exponential_jitter(multiplier=self.initial_s, max=self.max_s, jitter=self.initial_s),
             retry=tenacity.retry_if_exception_type(TransientError),
             sleep=sleep,
             reraise=True,

@@ -130,11 +130,17 @@ _DISCRIMINATED_TAGS = {
 }
 
 
+# union members pydantic names in an error location (e.g. target_time: datetime | "latest")
+_TYPE_SEGMENTS = {"datetime", "str", "int", "float", "bool", "dict", "list"}
+
+
 def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     """Drop pydantic's union-tag and type segments so the path matches the YAML."""
     out: list[str | int] = []
     for part in loc:
-        if isinstance(part, str) and (part in _DISCRIMINATED_TAGS or "[" in part or part.startswith("function-")):
+        if isinstance(part, str) and (
+            part in _DISCRIMINATED_TAGS or part in _TYPE_SEGMENTS or "[" in part or part.startswith("function-")
+        ):
             continue
         out.append("schema" if part == "schema_" else part)
     return tuple(out)
@@ -179,7 +185,9 @@ def parse_runbook(text: str, file: str = "<runbook>") -> Runbook:
     try:
         return Runbook.model_validate(data)
     except PydanticValidationError as exc:
-        first = exc.errors()[0]
+        # a misspelt key explains the "missing" error that comes with it: report it first
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        first = errors[0]
         loc, msg = _format_error(first)
         more = len(exc.errors()) - 1
         if more:

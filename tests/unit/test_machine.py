@@ -1,0 +1,196 @@
+"""The machine with a backend that fails where we say: teardown and evidence on every path.
+
+The backend here is a recorder, not a database: these tests are about the
+order of states, retries, deadlines, teardown and the evidence verdict. The
+same paths against a real PostgreSQL are in tests/functional.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drills.api import RunOptions, RunResult, run_drill
+from drills.backends.base import BackendSettings, PreflightReport, StepContext
+from drills.clock import FakeClock
+from drills.errors import DeadlineExceeded, PreflightError, RestoreFailed, TransientError
+from drills.evidence.keys import generate_keypair, load_verifiers
+from drills.evidence.store import read_and_verify
+from drills.journal import read_events, summarize
+from drills.resources import Resource, TeardownResult
+from drills.runbook import load_runbook
+from validators.endpoint import Endpoint
+
+
+@dataclass
+class Recorder:
+    """A backend that registers two resources and fails in the state it is told to."""
+
+    fail_in: str | None = None
+    error: BaseException = field(default_factory=lambda: RestoreFailed("injected"))
+    transient_failures: int = 0
+    restore_takes_s: float = 0.0
+    calls: list[str] = field(default_factory=list)
+    torn_down: list[str] = field(default_factory=list)
+    name: str = "recorder"
+
+    def _step(self, state: str) -> None:
+        self.calls.append(state)
+        if state == self.fail_in:
+            if self.transient_failures > 0:
+                self.transient_failures -= 1
+                raise TransientError("try again")
+            if self.transient_failures == 0 and isinstance(self.error, TransientError):
+                return
+            raise self.error
+
+    def preflight(self, ctx: StepContext) -> PreflightReport:
+        self._step("preflight")
+        return PreflightReport(source={"engine": "fake"}, recovery_point={"kind": "pitr"})
+
+    def restore(self, ctx: StepContext) -> None:
+        ctx.register(Resource("thing", "a", self.name))
+        self._step("restore")
+        ctx.register(Resource("thing", "b", self.name))
+
+    def await_ready(self, ctx: StepContext) -> None:
+        ctx.clock.sleep(self.restore_takes_s)
+        self._step("await_ready")
+
+    def endpoint(self, ctx: StepContext) -> Endpoint:
+        self._step("connect")
+        return Endpoint("postgres", "/nowhere", 1, "db", "u")
+
+    def isolation_facts(self) -> list[dict[str, Any]]:
+        return [{"check": "fake", "passed": True}]
+
+    def target_facts(self) -> dict[str, Any]:
+        return {"kind": "recorder"}
+
+    def teardown(self, resource: Resource, ctx: StepContext) -> TeardownResult:
+        self.torn_down.append(resource.id)
+        return TeardownResult(resource, deleted=True, detail="gone", verified_at="2026-01-01T00:00:00.000Z")
+
+
+RUNBOOK = textwrap.dedent(
+    """\
+    name: machine-test
+    source:
+      kind: postgres-dump
+      archive: dump.pgc
+    objectives: {rto_seconds: 60}
+    states:
+      restore: {attempts: 3, backoff_initial_seconds: 1, backoff_max_seconds: 2}
+    evidence: {dir: evidence, signing_key: drill.key}
+    """
+)
+
+
+@pytest.fixture
+def runbook(tmp_path: Path) -> Path:
+    (tmp_path / "dump.pgc").write_bytes(b"x")
+    generate_keypair(tmp_path / "drill.key")
+    (tmp_path / "rb.yaml").write_text(RUNBOOK)
+    return tmp_path / "rb.yaml"
+
+
+def drill(runbook: Path, backend: Recorder, clock: FakeClock | None = None) -> RunResult:
+    def factory(_source: Any, _settings: BackendSettings) -> Recorder:
+        return backend
+
+    return run_drill(load_runbook(runbook), RunOptions(clock=clock or FakeClock(), backend_factory=factory))
+
+
+def evidence_of(res: RunResult, runbook: Path) -> dict[str, Any]:
+    assert res.evidence is not None and res.evidence.exists()
+    statement = read_and_verify(res.evidence, load_verifiers(runbook.parent / "drill.pub"))
+    predicate: dict[str, Any] = statement["predicate"]
+    return predicate
+
+
+@pytest.mark.parametrize(
+    ("state", "error", "exit_code"),
+    [
+        ("preflight", PreflightError("target before backup end"), 2),
+        ("restore", RestoreFailed("incompatible-restore"), 3),
+        ("await_ready", DeadlineExceeded("not ready"), 3),
+        ("await_ready", KeyboardInterrupt(), 130),
+        ("await_ready", ValueError("a bug"), 3),
+        ("connect", RestoreFailed("no endpoint"), 3),
+    ],
+)
+def test_a_failing_state_still_tears_down_and_writes_failed_evidence(
+    runbook: Path, state: str, error: BaseException, exit_code: int
+) -> None:
+    backend = Recorder(fail_in=state, error=error)
+    res = drill(runbook, backend)
+    assert res.verdict == "failed"
+    assert res.exit_code == exit_code
+    assert res.failed_state == state
+    registered = {"preflight": [], "restore": ["a"]}.get(state, ["b", "a"])
+    assert backend.torn_down == registered  # reverse order of creation, and only what was created
+    ev = evidence_of(res, runbook)
+    assert ev["results"]["verdict"] == "failed"
+    assert ev["error"]["state"] == state
+    assert ev["teardown"]["all_deleted"] is True
+    assert [r["id"] for r in ev["teardown"]["resources"] if r["kind"] == "thing"] == registered
+    assert ev["timeline"][-1]["state"] == "teardown"
+    assert ev["interrupted"] is (exit_code == 130)
+
+
+def test_transient_errors_are_retried_with_backoff_on_the_injected_clock(runbook: Path) -> None:
+    clock = FakeClock()
+    backend = Recorder(fail_in="restore", error=TransientError("throttled"), transient_failures=2)
+    res = drill(runbook, backend, clock)
+    attempts = [e for e in res.drill.timeline if e.state == "restore"]
+    assert [e.outcome for e in attempts] == ["retry", "retry", "ok"]
+    assert len(clock.sleeps) >= 2 and all(0 < s <= 2.0 + 1e-9 for s in clock.sleeps[:2])
+    assert res.failed_state not in ("restore",)
+
+
+def test_retries_stop_at_the_runbook_attempts(runbook: Path) -> None:
+    backend = Recorder(fail_in="restore", error=TransientError("throttled"), transient_failures=10)
+    res = drill(runbook, backend)
+    assert [e.outcome for e in res.drill.timeline if e.state == "restore"] == ["retry"] * 3
+    assert res.failed_state == "restore" and res.exit_code == 3
+
+
+def test_a_two_hour_restore_is_timed_in_milliseconds_of_test_time(runbook: Path) -> None:
+    (runbook.parent / "rb.yaml").write_text(RUNBOOK.replace("rto_seconds: 60", "rto_seconds: 10800"))
+    backend = Recorder(fail_in="connect", restore_takes_s=7200)
+    res = drill(runbook, backend)
+    phases = res.drill.measurement
+    assert phases is None  # connect failed: no measurement
+    await_entry = next(e for e in res.drill.timeline if e.state == "await_ready")
+    assert await_entry.duration_ms == 7_200_000
+
+
+def test_past_the_drill_deadline_is_a_failure(runbook: Path) -> None:
+    # default deadline is 3x the RTO objective (180 s); the restore "takes" an hour
+    backend = Recorder(fail_in="connect", restore_takes_s=3600)
+    res = drill(runbook, backend)
+    assert res.failed_state == "await_ready"
+    assert "DeadlineExceeded" in (res.error or "")
+    assert backend.torn_down == ["b", "a"]
+
+
+def test_the_journal_records_each_resource_before_teardown_and_its_removal(runbook: Path, drill_home: Path) -> None:
+    backend = Recorder(fail_in="connect")
+    res = drill(runbook, backend)
+    events = read_events(drill_home / "runs" / res.run_id / "journal.jsonl")
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "run_started"
+    thing_a = next(i for i, e in enumerate(events) if e.get("resource", {}).get("id") == "a")
+    restore_entered = next(i for i, e in enumerate(events) if e.get("state") == "restore")
+    assert events[thing_a]["event"] == "resource_registered" and restore_entered < thing_a
+    assert kinds.count("resource_removed") == 3  # a, b and the scratch dir
+    assert kinds[-1] == "run_finished"
+    s = summarize(res.run_id, events)
+    assert s.status == "finished" and s.outstanding == []
+    for line in (drill_home / "runs" / res.run_id / "journal.jsonl").read_text().splitlines():
+        json.loads(line)  # every line is complete JSON
