@@ -40,6 +40,7 @@ __all__ = [
     "free_port",
     "os_user",
     "pids_using",
+    "private_dir",
     "process_alive",
     "run_as_for_mariadb",
     "unreachable_ancestor",
