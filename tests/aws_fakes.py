@@ -63,6 +63,7 @@ class Fakes:
     fail_at: int | None = None  # 1-based index of the call to fail
     fail_mode: str = "before"  # "before": not performed; "after": performed, response lost
     fail_code: str = "AccessDenied"
+    fail_ops: dict[str, str] = field(default_factory=dict)  # operation -> error code, every time
     quota: tuple[int, int] = (1, 40)
     always_public: bool = False  # describes report PubliclyAccessible=True whatever happens
     events: list[dict[str, Any]] = field(default_factory=list)  # injected DescribeEvents answers
@@ -84,6 +85,8 @@ class Fakes:
         n = len(self.calls)
         if self.fail_at == n and self.fail_mode == "before":
             return _error(self.fail_code)
+        if op in self.fail_ops:
+            return _error(self.fail_ops[op])
         if self.throttle_rate and self.rng.random() < self.throttle_rate:
             self.throttled += 1
             return _error("Throttling", "Rate exceeded")
@@ -165,9 +168,7 @@ def make_world(session: Any, *, aurora: bool = False, rds: bool = True) -> World
     rds_c = session.client("rds", region_name=REGION)
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{az}")["Subnet"][
-            "SubnetId"
-        ]
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{az}")["Subnet"]["SubnetId"]
         for i, az in ((1, "a"), (2, "b"))
     ]
     rtb = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]

@@ -100,9 +100,13 @@ def route_exit(route: Mapping[str, Any]) -> str | None:
     for key, label in _EXIT_TARGETS:
         if route.get(key):
             return f"{label} {route[key]}"
-    if gateway and gateway != "local" and not gateway.startswith("vpce-"):
+    if gateway == "local" or gateway.startswith("vpce-"):
+        return None  # inside the VPC, or a gateway endpoint to an AWS service
+    if gateway:
         return f"gateway {gateway}"
-    return None
+    # No target we recognise (a new target type, or a describe that omits it):
+    # fail closed, a reviewer can still list it in allowed_routes.
+    return "unrecognised target"
 
 
 def effective_route_tables(
