@@ -21,7 +21,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `servers` importable however pytest roots the tests
 
-from servers import MariaDbServer, MissingServer, PgServer, start_mariadb, start_postgres
+from servers import MariaDbServer, MissingServer, PgServer, load_shop, start_mariadb, start_postgres
+
+from validators.endpoint import Endpoint
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +57,19 @@ def mariadb_server(servers_root: Path) -> Iterator[MariaDbServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["postgres", "mariadb"])
+def db_server(request: pytest.FixtureRequest) -> PgServer | MariaDbServer:
+    """Each test using this runs once per engine."""
+    name = "pg_server" if request.param == "postgres" else "mariadb_server"
+    server: PgServer | MariaDbServer = request.getfixturevalue(name)
+    return server
+
+
+@pytest.fixture
+def shop(db_server: PgServer | MariaDbServer) -> Iterator[tuple[PgServer | MariaDbServer, Endpoint]]:
+    """A fresh database with the sample shop (customers 50, orders 200) on each engine; dropped after."""
+    ep = load_shop(db_server)
+    yield db_server, ep
+    db_server.drop_database(ep.database)

@@ -269,3 +269,44 @@ def stop_quietly(server: _Server | None) -> None:
     with contextlib.suppress(Exception):
         if isinstance(server, PgServer | MariaDbServer):
             server.stop()
+
+
+# ---------------------------------------------------------------- a small sample schema
+
+SHOP = {
+    "postgres": [
+        "create table customers (id bigserial primary key, email text not null unique,"
+        " created_at timestamptz not null default now())",
+        "create table orders (id bigserial primary key, customer_id bigint not null references customers(id),"
+        " total numeric(10,2) not null, note text, updated_at timestamptz not null)",
+        "create index orders_customer_idx on orders (customer_id)",
+        "create index orders_total_idx on orders (total)",
+        "create view big_orders as select id, customer_id from orders where customer_id < 10",
+        "create function order_count() returns bigint language sql as 'select count(*) from orders'",
+        "insert into customers (email) select 'c' || g || '@example.com' from generate_series(1, 50) g",
+        "insert into orders (customer_id, total, updated_at) select 1 + g % 50, g,"
+        " timestamptz '2024-01-01 00:00:00+00' + g * interval '1 minute' from generate_series(1, 200) g",
+    ],
+    "mysql": [
+        "create table customers (id bigint auto_increment primary key, email varchar(200) not null unique,"
+        " created_at timestamp not null default current_timestamp) engine=InnoDB",
+        "create table orders (id bigint auto_increment primary key, customer_id bigint not null,"
+        " total decimal(10,2) not null, note text, updated_at datetime not null,"
+        " key orders_customer_idx (customer_id), key orders_total_idx (total),"
+        " constraint orders_customer_fk foreign key (customer_id) references customers (id)) engine=InnoDB",
+        "create view big_orders as select id, customer_id from orders where customer_id < 10",
+        "create trigger orders_note before insert on orders for each row set new.note = coalesce(new.note, '')",
+        "create function order_count() returns bigint reads sql data return (select count(*) from orders)",
+        "insert into customers (email) select concat('c', seq, '@example.com') from seq_1_to_50",
+        "insert into orders (customer_id, total, updated_at) select 1 + seq % 50, seq,"
+        " timestamp '2024-01-01 00:00:00' + interval seq minute from seq_1_to_200",
+    ],
+}
+"""A shop with customers (50 rows) and orders (200 rows, updated_at 2024-01-01 00:01..03:20 UTC)."""
+
+
+def load_shop(server: _Server, prefix: str = "shop") -> Endpoint:
+    """A fresh database holding :data:`SHOP`; its endpoint."""
+    ep = server.new_database(prefix)
+    server.run(*SHOP[ep.engine], database=ep.database)
+    return ep

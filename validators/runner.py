@@ -24,7 +24,7 @@ from validators.base import Finding, ValidationReport
 from validators.baseline import load_baseline
 from validators.config import FreshnessConfig, RowCountRule, SchemaConfig, SmokeQuery, ValidatorsConfig
 from validators.connect import connect, describe_error
-from validators.dbapi import Connection, fetch_all, fetch_one
+from validators.dbapi import Connection, fetch_all, fetch_one, sha256_text
 from validators.dialects import Dialect, get_dialect
 from validators.endpoint import Endpoint
 from validators.errors import ValidatorError
@@ -113,8 +113,9 @@ def _size_of(table: str, sizes: Mapping[str, int], default_schema: str | None) -
     return sizes.get(table, sizes.get(f"{default_schema}.{table}", 0))
 
 
-def _failed(outcome: Outcome[_Result], validator: str, endpoint: Endpoint) -> Finding:
-    return Finding(validator, outcome.task.name, False, detail=describe_error(outcome.error or Exception(), endpoint))
+def _failed(outcome: Outcome[_Result], template: Finding, endpoint: Endpoint) -> Finding:
+    """The finding of a check that could not run: what it expected, and the error."""
+    return replace(template, passed=False, detail=describe_error(outcome.error or Exception("no result"), endpoint))
 
 
 def run_validators(
@@ -140,34 +141,36 @@ def run_validators(
 
     with ConnectionPool(endpoint, timeout_s=timeout_s, first=first) as pool:
         default_schema, sizes = _prepare(first, dialect)
-        kinds: list[str] = []
+        templates: list[Finding] = []  # what each task reports if it raises
         tasks: list[Task[_Result]] = []
 
-        def add(kind: str, name: str, fn: Any) -> None:
-            kinds.append(kind)
-            tasks.append(Task(name, fn))
+        def add(template: Finding, fn: Any) -> None:
+            templates.append(template)
+            tasks.append(Task(template.check, fn))
 
         if config.schema_ is not None:
             fn = partial(_schema_task, dialect=dialect, cfg=config.schema_, baseline=base, problem=problem)
-            add("schema", "schema matches baseline", fn)
+            add(Finding("schema", "schema matches baseline", False), fn)
         for q in config.smoke:
-            add("smoke", q.name, partial(_smoke_task, query=q, params=params))
+            template = Finding("smoke", q.name, False, expected=f"{q.op} {q.expect!r}", query_sha256=sha256_text(q.sql))
+            add(template, partial(_smoke_task, query=q, params=params))
         if config.freshness is not None:
             fn = partial(_freshness_task, dialect=dialect, cfg=config.freshness, params=params)
-            add("freshness", FRESHNESS_CHECK, fn)
+            add(Finding("freshness", FRESHNESS_CHECK, False), fn)
         by_size = sorted(config.row_counts.items(), key=lambda kv: -_size_of(kv[0], sizes, default_schema))
         for table, rule in by_size:
             fn = partial(
                 _count_task, dialect=dialect, table=table, rule=rule, counts=counts, default_schema=default_schema
             )
-            add("row_counts", f"{table} rows", fn)
+            add(Finding("row_counts", f"{table} rows", False, expected=rule.model_dump(exclude_defaults=True)), fn)
         outcomes = run_tasks(pool, tasks, config.parallelism)
 
     per_kind: dict[str, list[Finding]] = {"schema": [], "row_counts": [], "smoke": [], "freshness": []}
     newest: str | None = None
-    for kind, outcome in zip(kinds, outcomes, strict=True):
+    for template, outcome in zip(templates, outcomes, strict=True):
+        kind = template.validator
         if outcome.error is not None or outcome.value is None:
-            found = [_failed(outcome, kind, endpoint)]
+            found = [_failed(outcome, template, endpoint)]
         else:
             found = outcome.value.findings
             newest = outcome.value.newest if kind == "freshness" else newest

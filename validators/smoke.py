@@ -23,7 +23,7 @@ from validators.base import Finding
 from validators.config import Scalar, SmokeQuery
 from validators.dbapi import Connection, fetch_one, jsonable, sha256_text
 
-__all__ = ["matches", "run_smoke"]
+__all__ = ["driver_params", "matches", "run_smoke"]
 
 VALIDATOR = "smoke"
 
@@ -68,9 +68,15 @@ def matches(actual: Any, op: str, expect: Scalar) -> bool:
     return bool(_OPS[op](a, e))
 
 
+def driver_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Aware datetimes moved to UTC: pymysql drops the offset when it renders one,
+    and the session runs in UTC, so only UTC digits mean the same on both engines."""
+    return {k: v.astimezone(dt.UTC) if isinstance(v, dt.datetime) and v.tzinfo else v for k, v in params.items()}
+
+
 def run_smoke(conn: Connection, query: SmokeQuery, params: Mapping[str, Any]) -> Finding:
     """Run one smoke query and compare its first value."""
-    row = fetch_one(conn, query.sql, params if "%(" in query.sql else None)
+    row = fetch_one(conn, query.sql, driver_params(params) if "%(" in query.sql else None)
     actual = row[0] if row else None
     sha = sha256_text(query.sql)
     expected = f"{query.op} {query.expect!r}"

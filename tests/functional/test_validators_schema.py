@@ -1,0 +1,109 @@
+"""Schema capture and drift detection against real PostgreSQL and MariaDB servers."""
+
+from __future__ import annotations
+
+import json
+
+from validators.baseline import capture_baseline
+from validators.connect import connect
+from validators.dialects import get_dialect
+from validators.schema import capture_catalog, compare
+
+
+def _catalog(ep):  # type: ignore[no-untyped-def]
+    conn = connect(ep)
+    try:
+        return capture_catalog(conn, get_dialect(ep.engine))
+    finally:
+        conn.close()
+
+
+def _checks(findings):  # type: ignore[no-untyped-def]
+    return {f.check: f for f in findings}
+
+
+def test_capture_describes_the_shop(shop):  # type: ignore[no-untyped-def]
+    _, ep = shop
+    cat = _catalog(ep)
+    schema = "public" if ep.engine == "postgres" else ep.database
+    orders = cat["tables"][f"{schema}.orders"]
+    assert set(cat["tables"]) == {f"{schema}.customers", f"{schema}.orders"}
+    assert orders["primary_key"] == ["id"]
+    assert orders["columns"]["note"]["nullable"] is True
+    assert orders["columns"]["total"]["nullable"] is False
+    assert "orders_customer_idx" in orders["indexes"]
+    (fk,) = orders["foreign_keys"].values()
+    assert fk == {"columns": ["customer_id"], "references": f"{schema}.customers", "ref_columns": ["id"]}
+    assert cat["tables"][f"{schema}.customers"]["unique"]  # email
+    assert f"{schema}.big_orders" in cat["views"]
+    assert any(name.startswith(f"{schema}.order_count") for name in cat["routines"])
+    if ep.engine == "mysql":
+        assert orders["columns"]["note"]["charset"] == "utf8mb4"
+        assert "collation" in orders["columns"]["note"]
+        assert orders["triggers"]["orders_note"] == {"timing": "BEFORE", "event": "INSERT"}
+    else:
+        assert cat["sequences"][f"{schema}.orders_id_seq"]["type"] == "bigint"
+    json.dumps(cat)  # JSON-able as it is
+
+
+def test_identical_schema_gives_one_passing_finding(shop):  # type: ignore[no-untyped-def]
+    _, ep = shop
+    findings = compare(_catalog(ep), _catalog(ep))
+    assert len(findings) == 1
+    assert findings[0].passed and findings[0].check == "schema matches baseline"
+    assert findings[0].actual["tables"] == 2
+
+
+def test_drift_is_reported_one_finding_per_difference(shop):  # type: ignore[no-untyped-def]
+    server, ep = shop
+    baseline = capture_baseline(ep)
+    if ep.engine == "postgres":
+        s = "public"
+        server.run(
+            "alter table orders drop column note",
+            "alter table orders alter column total type numeric(12,2)",
+            "drop index orders_total_idx",
+            "create table extra (id int)",
+            "alter table customers alter column created_at drop not null",
+            database=ep.database,
+        )
+    else:
+        s = ep.database
+        server.run(
+            "alter table orders drop column note",
+            "alter table orders modify total decimal(12,2) not null",
+            "alter table orders drop index orders_total_idx",
+            "create table extra (id int)",
+            "alter table customers modify created_at timestamp null default current_timestamp",
+            "alter table customers modify email varchar(200) character set latin1 not null",
+            database=ep.database,
+        )
+    findings = compare(baseline["schema"], _catalog(ep))
+    by = _checks(findings)
+    assert not any(f.passed for f in findings)
+    assert by[f"column {s}.orders.note"].actual == "missing"
+    assert by[f"column {s}.orders.total type"].expected in ("numeric(10,2)", "decimal(10,2)")
+    assert by[f"column {s}.orders.total type"].actual in ("numeric(12,2)", "decimal(12,2)")
+    assert by[f"index {s}.orders.orders_total_idx"].actual == "missing"
+    assert by[f"table {s}.extra"].expected == "absent"
+    assert by[f"column {s}.customers.created_at nullable"].actual is True
+    if ep.engine == "mysql":
+        assert by[f"column {s}.customers.email charset"].actual == "latin1"
+    # names in `ignore` are left out, qualified or not
+    ignored = compare(baseline["schema"], _catalog(ep), ignore=["extra", f"{s}.orders.note"])
+    assert f"table {s}.extra" not in _checks(ignored)
+    assert f"column {s}.orders.note" not in _checks(ignored)
+
+
+def test_schemas_filter(pg_server):  # type: ignore[no-untyped-def]
+    ep = pg_server.new_database("schemas")
+    pg_server.run(
+        "create schema app", "create table app.t (id int)", "create table public.u (id int)", database=ep.database
+    )
+    conn = connect(ep)
+    try:
+        cat = capture_catalog(conn, get_dialect("postgres"), ["app"])
+    finally:
+        conn.close()
+    assert cat["schemas"] == ["app"]
+    assert list(cat["tables"]) == ["app.t"]
