@@ -618,7 +618,8 @@ class LocalMariadb:
         if rc != 0 or problem:
             m = _CLIENT_ERROR_LINE.search(message)
             where = f" (dump line {m.group(1)})" if m else ""
-            reason = problem or message[-600:] or f"client exit {rc}"
+            errors = [ln for ln in message.splitlines() if ln.startswith("ERROR")]  # not the echoed statement
+            reason = problem or (errors[-1][:600] if errors else message[-600:]) or f"client exit {rc}"
             if rc < 0 and not problem and not message:
                 reason = f"the mariadb client was killed after {timeout:.0f}s"
             raise RestoreFailed(f"loading the dump {src.dump} failed{where}: {reason}")
@@ -636,9 +637,9 @@ class LocalMariadb:
         used: str | None = None
         batch: list[bytes] = []
         size = 0
-        for line in self._dump_lines(path):
-            if not first:
-                first = line
+        for n, line in enumerate(self._dump_lines(path)):
+            if n < 10 and line.startswith((b"-- MariaDB dump", b"-- MySQL dump")):
+                first = line  # newer dumps open with a sandbox-mode line before this header
             if line.strip():
                 last = line.strip()
             if used is None and line.startswith(b"USE `"):
