@@ -121,9 +121,6 @@ def _preflight(d: Drill, ctx: StepContext) -> None:
 
 
 def _restore(d: Drill, ctx: StepContext) -> None:
-    if d.restore_requested_at is None:
-        d.restore_requested_at = d.clock.now()
-        d.deadline_ns = d.clock.monotonic_ns() + int(d.loaded.runbook.effective_deadline_seconds * 1e9)
     d.backend.restore(ctx)
 
 
@@ -218,7 +215,7 @@ def _ctx(d: Drill, timeout_s: float | None) -> StepContext:
     deadlines = [now + int(timeout_s * 1e9)] if timeout_s else []
     if d.deadline_ns is not None:
         deadlines.append(d.deadline_ns)
-    deadline = min(deadlines) if deadlines else now + int(365 * 86400 * 1e9)
+    deadline = min(deadlines) if deadlines else now + int(86400 * 1e9)
     return StepContext(
         clock=d.clock, deadline_ns=deadline, log=log.bind(run_id=d.run_id), register=d.register, marks=d.marks
     )
@@ -237,7 +234,7 @@ def _run_state(d: Drill, state: State) -> None:
 
     def left() -> float:
         if d.deadline_ns is None:
-            return 365 * 86400.0
+            return 86400.0
         return (d.deadline_ns - d.clock.monotonic_ns()) / 1e9
 
     for tried in state.retry.retrying(d.clock.sleep, left):
@@ -322,6 +319,10 @@ def run_machine(
     try:
         with _signals_raise_interrupted():
             for state in states:
+                if state.name == "restore" and d.restore_requested_at is None:
+                    # the RTO clock and the whole-drill deadline start at the restore request
+                    d.restore_requested_at = d.clock.now()
+                    d.deadline_ns = d.clock.monotonic_ns() + int(d.loaded.runbook.effective_deadline_seconds * 1e9)
                 try:
                     _run_state(d, state)
                 except BaseException as exc:

@@ -161,7 +161,7 @@ class LocalPostgres:
             raise PreflightError(f"{src.archive}: not a readable pg_dump archive: {proc.stderr.strip()[-300:]}")
         created = src.taken_at
         for line in proc.stdout.splitlines():
-            if line.startswith(";     Archive created at ") and created is None:
+            if line.startswith("; Archive created at ") and created is None:
                 with contextlib.suppress(ValueError):
                     created = parse_pg_time(line.split("at ", 1)[1].strip())
         entries = sum(1 for line in proc.stdout.splitlines() if line and not line.startswith(";"))
