@@ -104,9 +104,8 @@ def _signer(key: Path | None, home: Path | None) -> Any:
 
 def _validate(d: Drill) -> ValidationReport:
     from validators.baseline import load_baseline
-    from validators.runner import run_validators
-
     from validators.errors import ValidatorError
+    from validators.runner import run_validators
 
     assert d.endpoint is not None
     cfg = d.loaded.runbook.validators

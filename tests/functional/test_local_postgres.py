@@ -51,7 +51,7 @@ def finding(res: RunResult, name: str) -> dict[str, Any]:
 
 
 def no_server_left(run_id: str) -> bool:
-    out = subprocess.run(["pgrep", "-af", "postgres"], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-af", "postgres"], capture_output=True, text=True, check=False).stdout
     return run_id not in out
 
 
@@ -165,7 +165,9 @@ def test_truncated_dump_fails_the_drill_and_still_tears_down(demo_dump: Path, tm
     data = demo_dump.read_bytes()
     (d / "shop.pgc").write_bytes(data[: len(data) * 2 // 3])
     (d / "rb.yaml").write_text(
-        "name: shop-dump\nsource: {kind: postgres-dump, archive: shop.pgc, database: shop}\nobjectives: {rto_seconds: 60}\n"
+        "name: shop-dump\n"
+        "source: {kind: postgres-dump, archive: shop.pgc, database: shop}\n"
+        "objectives: {rto_seconds: 60}\n"
     )
     res = run_drill(load_runbook(d / "rb.yaml"))
     assert res.verdict == "failed"
@@ -195,7 +197,7 @@ def test_no_password_in_logs_journal_or_evidence(demo_source: DemoSource, tmp_pa
     try:
         res = run_drill(
             load_runbook(demo_source.runbook),
-            RunOptions(backend_factory=lambda src, st: _SecretBackend(src, st)),
+            RunOptions(backend_factory=_SecretBackend),
         )
     finally:
         structlog.reset_defaults()
@@ -267,7 +269,9 @@ def test_sigkill_during_await_ready_then_drill_teardown_leaves_nothing(
     runs = subprocess.run([sys.executable, "-m", "drills.cli", "runs"], capture_output=True, text=True, check=True)
     assert run_id in runs.stdout and "crashed" in runs.stdout and "drill teardown" in runs.stdout
 
-    td = subprocess.run([sys.executable, "-m", "drills.cli", "teardown", run_id], capture_output=True, text=True)
+    td = subprocess.run(
+        [sys.executable, "-m", "drills.cli", "teardown", run_id], capture_output=True, text=True, check=False
+    )
     assert td.returncode == 0, td.stderr
     for _ in range(50):
         if not os.path.exists(f"/proc/{pid}"):
