@@ -181,10 +181,11 @@ def measure(ep: Endpoint, tables: list[str], baseline: dict[str, Any], cfg: Vali
     for name, t in results.items():
         print(f"{'(c) ' + name:<46}{t:>9.3f}{t_b / t:>10.2f}x")
     print(f"{'    estimate (not exact: ' + format(est, ',') + ' rows)':<46}{t_est:>9.3f}{t_b / t_est:>10.1f}x")
-    best = min(results, key=results.__getitem__)
+    exact = {"(b) serial count(*)": t_b, **{f"(c) {k}": v for k, v in results.items()}}
+    best = min(exact, key=exact.__getitem__)
     print(
-        f"\nfastest exact: {best} ({results[best]:.3f} s, {t_b / results[best]:.2f}x serial);"
-        f" run_validators/serial = {t_a / t_b:.2f}"
+        f"\nfastest exact count: {best} ({exact[best]:.3f} s, {t_b / exact[best]:.2f}x serial);"
+        f" run_validators / serial = {t_a / t_b:.2f}"
     )
 
 
