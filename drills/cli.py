@@ -217,13 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--keep", type=_duration, metavar="TTL", help="incident mode: keep the restored database for TTL")
     sp = add("validate", cmd_validate, "check a runbook without running it")
     sp.add_argument("file", type=Path)
-    add("schema", cmd_schema, "print the runbook JSON Schema")
+    sp.set_defaults(logs=False)
+    add("schema", cmd_schema, "print the runbook JSON Schema").set_defaults(logs=False)
     sp = add("keygen", cmd_keygen, "write an Ed25519 key pair for signing evidence")
     sp.add_argument("--out", type=Path, required=True, help="private key path; the public key gets .pub")
     sp.add_argument("--force", action="store_true")
+    sp.set_defaults(logs=False)
     sp = add("verify", cmd_verify, "verify a signed evidence file offline")
     sp.add_argument("file", type=Path)
     sp.add_argument("--key", type=Path, required=True, help="public key PEM or keyring JSON")
+    sp.set_defaults(logs=False)
     sp = add("teardown", cmd_teardown, "remove what a crashed run left behind, from its journal")
     sp.add_argument("run_id")
     sp = add("runs", cmd_runs, "list runs and their states")
@@ -251,9 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
-    from drills.logs import configure
+    if getattr(a, "logs", True):  # structlog (and the asyncio it pulls in) only for commands that log
+        from drills.logs import configure
 
-    configure(a.log_format, a.log_level)
+        configure(a.log_format, a.log_level)
     try:
         code: int = a.fn(a)
     except DrillError as exc:

@@ -25,7 +25,14 @@ from typing import Any
 
 from drills.clock import iso
 from drills.errors import InfrastructureError
-from drills.localpg import PgCluster, find_pg_binaries, free_port, private_dir, run_as_for_server
+from drills.localpg import (
+    PgCluster,
+    ensure_reachable,
+    find_pg_binaries,
+    free_port,
+    private_dir,
+    run_as_for_server,
+)
 
 __all__ = ["DemoSource", "build_demo_source", "run_demo"]
 
@@ -66,6 +73,7 @@ def build_demo_source(workdir: Path) -> DemoSource:
     run_as = run_as_for_server()
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)
+    ensure_reachable(workdir, run_as)
     wal = private_dir(workdir / "backups" / "wal", run_as)
     wal.chmod(0o755)
     src = PgCluster(

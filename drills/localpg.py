@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from drills.errors import InfrastructureError, PreflightError
+from drills.errors import InfrastructureError, InputError, PreflightError
 
 __all__ = [
     "PgBinaries",
@@ -156,6 +156,20 @@ def chown_tree(path: Path, run_as: RunAs | None) -> None:
         for name in dirs + files:
             with contextlib.suppress(FileNotFoundError):
                 os.lchown(os.path.join(root, name), run_as.uid, run_as.gid)
+
+
+def ensure_reachable(path: Path, run_as: RunAs | None) -> None:
+    """Refuse early when the server's user cannot reach a directory (e.g. one under a 0700 home)."""
+    if run_as is None:
+        return
+    probe = subprocess.run(
+        ["test", "-x", str(path)], user=run_as.uid, group=run_as.gid, extra_groups=[], check=False, cwd="/"
+    )
+    if probe.returncode != 0:
+        raise InputError(
+            f"{path} is not reachable by the user {run_as.name!r} the server runs as (a parent directory is private)",
+            hint="choose a directory under /tmp, or make its parents traversable (chmod o+x)",
+        )
 
 
 def private_dir(path: Path, run_as: RunAs | None) -> Path:

@@ -360,7 +360,7 @@ class LocalPostgres:
             if ctx.remaining_seconds() <= 0:
                 raise DeadlineExceeded(f"the restored server was not ready in time; log: {cluster.log_tail(5)}")
             ctx.clock.sleep(min(delay, ctx.remaining_seconds()))
-            delay = min(delay * 1.5, 0.25)
+            delay = min(delay * 1.5, 0.05)  # a starting server refuses at once: polling often is cheap
 
     # ------------------------------------------------------------ endpoint & facts
 
