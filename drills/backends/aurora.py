@@ -176,7 +176,7 @@ class AuroraBackend(AwsBackend):
                 if isinstance(self.source, AuroraSnapshotSource):
                     call(
                         rds.restore_db_cluster_from_snapshot,
-                        SnapshotIdentifier=self._rp.snapshot_arn or self._rp.snapshot_id,
+                        SnapshotIdentifier=self._snapshot_ref(),
                         Engine=self._rp.engine,
                         **({"EngineVersion": self.source.engine_version} if self.source.engine_version else {}),
                         **common,
@@ -286,9 +286,13 @@ class AuroraBackend(AwsBackend):
             applied = self._wait_cluster(ctx, call, "modification of", modifications=True)
             self._mark(ctx, "credentials-applied", applied.estimate, "runner-clock", applied.precision_ms)
             inst = wait_instance(self, ctx, call, self.writer_id, "modification of writer", modifications=True)
-            # Verify on fresh reads, never on the request.
-            self._verify_instance(inst.value, self._target.get("subnet_group"))
+            # Verify on fresh reads, never on the request. Aurora places the cluster: its subnet
+            # group and security groups are the writer's (an instance reporting its own must agree).
             cl = applied.value
+            placed = dict(inst.value)
+            placed["DBSubnetGroup"] = placed.get("DBSubnetGroup") or {"DBSubnetGroupName": cl.get("DBSubnetGroup")}
+            placed["VpcSecurityGroups"] = cl.get("VpcSecurityGroups", [])
+            self._verify_instance(placed, self._target.get("subnet_group"))
             if cl.get("DeletionProtection"):
                 raise RestoreFailed(f"deletion protection still on for cluster {self.cluster_id}")
             self._record(cl, inst.value)

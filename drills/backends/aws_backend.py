@@ -279,6 +279,12 @@ class AwsBackend:
         ]
         return max(times) if times else None
 
+    def _snapshot_ref(self) -> str | None:
+        """The snapshot as the restore call should name it: the ARN only when the runbook gave one (shared)."""
+        assert self._rp is not None
+        given = str(getattr(self.source, "snapshot", None) or "")
+        return self._rp.snapshot_arn if given.startswith("arn:") else self._rp.snapshot_id
+
     # ------------------------------------------------------------------ subclass hooks
     def _recovery_point(self, call: AwsCaller) -> RecoveryPoint:
         raise NotImplementedError

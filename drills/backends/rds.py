@@ -242,7 +242,7 @@ class RdsBackend(AwsBackend):
                     call(
                         rds.restore_db_instance_from_db_snapshot,
                         DBInstanceIdentifier=self.instance_id,
-                        DBSnapshotIdentifier=self._rp.snapshot_arn or self._rp.snapshot_id,
+                        DBSnapshotIdentifier=self._snapshot_ref(),
                         **common,
                     )
                 else:
