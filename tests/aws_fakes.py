@@ -80,7 +80,7 @@ class Fakes:
 
     # -- before the call reaches moto
     def _before(self, event_name: str, **_: Any) -> Any:
-        op = event_name.split(".")[-1]
+        op = event_name.rsplit(".", maxsplit=1)[-1]
         self.calls.append(op)
         n = len(self.calls)
         if self.fail_at == n and self.fail_mode == "before":
@@ -105,7 +105,7 @@ class Fakes:
 
     # -- after moto answered
     def _after(self, event_name: str, parsed: dict[str, Any], **_: Any) -> None:
-        op = event_name.split(".")[-1]
+        op = event_name.rsplit(".", maxsplit=1)[-1]
         now = self.clock.now()
         if "Error" not in parsed:
             self._timeline(op, parsed, now)

@@ -21,7 +21,7 @@ from drills.sources import RdsPitrSource, RdsSnapshotSource
 from drills.sweep import sweep
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the shared aws_fakes helpers
-from aws_fakes import (  # noqa: E402
+from aws_fakes import (
     REGION,
     Fakes,
     World,
