@@ -27,7 +27,12 @@ def test_rto_and_phases_are_never_negative_whatever_the_clock_did(
 ) -> None:
     timeline = [TimelineEntry(s, 1, "", "", a, b, o) for s, a, b, o in raw]
     m = measure(
-        timeline, validated=validated, rto_objective_s=objective, rpo_objective_s=None, achieved_rpo=None, rpo_method="none"
+        timeline,
+        validated=validated,
+        rto_objective_s=objective,
+        rpo_objective_s=None,
+        achieved_rpo=None,
+        rpo_method="none",
     )
     assert all(v >= 0 for v in m.rto_phases_ms.values())
     assert m.achieved_rto_ms is None or m.achieved_rto_ms >= 0
@@ -49,7 +54,9 @@ def test_rto_runs_from_restore_request_to_validation_and_excludes_preflight_and_
         entry("measure", 316, 316),
         entry("teardown", 316, 400),
     ]
-    m = measure(timeline, validated=True, rto_objective_s=300, rpo_objective_s=60, achieved_rpo=1500, rpo_method="target")
+    m = measure(
+        timeline, validated=True, rto_objective_s=300, rpo_objective_s=60, achieved_rpo=1500, rpo_method="target"
+    )
     assert m.achieved_rto_ms == 311_000
     assert m.rto_phases_ms == {"restore": 60_000, "await_ready": 240_000, "connect": 1000, "validate": 10_000}
     assert m.rto_met is False  # 311 s > 300 s: a breach fails the drill
@@ -58,7 +65,9 @@ def test_rto_runs_from_restore_request_to_validation_and_excludes_preflight_and_
 
 def test_retries_count_towards_their_phase() -> None:
     timeline = [entry("restore", 0, 1, "retry"), entry("restore", 3, 4), entry("validate", 4, 5)]
-    m = measure(timeline, validated=True, rto_objective_s=10, rpo_objective_s=None, achieved_rpo=None, rpo_method="none")
+    m = measure(
+        timeline, validated=True, rto_objective_s=10, rpo_objective_s=None, achieved_rpo=None, rpo_method="none"
+    )
     assert m.achieved_rto_ms == 5000
     assert m.rto_phases_ms["restore"] == 2000
 

@@ -61,13 +61,19 @@ CORPUS = [
     ("kind: postgres-pitr", "kind: oracle-rman", 2, "source", "does not match"),
     ("{min: 1000}", "{min: 10, max: 5}", 10, "validators.row_counts.orders", "greater than max"),
     ("{min: 1000}", "{}", 10, "validators.row_counts.orders", "at least one of"),
-    ('expect: 0}', 'expct: 0}', 12, "validators.smoke.0.expct", "Extra inputs"),
+    ("expect: 0}", "expct: 0}", 12, "validators.smoke.0.expct", "Extra inputs"),
     ("name: orders-pitr", "name: Orders PITR!", 1, "name", "pattern"),
     ("{column: orders.created_at}", "{column: 'orders; drop table x'}", 13, "validators.freshness.column", "pattern"),
     ("evidence: {dir: evidence", "evidense: {dir: evidence", 14, "evidense", "Extra inputs"),
     ("base_backup: backups/base", "base_backup: backups/nope", 4, "source.base_backup", "does not exist"),
     ("signing_key: keys/drill.key", "signing_key: keys/missing.key", 14, "evidence.signing_key", "does not exist"),
-    ("baseline: baselines/orders.json", "baseline: baselines/x.json", 9, "validators.schema.baseline", "does not exist"),
+    (
+        "baseline: baselines/orders.json",
+        "baseline: baselines/x.json",
+        9,
+        "validators.schema.baseline",
+        "does not exist",
+    ),
     ("objectives: {rto_seconds: 300, rpo_seconds: 60}", "objectives: [300]", 7, "objectives", "valid dictionary"),
 ]
 
