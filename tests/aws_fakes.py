@@ -58,6 +58,7 @@ class Fakes:
     clock: FakeClock
     restore_seconds: float = 0.0
     modify_seconds: float = 0.0
+    create_seconds: float | None = None  # a writer instance added to a cluster (default: restore_seconds)
     terminal_status: str | None = None
     throttle_rate: float = 0.0
     fail_at: int | None = None  # 1-based index of the call to fail
@@ -115,7 +116,8 @@ class Fakes:
     def _timeline(self, op: str, parsed: dict[str, Any], now: datetime) -> None:
         if op in ("RestoreDBInstanceFromDBSnapshot", "RestoreDBInstanceToPointInTime", "CreateDBInstance"):
             ident = parsed["DBInstance"]["DBInstanceIdentifier"]
-            self.ready_at.setdefault(ident, now + timedelta(seconds=self.restore_seconds))
+            took = self.create_seconds if op == "CreateDBInstance" and self.create_seconds is not None else None
+            self.ready_at.setdefault(ident, now + timedelta(seconds=took if took is not None else self.restore_seconds))
         if op in ("RestoreDBClusterFromSnapshot", "RestoreDBClusterToPointInTime"):
             ident = parsed["DBCluster"]["DBClusterIdentifier"]
             self.ready_at.setdefault(ident, now + timedelta(seconds=self.restore_seconds))

@@ -8,8 +8,8 @@ Three things live here because every AWS code path needs them the same way:
   of a throttled drill then take milliseconds, and the deadline of the current
   state bounds every retry.
 * **Waiting** (:func:`poll`): adaptive polling whose interval grows with the
-  time already waited (15 % of it, 10 s to 120 s), so a 2-hour restore costs
-  about 75 describe calls while the "available" time is still known to within
+  time already waited (20 % of it, 10 s to 150 s), so a 2-hour restore costs
+  about 65 describe calls while the "available" time is still known to within
   half an interval (we report the midpoint of the last two polls).
 * **Owning** (tags, identifiers, :class:`Deleter`): every resource a drill
   creates has the ``drill-`` prefix and the run's tags; deletion refuses
@@ -250,9 +250,9 @@ Verdict = Literal["ready", "pending"]
 class PollPolicy:
     """Interval = ``ratio`` x time already waited, clamped to [minimum, maximum], +/- jitter.
 
-    Defaults: 10 s, growing by 15 % of the wait, at most 120 s: a 2-hour
-    restore costs about 75 describe calls and its "available" time is known
-    to within half an interval (at most ~66 s, about 1 % of 2 hours).
+    Defaults: 10 s, growing by 20 % of the wait, at most 150 s: a 2-hour
+    restore costs about 65 describe calls and its "available" time is known
+    to within half an interval (at most ~83 s with jitter, about 1 % of 2 hours).
 
     Restores take minutes to hours, so a fixed short interval wastes API calls
     (and hits throttling when many drills run) while a fixed long one blurs
@@ -261,8 +261,8 @@ class PollPolicy:
     """
 
     minimum: float = 10.0
-    maximum: float = 120.0
-    ratio: float = 0.15
+    maximum: float = 150.0
+    ratio: float = 0.2
     jitter: float = 0.1
 
     def interval(self, elapsed: float, rng: random.Random) -> float:

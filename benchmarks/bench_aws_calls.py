@@ -1,0 +1,143 @@
+"""How many AWS calls a drill costs, how well it measures "available", and how it copes with throttling.
+
+Run: .venv/bin/python benchmarks/bench_aws_calls.py
+
+1. One RDS and one Aurora snapshot drill whose restore takes a simulated 2 hours
+   (FakeClock, no real waiting): API calls in total and per operation.
+2. 30 RDS drills with restore times spread over 1.5-2.5 h: the worst error of
+   the measured "instance-available" mark against the injected truth, and the
+   precision the backend claimed for it.
+3. 20 concurrent RDS drills (threads) against one moto, 20 % of all calls
+   throttled: all must complete, nothing may leak; wall time in total.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto import mock_aws
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import structlog  # noqa: E402
+from aws_fakes import REGION, Fakes, World, drill_leftovers, drive, isolation, make_world, settings  # noqa: E402
+
+from drills.backends import backend_factory  # noqa: E402
+from drills.clock import FakeClock  # noqa: E402
+from drills.sources import AuroraSnapshotSource, RdsSnapshotSource  # noqa: E402
+
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # quiet: warnings and up
+
+
+def rds_source(w: World) -> RdsSnapshotSource:
+    return RdsSnapshotSource.model_validate(
+        {"kind": "rds-snapshot", "region": REGION, "engine": "postgres", "snapshot": w.snapshot,
+         "isolation": isolation(w)}
+    )  # fmt: skip
+
+
+def aurora_source(w: World) -> AuroraSnapshotSource:
+    return AuroraSnapshotSource.model_validate(
+        {"kind": "aurora-snapshot", "region": REGION, "engine": "aurora-postgresql",
+         "snapshot": w.cluster_snapshot, "isolation": isolation(w)}
+    )  # fmt: skip
+
+
+def one_drill(aurora: bool, restore_seconds: float) -> tuple[Counter[str], Any]:
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        w = make_world(session, aurora=aurora, rds=not aurora)
+        clock = FakeClock()
+        fakes = Fakes(clock, restore_seconds=restore_seconds, modify_seconds=120, create_seconds=600).install(session)
+        src = aurora_source(w) if aurora else rds_source(w)
+        out = drive(backend_factory("aurora" if aurora else "rds")(src, settings(session, clock)), clock)
+        assert out.error is None, out.error
+        assert drill_leftovers(session) == []
+        return Counter(fakes.calls), out
+
+
+def mark_error(trials: int = 30) -> tuple[float, float, float]:
+    """(worst |error| s, mean |error| s, worst claimed precision s) of instance-available."""
+    rng = random.Random(42)
+    errors, claimed = [], []
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        w = make_world(session)
+        clock = FakeClock()
+        fakes = Fakes(clock).install(session)
+        for i in range(trials):
+            fakes.restore_seconds = rng.uniform(5400, 9000)
+            fakes.calls.clear()
+            b = backend_factory("rds")(rds_source(w), settings(session, clock, run_id=f"acc-{i}"))
+            out = drive(b, clock)
+            assert out.error is None, out.error
+            mark = next(m for m in out.marks if m.name == "instance-available")
+            measured = datetime.fromisoformat(mark.at.replace("Z", "+00:00"))
+            errors.append(abs((measured - fakes.ready_at[b.instance_id]).total_seconds()))
+            claimed.append(mark.precision_ms / 1000)
+    return max(errors), sum(errors) / len(errors), max(claimed)
+
+
+def concurrent(drills: int = 20, throttle: float = 0.2) -> dict[str, Any]:
+    with mock_aws():
+        base = boto3.Session(region_name=REGION)
+        w = make_world(base)
+
+        def run(i: int) -> tuple[Any, int, int, float]:
+            session = boto3.Session(region_name=REGION)
+            clock = FakeClock()
+            fakes = Fakes(
+                clock, restore_seconds=3600 + 60 * i, modify_seconds=90, throttle_rate=throttle, rng=random.Random(i)
+            ).install(session)
+            out = drive(backend_factory("rds")(rds_source(w), settings(session, clock, run_id=f"conc-{i}")), clock)
+            return out, len(fakes.calls), fakes.throttled, clock.monotonic_ns() / 1e9
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=drills) as pool:
+            results = list(pool.map(run, range(drills)))
+        wall = time.perf_counter() - t0
+        return {
+            "completed": sum(1 for r in results if r[0].error is None),
+            "failed": [str(r[0].error) for r in results if r[0].error is not None],
+            "teardown_errors": sum(len(r[0].teardown_errors) for r in results),
+            "leaked": drill_leftovers(base),
+            "calls": sum(r[1] for r in results),
+            "throttled": sum(r[2] for r in results),
+            "simulated_drill_seconds_max": max(r[3] for r in results),
+            "wall_seconds": wall,
+        }
+
+
+def main() -> None:
+    for aurora in (False, True):
+        calls, out = one_drill(aurora, 7200)
+        name = "aurora" if aurora else "rds"
+        describes = sum(v for k, v in calls.items() if k.startswith("Describe"))
+        print(f"[{name}] 2 h restore: {sum(calls.values())} AWS calls ({describes} describes)")
+        print("   " + ", ".join(f"{k}={v}" for k, v in calls.most_common()))
+        print("   marks: " + ", ".join(f"{m.name}@{m.at} ±{m.precision_ms}ms ({m.source})" for m in out.marks))
+    worst, mean, claimed = mark_error()
+    print(f"[accuracy] 30 drills of 1.5-2.5 h: instance-available error worst {worst:.1f}s, mean {mean:.1f}s; "
+          f"worst claimed precision ±{claimed:.1f}s")  # fmt: skip
+    res = concurrent()
+    print(
+        f"[concurrency] 20 drills, 20% throttled: completed {res['completed']}/20, failed {len(res['failed'])}, "
+        f"teardown errors {res['teardown_errors']}, leaked {len(res['leaked'])}; {res['calls']} calls, "
+        f"{res['throttled']} throttled; wall {res['wall_seconds']:.1f}s "
+        f"(longest simulated drill {res['simulated_drill_seconds_max'] / 3600:.2f} h)"
+    )
+    for f in res["failed"]:
+        print("   failed:", f)
+
+
+if __name__ == "__main__":
+    main()
