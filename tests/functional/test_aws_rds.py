@@ -364,3 +364,16 @@ def test_sweep_removes_crashed_runs_only(world: World, session: Any, clock: Fake
     assert sorted(r["action"] for r in done) == ["deleted"] * 3 + ["kept"] * 3
     assert all(x.startswith("drill-billing-") for x in drill_leftovers(session))
     assert world.rds.describe_db_instances(DBInstanceIdentifier=world.source_instance)["DBInstances"]
+
+
+def test_password_never_reaches_logs_or_facts(world: World, session: Any, clock: FakeClock) -> None:
+    from structlog.testing import capture_logs
+
+    Fakes(clock, modify_seconds=30).install(session)
+    b = backend(snap_source(world), session, clock)
+    with capture_logs() as logs:
+        out = drive(b, clock, teardown=False)
+    secret = out.endpoint.password.reveal()
+    assert logs and secret not in repr(logs)
+    assert secret not in repr(b.isolation_facts()) + repr(b.target_facts()) + b.connection_hint()
+    assert secret not in repr(out.registry) + repr(out.marks) + repr(out.endpoint.public())
