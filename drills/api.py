@@ -276,6 +276,8 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
         runbook_name=rb.name,
         keep_seconds=opts.keep_seconds,
         aws_session=opts.aws_session,
+        # resources outlive a crashed runner by the drill deadline plus teardown's hour; the sweeper takes them then
+        extra={"ttl_seconds": rb.effective_deadline_seconds + 3600},
     )
     factory = opts.backend_factory or backend_factory(backend_name)
     backend: Backend = factory(rb.source, settings)

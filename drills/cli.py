@@ -93,7 +93,10 @@ def cmd_run(a: argparse.Namespace) -> int:
     else:
         print("\n".join(_summary_lines(res)), file=sys.stderr)
         if a.keep and res.drill.endpoint is not None and res.error is None:
-            print(f"  kept for {a.keep}s for inspection: {res.drill.endpoint.public()}", file=sys.stderr)
+            hint = getattr(res.drill.backend, "connection_hint", None)
+            where = hint() if callable(hint) else res.drill.endpoint.public()
+            print(f"  kept for {a.keep}s for inspection: {where}", file=sys.stderr)
+            print("  `drill sweep` removes it after its expiry", file=sys.stderr)
     return res.exit_code
 
 
@@ -176,17 +179,19 @@ def cmd_baseline(a: argparse.Namespace) -> int:
 def cmd_sweep(a: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from drills.clock import SystemClock
-    from drills.journal import list_runs
-    from drills.sweep import sweep
-
-    live = {r.run_id for r in list_runs() if r.status == "running"}
     import boto3
 
+    from drills.clock import SystemClock
+    from drills.journal import list_runs
+    from drills.sweep import summary, sweep
+
+    live = {r.run_id for r in list_runs() if r.status == "running"}
     session = boto3.Session(region_name=a.region) if a.region else boto3.Session()
-    found = sweep(session, timedelta(seconds=a.older_than), a.dry_run, lambda rid: rid in live, SystemClock())
-    _out(found)
-    return 0
+    records = sweep(
+        session, timedelta(seconds=a.older_than), a.dry_run, lambda rid: rid in live, SystemClock(), region=a.region
+    )
+    _out({"resources": records, "summary": summary(records)})
+    return 3 if any(r.get("action") == "error" for r in records) else 0
 
 
 # ---------------------------------------------------------------- parser

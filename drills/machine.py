@@ -48,6 +48,8 @@ __all__ = ["Drill", "RetryPolicy", "State", "run_machine", "teardown_resources"]
 
 log = structlog.get_logger("drills.machine")
 
+TEARDOWN_SECONDS = 3600.0
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -336,7 +338,14 @@ def run_machine(
         d.error = d.error or _translate(exc)
         d.interrupted = True
     with _signals_deferred(d.journal) as deferred:
-        ctx = _ctx(d, 600.0)
+        # teardown has its own hour, whatever deadline the drill ran past: RDS deletions are slow
+        ctx = StepContext(
+            clock=d.clock,
+            deadline_ns=d.clock.monotonic_ns() + int(TEARDOWN_SECONDS * 1e9),
+            log=log.bind(run_id=d.run_id),
+            register=d.register,
+            marks=d.marks,
+        )
         if d.keep and d.error is None:
             for r in d.resources:
                 d.journal.append("resource_kept", resource=r.to_dict())

@@ -18,7 +18,7 @@ security groups, because each depends on the one before.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -156,7 +156,7 @@ def _delete(deleter: Deleter, c: Candidate) -> str:
     return deleter.security_group(c.id, c.vpc_id)
 
 
-def summary(records: list[Mapping[str, Any]]) -> dict[str, int]:
+def summary(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """Counts per action, for the CLI's last line."""
     out: dict[str, int] = {}
     for r in records:

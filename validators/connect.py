@@ -42,6 +42,24 @@ def _where(endpoint: Endpoint) -> str:
     return f"{endpoint.engine} database {endpoint.database!r} as {endpoint.user!r} at {place}"
 
 
+def _tls_postgres(options: dict[str, str]) -> dict[str, Any]:
+    """Endpoint options are driver-neutral (``tls``, ``tls_ca``, ``auth``); translate what psycopg takes."""
+    out: dict[str, Any] = {}
+    if options.get("tls_ca"):
+        out.update(sslmode="verify-full", sslrootcert=options["tls_ca"])
+    elif options.get("tls") == "required":
+        out["sslmode"] = "require"  # IAM auth tokens must never travel in clear text
+    return out
+
+
+def _tls_mysql(options: dict[str, str]) -> dict[str, Any]:
+    if options.get("tls_ca"):
+        return {"ssl": {"ca": options["tls_ca"], "check_hostname": True}}
+    if options.get("tls") == "required":
+        return {"ssl": {"check_hostname": False}}
+    return {}
+
+
 def _connect_postgres(endpoint: Endpoint, autocommit: bool, timeout_s: int) -> Connection:
     import psycopg  # lazy: keep the CLI start fast
 
@@ -54,7 +72,7 @@ def _connect_postgres(endpoint: Endpoint, autocommit: bool, timeout_s: int) -> C
         "application_name": APPLICATION_NAME,
         "options": "-c TimeZone=UTC",
     }
-    kwargs.update(endpoint.options)
+    kwargs.update(_tls_postgres(endpoint.options))
     if endpoint.password is not None:
         kwargs["password"] = endpoint.password.reveal()
     try:
@@ -81,7 +99,7 @@ def _connect_mysql(endpoint: Endpoint, autocommit: bool, timeout_s: int) -> Conn
     else:
         kwargs["host"] = endpoint.host
         kwargs["port"] = endpoint.port
-    kwargs.update(endpoint.options)
+    kwargs.update(_tls_mysql(endpoint.options))
     if endpoint.password is not None:
         kwargs["password"] = endpoint.password.reveal()
     try:
