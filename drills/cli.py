@@ -145,13 +145,15 @@ def cmd_runs(a: argparse.Namespace) -> int:
                     "verdict": r.verdict,
                     "evidence": r.evidence,
                     "outstanding": [x.to_dict() for x in r.outstanding],
+                    "kept": r.kept,
                 }
                 for r in runs
             ]
         )
         return 0
     for r in runs:
-        left = f"  {len(r.outstanding)} resource(s) left: drill teardown {r.run_id}" if r.outstanding else ""
+        why = "kept for inspection" if r.kept else "left"
+        left = f"  {len(r.outstanding)} resource(s) {why}: drill teardown {r.run_id}" if r.outstanding else ""
         print(f"{r.run_id}  {r.runbook:<24} {r.status:<11} {r.last_state:<12} {r.verdict or '-':<7}{left}")
     return 0
 

@@ -98,6 +98,7 @@ class RunSummary:
     pid: int | None = None
     evidence: str | None = None
     outstanding: list[Resource] = field(default_factory=list)
+    kept: bool = False  # resources deliberately left for inspection (drill run --keep)
 
 
 def _alive(pid: int | None) -> bool:
@@ -132,9 +133,11 @@ def summarize(run_id: str, events: list[dict[str, Any]]) -> RunSummary:
         elif kind == "resource_registered":
             r = Resource.from_dict(ev["resource"])
             created[f"{r.backend}/{r.kind}/{r.id}"] = r
-        elif kind in ("resource_removed", "resource_kept"):
+        elif kind == "resource_removed":
             r = Resource.from_dict(ev["resource"])
             created.pop(f"{r.backend}/{r.kind}/{r.id}", None)
+        elif kind == "resource_kept":  # incident mode: still ours to remove, with `drill teardown` or the sweeper
+            s.kept = True
         elif kind == "evidence_written":
             s.evidence = ev.get("path")
         elif kind == "run_finished":

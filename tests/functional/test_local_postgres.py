@@ -341,3 +341,21 @@ def test_preflight_refuses_a_directory_that_is_not_a_base_backup(tmp_path: Path)
     ctx = StepContext(SystemClock(), 0, structlog.get_logger(), lambda _r: None)
     with pytest.raises(PreflightError, match="no base backup found"):
         b.preflight(ctx)
+
+
+def test_keep_leaves_the_restored_server_for_inspection_until_drill_teardown(
+    demo_source: DemoSource, drill_home: Path
+) -> None:
+    res = run_drill(load_runbook(demo_source.runbook), RunOptions(keep_seconds=600))
+    assert res.verdict == "passed"
+    ev = read_and_verify(res.evidence, load_verifiers(demo_source.public_key))["predicate"]  # type: ignore[arg-type]
+    assert ev["teardown"]["kept_until_expiry"] is True and ev["teardown"]["all_deleted"] is False
+    assert not no_server_left(res.run_id)  # still there to inspect
+    summary = summarize(res.run_id, read_events(drill_home / "runs" / res.run_id / "journal.jsonl"))
+    assert summary.kept and {r.kind for r in summary.outstanding} == {"postgres-server", "scratch-dir"}
+    td = subprocess.run(
+        [sys.executable, "-m", "drills.cli", "teardown", res.run_id], capture_output=True, text=True, check=False
+    )
+    assert td.returncode == 0, td.stderr
+    assert no_server_left(res.run_id)
+    assert summarize(res.run_id, read_events(drill_home / "runs" / res.run_id / "journal.jsonl")).outstanding == []
