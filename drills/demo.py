@@ -204,13 +204,36 @@ evidence: {{dir: evidence, signing_key: keys/drill.key}}
 """
 
 
-def run_demo(workdir: Path | None, *, as_json: bool = False) -> int:
+def drill_and_report(runbook: Path, public_key: Path | None, workdir: Path, *, as_json: bool, started: float) -> int:
+    """Run the demo's drill as a user would, verify its evidence, and report (shared by both engines)."""
     from drills.api import RunOptions, run_drill
     from drills.cli import _summary_lines
     from drills.evidence.keys import load_verifiers
     from drills.evidence.store import read_and_verify
     from drills.runbook import load_runbook
 
+    res = run_drill(load_runbook(runbook), RunOptions(trigger="manual"))
+    verified = False
+    if res.evidence is not None and public_key is not None:
+        read_and_verify(res.evidence, load_verifiers(public_key))
+        verified = True
+    if as_json:
+        out = res.to_json() | {"public_key": str(public_key), "workdir": str(workdir), "evidence_verified": verified}
+        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
+    else:
+        lines = [
+            *_summary_lines(res),
+            f"  evidence verified with {public_key}: {'yes' if verified else 'NO'}",
+            f"  runbook: {runbook}",
+            f"  workdir: {workdir}",
+            f"  verify yourself: drill verify {res.evidence} --key {public_key}",
+            f"demo finished in {time.monotonic() - started:.1f}s",
+        ]
+        print("\n".join(lines), file=sys.stderr)
+    return res.exit_code if verified else max(res.exit_code, 1)
+
+
+def run_demo(workdir: Path | None, *, as_json: bool = False) -> int:
     wd = workdir or Path(tempfile.mkdtemp(prefix="restore-drills-demo-"))
     t0 = time.monotonic()
 
@@ -224,18 +247,4 @@ def run_demo(workdir: Path | None, *, as_json: bool = False) -> int:
         f"demo: target {iso(demo.target_time)}: {demo.rows_after_target} orders were committed after it "
         f"and must be absent; running the drill"
     )
-    res = run_drill(load_runbook(demo.runbook), RunOptions(trigger="manual"))
-    verified = False
-    if res.evidence is not None:
-        read_and_verify(res.evidence, load_verifiers(demo.public_key))
-        verified = True
-    if as_json:
-        out = res.to_json() | {"public_key": str(demo.public_key), "workdir": str(wd), "evidence_verified": verified}
-        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
-    else:
-        say("\n".join(_summary_lines(res)))
-        say(f"  evidence verified with {demo.public_key}: {'yes' if verified else 'NO'}")
-        say(f"  runbook: {demo.runbook}\n  workdir: {wd}")
-        say(f"  verify yourself: drill verify {res.evidence} --key {demo.public_key}")
-        say(f"demo finished in {time.monotonic() - t0:.1f}s")
-    return res.exit_code if verified else max(res.exit_code, 1)
+    return drill_and_report(demo.runbook, demo.public_key, wd, as_json=as_json, started=t0)

@@ -13,7 +13,6 @@ check exactly that, with the counts known here.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import shutil
 import subprocess
@@ -366,12 +365,8 @@ def _capture_baseline(server: MariaServer, workdir: Path) -> Path:
 
 def run_demo(workdir: Path | None, *, as_json: bool = False) -> int:
     """``drill demo --engine mariadb``: build the source, run the drill as a user would, verify the evidence."""
-    from drills.api import RunOptions, run_drill
-    from drills.cli import _summary_lines
     from drills.clock import SystemClock
-    from drills.evidence.keys import load_verifiers
-    from drills.evidence.store import read_and_verify
-    from drills.runbook import load_runbook
+    from drills.demo import drill_and_report
 
     wd = workdir or Path(tempfile.mkdtemp(prefix="restore-drills-mariadb-demo-", dir="/var/tmp"))
     if workdir is None:
@@ -388,17 +383,4 @@ def run_demo(workdir: Path | None, *, as_json: bool = False) -> int:
         f"demo: target {iso(demo.target_time)}: {demo.after_target['orders']} orders were created after it "
         "and must be absent; running the drill"
     )
-    res = run_drill(load_runbook(demo.runbook), RunOptions(trigger="manual"))
-    verified = False
-    if res.evidence is not None and demo.public_key is not None:
-        read_and_verify(res.evidence, load_verifiers(demo.public_key))
-        verified = True
-    if as_json:
-        out = res.to_json() | {"public_key": str(demo.public_key), "workdir": str(wd), "evidence_verified": verified}
-        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
-    else:
-        say("\n".join(_summary_lines(res)))
-        say(f"  evidence verified with {demo.public_key}: {'yes' if verified else 'NO'}")
-        say(f"  runbook: {demo.runbook}\n  workdir: {wd}")
-        say(f"demo finished in {time.monotonic() - t0:.1f}s")
-    return int(res.exit_code) if verified else max(int(res.exit_code), 1)
+    return drill_and_report(demo.runbook, demo.public_key, wd, as_json=as_json, started=t0)
