@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from drills.demo import DemoSource, build_demo_source  # noqa: E402
+from drills.demo import DemoSource, archiving_options, build_demo_source  # noqa: E402
 from drills.localpg import PgBinaries, PgCluster, RunAs, find_pg_binaries, free_port, run_as_for_server  # noqa: E402
 from drills.logs import configure  # noqa: E402
 
@@ -97,16 +97,7 @@ def _pad_source(demo: DemoSource, rows: int, bins: PgBinaries, run_as: RunAs | N
     src = PgCluster(
         bins, wd / "source" / "data", wd / "source" / "sock", free_port(), run_as, wd / "source" / "pad.log"
     )
-    src.start(
-        wait=True,
-        options={
-            "listen_addresses": "''",
-            "wal_level": "replica",
-            "archive_mode": "on",
-            "archive_command": f"'test ! -f {wal}/%f && cp %p {wal}/%f'",
-            "fsync": "off",
-        },
-    )
+    src.start(wait=True, options=archiving_options(wal))
     try:
         with psycopg.connect(src.conninfo("postgres"), autocommit=True) as conn:
             conn.execute("create database bench_pad")

@@ -34,7 +34,7 @@ from drills.localpg import (
     run_as_for_server,
 )
 
-__all__ = ["DemoSource", "build_demo_source", "run_demo"]
+__all__ = ["DemoSource", "archiving_options", "build_demo_source", "drill_and_report", "run_demo"]
 
 ACTIVITY_ROWS = 40
 ACTIVITY_INTERVAL_S = 0.05
@@ -59,6 +59,17 @@ def _psql(cluster: PgCluster, sql: str) -> None:
     )
     if proc.returncode != 0:
         raise InfrastructureError(f"demo SQL failed: {proc.stderr.strip()}")
+
+
+def archiving_options(wal: Path) -> dict[str, str]:
+    """Server settings of the demo's "production": socket only, every WAL segment archived to ``wal``."""
+    return {
+        "listen_addresses": "''",
+        "wal_level": "replica",
+        "archive_mode": "on",
+        "archive_command": f"'test ! -f {wal}/%f && cp %p {wal}/%f'",
+        "fsync": "off",  # a demo source, not a database to keep: faster on slow disks
+    }
 
 
 def build_demo_source(workdir: Path) -> DemoSource:
@@ -87,16 +98,7 @@ def build_demo_source(workdir: Path) -> DemoSource:
     (workdir / "source").mkdir(exist_ok=True)
     (workdir / "source").chmod(0o755)
     src.initdb()
-    src.start(
-        wait=True,
-        options={
-            "listen_addresses": "''",
-            "wal_level": "replica",
-            "archive_mode": "on",
-            "archive_command": f"'test ! -f {wal}/%f && cp %p {wal}/%f'",
-            "fsync": "off",
-        },
-    )
+    src.start(wait=True, options=archiving_options(wal))
     try:
         with psycopg.connect(src.conninfo("postgres"), autocommit=True) as conn:
             conn.execute("create database shop")
