@@ -82,6 +82,7 @@ class RunResult:
             "rpo_objective_seconds": self.drill.loaded.runbook.objectives.rpo_seconds,
             "evidence": str(self.evidence) if self.evidence else None,
             "findings": self.findings,
+            "rto_regression": self.drill.regression,
             "error": self.error,
             "failed_state": self.failed_state,
         }
@@ -224,18 +225,25 @@ def _finish(drill: Drill, opts: RunOptions, written: list[Path]) -> None:
     """Sign and write the evidence; a failure here is recorded, never raised past teardown."""
     from drills.evidence.statement import subject_for_bytes
     from drills.evidence.store import write_evidence
+    from drills.history import chain_link, past_drills, regression
 
     rb, loaded, journal = drill.loaded.runbook, drill.loaded, drill.journal
+    out_dir = opts.evidence_dir or rb.evidence.dir
     predicate = build_predicate(
         drill, executor=_executor(), trigger=opts.trigger, host=socket.gethostname(), initiated_by=getpass.getuser()
     )
+    past = past_drills(out_dir, rb.name)
+    predicate |= chain_link(past, rb.name)
+    m = drill.measurement
+    drill.regression = regression(past, m.achieved_rto_ms if m else None)
+    predicate["regression"] = drill.regression
     secrets = [drill.endpoint.password.reveal()] if drill.endpoint and drill.endpoint.password else []
     try:
         signer = _signer(opts.signing_key or rb.evidence.signing_key, opts.home)
         path = write_evidence(
             predicate,
             [subject_for_bytes(f"runbook:{rb.name}", loaded.path.read_bytes())],
-            opts.evidence_dir or rb.evidence.dir,
+            out_dir,
             drill.run_id,
             signer,
             secrets=secrets,

@@ -34,6 +34,16 @@ def _out(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _regression_line(reg: dict[str, Any] | None) -> list[str]:
+    if not reg:
+        return []
+    mark = "REGRESSION: " if reg["flag"] else ""
+    return [
+        f"  {mark}RTO {reg['delta_pct']:+d} % against the median of the last {reg['baseline_drills']} passed drills "
+        f"({reg['baseline_rto_ms'] / 1000:.2f}s)"
+    ]
+
+
 def _summary_lines(res: Any) -> list[str]:
     r = res.to_json()
     rto = f"{r['rto_seconds']:.2f}s" if r["rto_seconds"] is not None else "not reached"
@@ -46,6 +56,7 @@ def _summary_lines(res: Any) -> list[str]:
         f"  RTO achieved {rto} (objective {r['rto_objective_seconds']}s)",
         "    " + "  ".join(f"{k} {v / 1000:.2f}s" for k, v in r["rto_phases_ms"].items()),
         f"  RPO achieved {rpo}{rpo_obj}",
+        *_regression_line(r.get("rto_regression")),
         f"  findings: {len(r['findings']) - len(failed)} passed, {len(failed)} failed",
     ]
     lines += [

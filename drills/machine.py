@@ -96,6 +96,7 @@ class Drill:
     interrupted: bool = False
     restore_requested_at: datetime | None = None
     deadline_ns: int | None = None  # whole-drill deadline, set at the restore request
+    regression: dict[str, Any] | None = None  # RTO against recent drills of the runbook (drills.history)
 
     @property
     def run_id(self) -> str:
@@ -375,7 +376,3 @@ def run_machine(
         if deferred:
             d.interrupted = True
     return d
-
-
-def summary_fields(d: Drill) -> dict[str, Any]:
-    return {"run_id": d.run_id, "failed_state": d.failed_state, "error": str(d.error) if d.error else None}

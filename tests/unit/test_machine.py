@@ -194,3 +194,16 @@ def test_the_journal_records_each_resource_before_teardown_and_its_removal(runbo
     assert s.status == "finished" and s.outstanding == []
     for line in (drill_home / "runs" / res.run_id / "journal.jsonl").read_text().splitlines():
         json.loads(line)  # every line is complete JSON
+
+
+def test_each_drill_links_to_the_previous_one_of_its_runbook(runbook: Path) -> None:
+    import hashlib
+
+    first = drill(runbook, Recorder(fail_in="connect"))
+    second = drill(runbook, Recorder(fail_in="restore"))
+    one, two = evidence_of(first, runbook), evidence_of(second, runbook)
+    assert one["chain"]["seq"] == 1 and one["previous_drill"] is None
+    assert two["chain"]["seq"] == 2
+    assert two["previous_drill"]["id"] == first.run_id
+    assert first.evidence is not None
+    assert two["chain"]["prev_envelope_sha256"] == hashlib.sha256(first.evidence.read_bytes()).hexdigest()
