@@ -129,6 +129,24 @@ def cmd_verify(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(a: argparse.Namespace) -> int:
+    from drills.evidence.dsse import open_envelope
+    from drills.evidence.keys import load_verifiers
+    from drills.evidence.store import read_and_verify
+    from drills.report import render_markdown
+
+    verifiers = load_verifiers(a.key)
+    statement = read_and_verify(a.file, verifiers)
+    keyids = [k.keyid for k in open_envelope(a.file.read_bytes(), verifiers).verified_by]
+    text = render_markdown(statement, evidence_name=a.file.name, keyid=", ".join(keyids) or None)
+    if a.out:
+        a.out.write_text(text)
+        print(f"report written to {a.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_teardown(a: argparse.Namespace) -> int:
     from drills.api import finish_teardown
 
@@ -210,6 +228,23 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
+def _add_data_commands(add: Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]) -> None:
+    """Commands that reach databases or AWS directly: baseline capture and the sweeper."""
+    sp = add("baseline", cmd_baseline, "capture a schema and row-count baseline from a database")
+    bsub = sp.add_subparsers(dest="baseline_command", required=True)
+    cap = bsub.add_parser("capture", help="capture a baseline")
+    cap.set_defaults(fn=cmd_baseline)
+    cap.add_argument(
+        "--dsn", required=True, help="postgresql://... or mysql://... (password from PGPASSWORD/MYSQL_PWD)"
+    )
+    cap.add_argument("--out", type=Path, required=True)
+    cap.add_argument("--schema", action="append", help="schema (pg) or database (mysql) to include; repeatable")
+    sp = add("sweep", cmd_sweep, "delete expired drill resources in AWS left by crashed runs")
+    sp.add_argument("--older-than", type=_duration, default=6 * 3600, metavar="AGE")
+    sp.add_argument("--dry-run", action="store_true")
+    sp.add_argument("--region")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="drill",
@@ -245,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file", type=Path)
     sp.add_argument("--key", type=Path, required=True, help="public key PEM or keyring JSON")
     sp.set_defaults(logs=False)
+    sp = add("report", cmd_report, "render a verified evidence file as a Markdown report for auditors")
+    sp.add_argument("file", type=Path)
+    sp.add_argument("--key", type=Path, required=True, help="public key PEM or keyring JSON")
+    sp.add_argument("--out", type=Path, help="write here instead of stdout")
+    sp.set_defaults(logs=False)
     sp = add("teardown", cmd_teardown, "remove what a crashed run left behind, from its journal")
     sp.add_argument("run_id")
     sp = add("runs", cmd_runs, "list runs and their states")
@@ -253,19 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workdir", type=Path, help="default: a new temporary directory")
     sp.add_argument("--engine", choices=["postgres", "mariadb"], default="postgres")
     sp.add_argument("--json", action="store_true")
-    sp = add("baseline", cmd_baseline, "capture a schema and row-count baseline from a database")
-    bsub = sp.add_subparsers(dest="baseline_command", required=True)
-    cap = bsub.add_parser("capture", help="capture a baseline")
-    cap.set_defaults(fn=cmd_baseline)
-    cap.add_argument(
-        "--dsn", required=True, help="postgresql://... or mysql://... (password from PGPASSWORD/MYSQL_PWD)"
-    )
-    cap.add_argument("--out", type=Path, required=True)
-    cap.add_argument("--schema", action="append", help="schema (pg) or database (mysql) to include; repeatable")
-    sp = add("sweep", cmd_sweep, "delete expired drill resources in AWS left by crashed runs")
-    sp.add_argument("--older-than", type=_duration, default=6 * 3600, metavar="AGE")
-    sp.add_argument("--dry-run", action="store_true")
-    sp.add_argument("--region")
+    _add_data_commands(add)
     return p
 
 

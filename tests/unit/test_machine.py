@@ -207,3 +207,18 @@ def test_each_drill_links_to_the_previous_one_of_its_runbook(runbook: Path) -> N
     assert two["previous_drill"]["id"] == first.run_id
     assert first.evidence is not None
     assert two["chain"]["prev_envelope_sha256"] == hashlib.sha256(first.evidence.read_bytes()).hexdigest()
+
+
+def test_report_renders_what_was_signed(runbook: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from drills.cli import main
+
+    res = drill(runbook, Recorder(fail_in="connect"))
+    assert res.evidence is not None
+    assert main(["report", str(res.evidence), "--key", str(runbook.parent / "drill.pub")]) == 0
+    text = capsys.readouterr().out
+    assert f"# Restore drill {res.run_id}: FAILED" in text
+    assert "| await_ready | 1 |" in text and "RestoreFailed: injected" in text
+    assert "signature verified with key `sha256:" in text
+    tampered = res.evidence.read_text().replace('"sig": "', '"sig": "A', 1)
+    res.evidence.write_text(tampered)
+    assert main(["report", str(res.evidence), "--key", str(runbook.parent / "drill.pub")]) == 1
