@@ -12,7 +12,7 @@ import os
 import shutil
 import socket
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -114,9 +114,13 @@ def _validate(d: Drill) -> ValidationReport:
     src = d.loaded.runbook.source
     target = getattr(src, "target_time", None)
     params = {"target_time": target if isinstance(target, datetime) else d.restore_requested_at}
+    endpoint = d.endpoint
+    if d.deadline_ns is not None:  # no single query may outlive the drill's deadline
+        left_ms = max(1000, (d.deadline_ns - d.clock.monotonic_ns()) // 1_000_000)
+        endpoint = replace(endpoint, options={**endpoint.options, "statement_timeout_ms": str(left_ms)})
     try:
         baseline = load_baseline(baseline_path) if baseline_path else None
-        return run_validators(d.endpoint, cfg, params=params, baseline=baseline)
+        return run_validators(endpoint, cfg, params=params, baseline=baseline)
     except ValidatorError as exc:
         raise ValidationError(str(exc)) from None
 

@@ -43,13 +43,37 @@ def _where(endpoint: Endpoint) -> str:
 
 
 def _tls_postgres(options: dict[str, str]) -> dict[str, Any]:
-    """Endpoint options are driver-neutral (``tls``, ``tls_ca``, ``auth``); translate what psycopg takes."""
+    """Endpoint options are driver-neutral (``tls``, ``tls_ca``, ``auth``, ``statement_timeout_ms``);
+    translate what psycopg takes."""
     out: dict[str, Any] = {}
     if options.get("tls_ca"):
         out.update(sslmode="verify-full", sslrootcert=options["tls_ca"])
     elif options.get("tls") == "required":
         out["sslmode"] = "require"  # IAM auth tokens must never travel in clear text
     return out
+
+
+def _pg_statement_timeout(options: dict[str, str]) -> str:
+    """A server-side limit per statement, so a hung check cannot hold the drill past its deadline."""
+    ms = options.get("statement_timeout_ms")
+    return f" -c statement_timeout={int(ms)}" if ms else ""
+
+
+def _mysql_statement_timeout(conn: Any, options: dict[str, str]) -> None:
+    """MariaDB's max_statement_time (seconds), else MySQL's max_execution_time (ms, SELECT only)."""
+    ms = options.get("statement_timeout_ms")
+    if not ms:
+        return
+    cur = conn.cursor()
+    for stmt in (
+        f"SET SESSION max_statement_time = {int(ms) / 1000:.3f}",
+        f"SET SESSION max_execution_time = {int(ms)}",
+    ):
+        try:
+            cur.execute(stmt)
+            return
+        except Exception:  # noqa: S112 - the other server flavour's variable is tried next
+            continue
 
 
 def _tls_mysql(options: dict[str, str]) -> dict[str, Any]:
@@ -70,7 +94,7 @@ def _connect_postgres(endpoint: Endpoint, autocommit: bool, timeout_s: int) -> C
         "user": endpoint.user,
         "connect_timeout": max(2, int(timeout_s)),
         "application_name": APPLICATION_NAME,
-        "options": "-c TimeZone=UTC",
+        "options": "-c TimeZone=UTC" + _pg_statement_timeout(endpoint.options),
     }
     kwargs.update(_tls_postgres(endpoint.options))
     if endpoint.password is not None:
@@ -106,6 +130,7 @@ def _connect_mysql(endpoint: Endpoint, autocommit: bool, timeout_s: int) -> Conn
         conn = pymysql.connect(**kwargs)
     except (pymysql.err.Error, OSError, TypeError) as exc:
         raise ValidatorError(f"cannot connect to {_where(endpoint)}: {describe_error(exc, endpoint)}") from None
+    _mysql_statement_timeout(conn, endpoint.options)
     return cast(Connection, conn)
 
 

@@ -359,3 +359,23 @@ def test_keep_leaves_the_restored_server_for_inspection_until_drill_teardown(
     assert td.returncode == 0, td.stderr
     assert no_server_left(res.run_id)
     assert summarize(res.run_id, read_events(drill_home / "runs" / res.run_id / "journal.jsonl")).outstanding == []
+
+
+def test_a_hung_validator_cannot_hold_the_drill_past_its_deadline(demo_source: DemoSource, tmp_path: Path) -> None:
+    rb = copy_demo(
+        demo_source,
+        tmp_path / "d",
+        **{
+            "objectives: {rto_seconds: 60, rpo_seconds: 5}": "objectives: {rto_seconds: 60, rpo_seconds: 5}\n"
+            "deadline_seconds: 6",
+            "  freshness:": '    - {name: hangs, sql: "select pg_sleep(60) is null", expect: false}\n  freshness:',
+        },
+    )
+    started = time.monotonic()
+    res = run_drill(load_runbook(rb))
+    assert time.monotonic() - started < 30
+    assert res.verdict == "failed"
+    hung = finding(res, "hangs")
+    assert hung["passed"] is False and "statement timeout" in hung["detail"]
+    assert no_server_left(res.run_id)
+    assert all(r.deleted for r in res.drill.teardown_results)
