@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -23,7 +24,14 @@ from drills import __version__
 from drills.backends import SOURCE_BACKENDS, backend_factory
 from drills.backends.base import Backend, BackendSettings, StepContext, Teardown
 from drills.clock import Clock, SystemClock, iso
-from drills.errors import DrillError, EvidenceError, InputError, TeardownError, ValidationError
+from drills.errors import (
+    DrillError,
+    EvidenceError,
+    InfrastructureError,
+    InputError,
+    TeardownError,
+    ValidationError,
+)
 from drills.journal import Journal, new_run_id, read_events, state_home, summarize
 from drills.machine import Drill, default_states, run_machine, teardown_resources
 from drills.measure import Measurement, measure, rpo_ms
@@ -125,6 +133,9 @@ def _validate(d: Drill) -> ValidationReport:
         raise ValidationError(str(exc)) from None
 
 
+_AUTH_FAILED = re.compile(r"password authentication failed|Access denied for user|\(1045,", re.IGNORECASE)
+
+
 def _probe(resolve: Any) -> Any:
     def probe(ep: Endpoint) -> str:
         from drills.errors import TransientError
@@ -135,6 +146,8 @@ def _probe(resolve: Any) -> Any:
         try:
             return do_probe(target)
         except ValidatorError as exc:
+            if _AUTH_FAILED.search(str(exc)):  # retrying a wrong password only delays the verdict
+                raise InfrastructureError(str(exc), hint="the restored database refused the credentials") from None
             raise TransientError(str(exc)) from None
 
     return probe

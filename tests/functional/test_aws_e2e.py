@@ -352,6 +352,7 @@ def drill(
     *,
     smoke_extra: Any = (),
     throttle: float = 0.0,
+    apply_passwords: bool = True,
 ) -> Drilled:
     """Production in moto, its data on a local server, one `run_drill`; the verified evidence."""
     server_fixture = "pg_server" if "postgres" in engine else "mariadb_server"
@@ -366,7 +367,8 @@ def drill(
     fakes = Fakes(
         clock, restore_seconds=RESTORE_S, modify_seconds=MODIFY_S, create_seconds=WRITER_S, throttle_rate=throttle
     ).install(session)
-    db.apply_rds_passwords(session)
+    if apply_passwords:
+        db.apply_rds_passwords(session)
     runbook = write_runbook(
         tmp_path / "runbook.yaml", kind=kind, engine=engine, source=source, db=db, w=w, smoke_extra=smoke_extra
     )
@@ -515,3 +517,15 @@ def test_failing_validation_still_tears_down_and_signs(
 
     assert_torn_down(d, aurora=False)
     assert_no_secret(d)
+
+
+def test_credentials_the_database_refuses_fail_at_connect_without_retrying(
+    request: pytest.FixtureRequest, cleanup: contextlib.ExitStack, session: Any, clock: FakeClock, tmp_path: Path
+) -> None:
+    # the local "restored" database never learns the password the backend set
+    d = drill(request, cleanup, session, clock, tmp_path, "rds-snapshot", "postgres", apply_passwords=False)
+    r = d.result
+    assert (r.verdict, r.exit_code, r.failed_state) == ("failed", 3, "connect")
+    assert "refused the credentials" in (r.error or "")
+    assert [e.outcome for e in r.drill.timeline if e.state == "connect"] == ["error"]  # one attempt, no retries
+    assert_torn_down(d, aurora=False)
