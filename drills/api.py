@@ -30,6 +30,7 @@ from drills.errors import (
     InfrastructureError,
     InputError,
     TeardownError,
+    TransientError,
     ValidationError,
 )
 from drills.journal import Journal, new_run_id, read_events, state_home, summarize
@@ -59,7 +60,6 @@ class RunOptions:
     trigger: str = "manual"
     keep_seconds: int | None = None
     aws_session: Any = None
-    resolve_endpoint: Any = None  # Callable[[Endpoint], Endpoint]: tests map AWS endpoints to local servers
     scratch_root: Path | None = None
     backend_factory: Any = None  # BackendFactory: embed a custom backend, or a fault-injecting one in tests
 
@@ -136,21 +136,17 @@ def _validate(d: Drill) -> ValidationReport:
 _AUTH_FAILED = re.compile(r"password authentication failed|Access denied for user|\(1045,", re.IGNORECASE)
 
 
-def _probe(resolve: Any) -> Any:
-    def probe(ep: Endpoint) -> str:
-        from drills.errors import TransientError
-        from validators.connect import probe as do_probe
-        from validators.errors import ValidatorError
+def _probe(ep: Endpoint) -> str:
+    """The connect state's check: a refused connection is retried, refused credentials are not."""
+    from validators.connect import probe
+    from validators.errors import ValidatorError
 
-        target = resolve(ep) if resolve else ep
-        try:
-            return do_probe(target)
-        except ValidatorError as exc:
-            if _AUTH_FAILED.search(str(exc)):  # retrying a wrong password only delays the verdict
-                raise InfrastructureError(str(exc), hint="the restored database refused the credentials") from None
-            raise TransientError(str(exc)) from None
-
-    return probe
+    try:
+        return probe(ep)
+    except ValidatorError as exc:
+        if _AUTH_FAILED.search(str(exc)):  # retrying a wrong password only delays the verdict
+            raise InfrastructureError(str(exc), hint="the restored database refused the credentials") from None
+        raise TransientError(str(exc)) from None
 
 
 def _measure(d: Drill) -> Measurement:
@@ -179,23 +175,6 @@ def _measure(d: Drill) -> Measurement:
         achieved_rpo=achieved,
         rpo_method=method,
     )
-
-
-class _Routed:
-    """Wraps a backend so the validators reach its endpoint through a resolver (a tunnel, or tests)."""
-
-    def __init__(self, inner: Backend, resolve: Any) -> None:
-        self._inner = inner
-        self._resolve = resolve
-        self.name = inner.name
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self._inner, item)
-
-    def endpoint(self, ctx: StepContext) -> Endpoint:
-        ep = self._inner.endpoint(ctx)
-        routed: Endpoint = self._resolve(ep)
-        return routed
 
 
 def _remove_scratch(resource: Resource, ctx: StepContext) -> TeardownResult:
@@ -306,15 +285,13 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     )
     factory = opts.backend_factory or backend_factory(backend_name)
     backend: Backend = factory(rb.source, settings)
-    if opts.resolve_endpoint is not None:
-        backend = _Routed(backend, opts.resolve_endpoint)
     d = Drill(
         loaded=loaded,
         backend=backend,
         clock=clock,
         journal=journal,
         run_validators=_validate,
-        probe=_probe(None),
+        probe=_probe,
         measure=_measure,
         keep=opts.keep_seconds is not None,
     )
