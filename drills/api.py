@@ -10,7 +10,6 @@ from __future__ import annotations
 import getpass
 import os
 import re
-import shutil
 import socket
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -22,22 +21,21 @@ import structlog
 
 from drills import __version__
 from drills.backends import SOURCE_BACKENDS, backend_factory
-from drills.backends.base import Backend, BackendSettings, StepContext, Teardown
-from drills.clock import Clock, SystemClock, iso
+from drills.backends.base import Backend, BackendSettings
+from drills.cleanup import SCRATCH_BACKEND, SCRATCH_KIND, Dispatch, finish_teardown
+from drills.clock import Clock, SystemClock
 from drills.errors import (
     DrillError,
     EvidenceError,
     InfrastructureError,
-    InputError,
-    TeardownError,
     TransientError,
     ValidationError,
 )
-from drills.journal import Journal, new_run_id, read_events, state_home, summarize
-from drills.machine import Drill, default_states, run_machine, teardown_resources
+from drills.journal import Journal, new_run_id, state_home
+from drills.machine import Drill, default_states, run_machine
 from drills.measure import Measurement, measure, rpo_ms
 from drills.record import build_predicate, verdict_of
-from drills.resources import Resource, TeardownResult
+from drills.resources import Resource
 from drills.runbook import LoadedRunbook
 from drills.sources import MariadbDumpSource, PostgresDumpSource
 from validators.base import ValidationReport
@@ -45,10 +43,8 @@ from validators.endpoint import Endpoint
 
 __all__ = ["RunOptions", "RunResult", "default_key_path", "finish_teardown", "run_drill"]
 
-log = structlog.get_logger("drills.api")
 
-SCRATCH_KIND = "scratch-dir"
-SCRATCH_BACKEND = "local-fs"
+log = structlog.get_logger("drills.api")
 
 
 @dataclass(frozen=True)
@@ -177,42 +173,6 @@ def _measure(d: Drill) -> Measurement:
     )
 
 
-def _remove_scratch(resource: Resource, ctx: StepContext) -> TeardownResult:
-    path = Path(resource.id)
-    if not path.name.startswith("restore-drill-"):
-        raise TeardownError(f"refusing to remove {path}: not a scratch directory of this tool")
-    shutil.rmtree(path, ignore_errors=True)
-    if path.exists():
-        return TeardownResult(resource, deleted=False, detail=f"{path} could not be removed")
-    return TeardownResult(resource, deleted=True, detail=f"{path} removed", verified_at=iso(ctx.clock.now()))
-
-
-class _Dispatch:
-    """Teardown by resource: the scratch directory here, everything else by its backend."""
-
-    def __init__(self, backend: Backend | None, settings: BackendSettings, sources: dict[str, Any]) -> None:
-        self._backend = backend
-        self._settings = settings
-        self._sources = sources
-        self._built: dict[str, Backend] = {}
-
-    def __call__(self, r: Resource) -> Teardown:
-        if r.kind == SCRATCH_KIND:
-            return _ScratchBackend()
-        if self._backend is not None and self._backend.name == r.backend:
-            return self._backend
-        if r.backend not in self._built:
-            self._built[r.backend] = backend_factory(r.backend)(self._sources.get(r.backend), self._settings)
-        return self._built[r.backend]
-
-
-class _ScratchBackend:
-    name = SCRATCH_BACKEND
-
-    def teardown(self, resource: Resource, ctx: StepContext) -> TeardownResult:
-        return _remove_scratch(resource, ctx)
-
-
 def _executor() -> dict[str, Any]:
     return {"tool": "restore-drills", "version": __version__}
 
@@ -299,7 +259,7 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     scratch.mkdir(parents=True, exist_ok=False)
     scratch.chmod(0o755)  # the server's unprivileged user must traverse it; what is inside is private
     evidence_path: list[Path] = []
-    dispatch = _Dispatch(backend, settings, {backend_name: rb.source})
+    dispatch = Dispatch(backend, settings, {backend_name: rb.source})
     run_machine(d, default_states(loaded), lambda drill: _finish(drill, opts, evidence_path), dispatch)
     verdict = verdict_of(d)
     exit_code = _exit_code(d, verdict)
@@ -328,32 +288,3 @@ def _exit_code(d: Drill, verdict: str) -> int:
     if d.error is not None:
         return d.error.exit_code
     return 0 if verdict == "passed" else 1
-
-
-def finish_teardown(run_id: str, *, clock: Clock | None = None, home: Path | None = None) -> list[TeardownResult]:
-    """``drill teardown RUN_ID``: remove what a crashed run left, from its journal alone."""
-    from pydantic import TypeAdapter
-
-    from drills.sources import Source
-
-    clk = clock or SystemClock()
-    journal = Journal.reopen(run_id, clk, home)
-    events = read_events(journal.path)
-    summary = summarize(run_id, events)
-    if summary.status == "running":
-        raise InputError(f"run {run_id} is still running (pid {summary.pid})", hint="stop it first (Ctrl-C tears down)")
-    started = next((e for e in events if e.get("event") == "run_started"), None)
-    source = TypeAdapter(Source).validate_python(started["source"]) if started else None
-    settings = BackendSettings(run_id=run_id, run_dir=Path(tempfile.gettempdir()), clock=clk)
-    dispatch = _Dispatch(None, settings, {SOURCE_BACKENDS[source.kind]: source} if source else {})
-    journal.append("teardown_resumed", outstanding=[r.to_dict() for r in summary.outstanding])
-    ctx = StepContext(
-        clock=clk, deadline_ns=clk.monotonic_ns() + int(3600e9), log=log.bind(run_id=run_id), register=lambda r: None
-    )
-    # resources are kept in creation order; teardown_resources reverses them
-    results, errors = teardown_resources(dispatch, summary.outstanding, journal, ctx)
-    journal.append("teardown_finished", errors=errors)
-    journal.close()
-    if errors:
-        raise TeardownError("; ".join(errors))
-    return results
