@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,25 @@ def capture(dsn: str, out: Path, env: dict[str, str]) -> subprocess.CompletedPro
     )
 
 
-def test_capture_from_postgres_with_the_password_from_the_environment(pg_server: Any, tmp_path: Path) -> None:
+@pytest.fixture
+def pg_db(pg_server: Any) -> Iterator[Any]:
     ep = pg_server.new_database("cap")
+    yield ep
+    pg_server.drop_database(ep.database)
+
+
+@pytest.fixture
+def maria_db(mariadb_server: Any) -> Iterator[Any]:
+    """A database of its own, dropped afterwards: other tests capture every database on the server."""
+    ep = mariadb_server.new_database("cap")
+    yield ep
+    mariadb_server.drop_database(ep.database)
+
+
+def test_capture_from_postgres_with_the_password_from_the_environment(
+    pg_server: Any, pg_db: Any, tmp_path: Path
+) -> None:
+    ep = pg_db
     pg_server.run(
         "create table orders (id bigint primary key, created_at timestamptz not null)",
         "insert into orders select g, now() from generate_series(1, 42) g",
@@ -50,8 +68,8 @@ def test_wrong_password_is_a_clear_error_without_the_password(pg_server: Any, tm
     assert not (tmp_path / "b.json").exists()
 
 
-def test_capture_from_mariadb(mariadb_server: Any, tmp_path: Path) -> None:
-    ep = mariadb_server.new_database("cap")
+def test_capture_from_mariadb(mariadb_server: Any, maria_db: Any, tmp_path: Path) -> None:
+    ep = maria_db
     mariadb_server.run(
         "create table t (id int primary key)", "insert into t values (1), (2), (3)", database=ep.database
     )
