@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from drills.errors import InfrastructureError, PreflightError
-from drills.localpg import RunAs, chown_tree, free_port, private_dir, process_alive
+from drills.localpg import RunAs, chown_tree, free_port, private_dir, process_alive, unprivileged_user
 
 __all__ = [
     "INSTALL_HINT",
@@ -114,13 +114,7 @@ def find_maria_binaries(*, need: Sequence[str] = ()) -> MariaBinaries:
 
 def run_as_for_mariadb() -> RunAs | None:
     """The account the server runs as: None when we are not root (it runs as us)."""
-    if os.geteuid() != 0:
-        return None
-    for name in ("mysql", "nobody"):
-        with contextlib.suppress(KeyError):
-            pw = pwd.getpwnam(name)
-            return RunAs(name, pw.pw_uid, pw.pw_gid)
-    raise PreflightError("running as root and no unprivileged user to run mariadbd as", hint="create `mysql`")
+    return unprivileged_user("mysql", "nobody")
 
 
 def os_user() -> str:

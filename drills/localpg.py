@@ -33,6 +33,7 @@ __all__ = [
     "free_port",
     "process_alive",
     "run_as_for_server",
+    "unprivileged_user",
 ]
 
 INSTALL_HINT = "install the PostgreSQL server: `sudo apt-get install postgresql` (Debian/Ubuntu)"
@@ -47,15 +48,22 @@ class RunAs:
     gid: int
 
 
-def run_as_for_server() -> RunAs | None:
-    """None when we are not root (the server runs as us)."""
+def unprivileged_user(*names: str) -> RunAs | None:
+    """The first of ``names`` that exists, when we are root; None when we are not (servers run as us)."""
     if os.geteuid() != 0:
         return None
-    for name in ("postgres", "nobody"):
+    for name in names:
         with contextlib.suppress(KeyError):
             pw = pwd.getpwnam(name)
             return RunAs(name, pw.pw_uid, pw.pw_gid)
-    raise PreflightError("running as root and no unprivileged user to run the server as", hint="create `postgres`")
+    raise PreflightError(
+        "running as root and no unprivileged user to run the server as", hint=f"create the user `{names[0]}`"
+    )
+
+
+def run_as_for_server() -> RunAs | None:
+    """PostgreSQL refuses to run as root: ``postgres`` when it exists, else ``nobody``."""
+    return unprivileged_user("postgres", "nobody")
 
 
 @dataclass(frozen=True)

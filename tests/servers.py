@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from drills.errors import PreflightError
-from drills.localpg import PgCluster, RunAs, chown_tree, find_pg_binaries, free_port, run_as_for_server
+from drills.localpg import (
+    PgCluster,
+    RunAs,
+    chown_tree,
+    find_pg_binaries,
+    free_port,
+    run_as_for_server,
+    unprivileged_user,
+)
 from validators.connect import connect
 from validators.endpoint import Endpoint, Secret
 
@@ -179,15 +187,10 @@ class MariaDbServer(_Server):
 
 def _mysql_user() -> RunAs | None:
     """The account mariadbd runs as when we are root (it drops privileges itself)."""
-    if os.geteuid() != 0:
-        return None
-    import pwd
-
-    for name in ("mysql", "nobody"):
-        with contextlib.suppress(KeyError):
-            pw = pwd.getpwnam(name)
-            return RunAs(name, pw.pw_uid, pw.pw_gid)
-    raise MissingServer("running as root and no `mysql` user to run mariadbd as")
+    try:
+        return unprivileged_user("mysql", "nobody")
+    except PreflightError as exc:
+        raise MissingServer(str(exc)) from None
 
 
 def start_mariadb(root: Path, *, extra_args: Sequence[str] = (), timeout: float = 90) -> MariaDbServer:
