@@ -96,10 +96,21 @@ def default_key_path(home: Path | None = None) -> Path:
     return (home or state_home()) / "keys" / "drill.key"
 
 
-def _signer(key: Path | None, home: Path | None) -> Any:
+def _signer(loaded: LoadedRunbook, opts: RunOptions) -> Any:
+    """The evidence signer, built before anything starts: a bad key fails the run up front.
+
+    ``--key`` beats the runbook; the runbook's Ed25519 key or AWS KMS key; else the user's
+    default key, generated on first use.
+    """
     from drills.evidence.keys import generate_keypair, load_signer
 
-    path = key or default_key_path(home)
+    ev = loaded.runbook.evidence
+    if opts.signing_key is None and ev.kms_key_id is not None:
+        from drills.evidence.kms import KmsSigner
+
+        return KmsSigner(ev.kms_key_id, opts.aws_session)
+    key = opts.signing_key or ev.signing_key
+    path = key or default_key_path(opts.home)
     if key is None and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         keyid = generate_keypair(path)
@@ -177,7 +188,7 @@ def _executor() -> dict[str, Any]:
     return {"tool": "restore-drills", "version": __version__}
 
 
-def _finish(drill: Drill, opts: RunOptions, written: list[Path]) -> None:
+def _finish(drill: Drill, opts: RunOptions, signer: Any, written: list[Path]) -> None:
     """Sign and write the evidence; a failure here is recorded, never raised past teardown."""
     from drills.evidence.statement import subject_for_bytes
     from drills.evidence.store import write_evidence
@@ -195,7 +206,6 @@ def _finish(drill: Drill, opts: RunOptions, written: list[Path]) -> None:
     predicate["regression"] = drill.regression
     secrets = [drill.endpoint.password.reveal()] if drill.endpoint and drill.endpoint.password else []
     try:
-        signer = _signer(opts.signing_key or rb.evidence.signing_key, opts.home)
         path = write_evidence(
             predicate,
             [subject_for_bytes(f"runbook:{rb.name}", loaded.path.read_bytes())],
@@ -220,6 +230,7 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     opts = options or RunOptions()
     clock = opts.clock
     rb = loaded.runbook
+    signer = _signer(loaded, opts)
     run_id = new_run_id(clock.now())
     journal = Journal.create(run_id, clock, opts.home)
     source_dump = rb.source.model_dump(mode="json")
@@ -260,7 +271,7 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     scratch.chmod(0o755)  # the server's unprivileged user must traverse it; what is inside is private
     evidence_path: list[Path] = []
     dispatch = Dispatch(backend, settings, {backend_name: rb.source})
-    run_machine(d, default_states(loaded), lambda drill: _finish(drill, opts, evidence_path), dispatch)
+    run_machine(d, default_states(loaded), lambda drill: _finish(drill, opts, signer, evidence_path), dispatch)
     verdict = verdict_of(d)
     exit_code = _exit_code(d, verdict)
     journal.append("run_finished", verdict=verdict, exit_code=exit_code, interrupted=d.interrupted)

@@ -129,6 +129,15 @@ def cmd_verify(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kms_pubkey(a: argparse.Namespace) -> int:
+    from drills.evidence.kms import KmsSigner, export_public_key
+
+    signer = KmsSigner(a.key_id)
+    export_public_key(signer, a.out)
+    print(f"public key of {a.key_id} written to {a.out}\nkeyid: {signer.keyid}")
+    return 0
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from drills.evidence.dsse import open_envelope
     from drills.evidence.keys import load_verifiers
@@ -279,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("verify", cmd_verify, "verify a signed evidence file offline")
     sp.add_argument("file", type=Path)
     sp.add_argument("--key", type=Path, required=True, help="public key PEM or keyring JSON")
+    sp.set_defaults(logs=False)
+    sp = add("kms-pubkey", cmd_kms_pubkey, "export the public key of a KMS evidence key, for auditors")
+    sp.add_argument("--key-id", required=True, help="KMS key id or ARN (ECC_NIST_P256, SIGN_VERIFY)")
+    sp.add_argument("--out", type=Path, required=True)
     sp.set_defaults(logs=False)
     sp = add("report", cmd_report, "render a verified evidence file as a Markdown report for auditors")
     sp.add_argument("file", type=Path)

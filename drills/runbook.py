@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from drills.errors import RunbookError
@@ -51,6 +51,17 @@ class Objectives(_Frozen):
 class EvidenceConfig(_Frozen):
     dir: Path = Field(default=Path("evidence"), description="Where evidence envelopes are written.")
     signing_key: Path | None = Field(default=None, description="Ed25519 private key (PEM) from `drill keygen`.")
+    kms_key_id: str | None = Field(
+        default=None,
+        pattern=r"^(arn:aws[\w-]*:kms:[\w-]+:\d{12}:key/)?[0-9a-f-]{36}$|^mrk-[0-9a-f]{32}$",
+        description="Sign with this AWS KMS key (ECC_NIST_P256, SIGN_VERIFY): key id or ARN, never an alias.",
+    )
+
+    @model_validator(mode="after")
+    def _one_key(self) -> EvidenceConfig:
+        if self.signing_key is not None and self.kms_key_id is not None:
+            raise ValueError("give signing_key or kms_key_id, not both")
+        return self
 
 
 class ConnectOverride(_Frozen):
