@@ -74,9 +74,10 @@ def _summary_lines(res: Any) -> list[str]:
 def cmd_validate(a: argparse.Namespace) -> int:
     from drills.runbook import load_runbook
 
-    loaded = load_runbook(a.file)
+    loaded = load_runbook(a.file, check_paths=not a.no_check_paths)
     rb = loaded.runbook
-    print(f"{a.file}: ok ({rb.name}: {rb.source.kind}, RTO objective {rb.objectives.rto_seconds}s)")
+    unchecked = " (paths not checked)" if a.no_check_paths else ""
+    print(f"{a.file}: ok ({rb.name}: {rb.source.kind}, RTO objective {rb.objectives.rto_seconds}s){unchecked}")
     return 0
 
 
@@ -279,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--keep", type=_duration, metavar="TTL", help="incident mode: keep the restored database for TTL")
     sp = add("validate", cmd_validate, "check a runbook without running it")
     sp.add_argument("file", type=Path)
+    sp.add_argument(
+        "--no-check-paths",
+        action="store_true",
+        help="do not require the backups, baselines and keys to exist here (e.g. linting runbooks in CI)",
+    )
     sp.set_defaults(logs=False)
     add("schema", cmd_schema, "print the runbook JSON Schema").set_defaults(logs=False)
     sp = add("keygen", cmd_keygen, "write an Ed25519 key pair for signing evidence")

@@ -142,3 +142,12 @@ def test_json_schema_describes_every_source_kind() -> None:
     schema = json_schema()
     for kind in ("postgres-pitr", "postgres-dump", "mariadb-pitr", "mariadb-dump", "rds-snapshot", "aurora-pitr"):
         assert kind in schema
+
+
+def test_validate_without_path_checks_lints_a_runbook_away_from_its_backups(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "rb.yaml").write_text(GOOD)  # none of the paths exist here
+    assert main(["validate", str(tmp_path / "rb.yaml")]) == 2
+    assert main(["validate", "--no-check-paths", str(tmp_path / "rb.yaml")]) == 0
+    assert "paths not checked" in capsys.readouterr().out
