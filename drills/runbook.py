@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from drills.backends import SOURCE_BACKENDS
 from drills.errors import RunbookError
 from drills.sources import Source
 from validators.config import ValidatorsConfig
@@ -129,16 +130,7 @@ def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int
     return None
 
 
-_DISCRIMINATED_TAGS = {
-    "postgres-pitr",
-    "postgres-dump",
-    "mariadb-pitr",
-    "mariadb-dump",
-    "rds-snapshot",
-    "rds-pitr",
-    "aurora-snapshot",
-    "aurora-pitr",
-}
+_DISCRIMINATED_TAGS = set(SOURCE_BACKENDS)  # every source.kind the runbook accepts
 
 
 # union members pydantic names in an error location (e.g. target_time: datetime | "latest")

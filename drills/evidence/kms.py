@@ -40,6 +40,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from drills.backends.aws_common import error_code
 from drills.errors import EvidenceError
 
 __all__ = ["CREATE_KEY_HINT", "RAW_MESSAGE_LIMIT", "SIGNING_ALGORITHM", "KmsSigner", "export_public_key"]
@@ -57,15 +58,6 @@ _ACCESS_CODES = {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation
 _NOT_FOUND_CODES = {"NotFoundException", "NotFound", "InvalidArnException"}
 _STATE_CODES = {"DisabledException", "KMSInvalidStateException", "KeyUnavailableException"}
 _WRONG_KIND_CODES = {"UnsupportedOperationException", "InvalidKeyUsageException"}
-
-
-def _error_code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, Mapping):
-        err = response.get("Error")
-        if isinstance(err, Mapping) and err.get("Code") is not None:
-            return str(err["Code"])
-    return None
 
 
 def _error_message(exc: BaseException) -> str:
@@ -206,7 +198,7 @@ class KmsSigner:
         return result
 
     def _translate(self, exc: BaseException, operation: str, action: str) -> EvidenceError:
-        code = _error_code(exc) or "error"
+        code = error_code(exc) or "error"
         detail = _error_message(exc)
         key = self.key_id
         if code in _ACCESS_CODES:
