@@ -76,7 +76,11 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
     loaded = load_runbook(a.file, check_paths=not a.no_check_paths)
     rb = loaded.runbook
-    unchecked = " (paths not checked)" if a.no_check_paths else ""
+    unchecked = " (paths and backup not checked)" if a.no_check_paths else ""
+    if not a.no_check_paths:
+        from drills.backends import check_backup
+
+        check_backup(rb.source)  # BackupDefect: exit 1, the same verdict the night's drill would reach
     print(f"{a.file}: ok ({rb.name}: {rb.source.kind}, RTO objective {rb.objectives.rto_seconds}s){unchecked}")
     return 0
 

@@ -8,7 +8,10 @@ with the class's ``exit_code``::
     DrillError                      exit 3  (anything unexpected is infrastructure)
     ├── InputError                  exit 2  bad input; nothing was started
     │   ├── RunbookError                    FILE:LINE: field.path: what is wrong
-    │   └── PreflightError                  the backup / target cannot be drilled as declared
+    │   └── PreflightError                  the environment cannot run the drill as declared (binaries, scratch space)
+    ├── BackupDefect                exit 1  the backup itself is missing, unreadable, corrupt, gapped or does not
+    │   │                                   hold the target: exactly what a drill exists to find (signed evidence)
+    │   └── IncompleteRecovery              recovery ended before what the backup holds (proved after promotion)
     ├── InfrastructureError         exit 3  a backend could not restore, wait or tear down
     │   ├── TransientError                  worth retrying (throttling, connection refused while starting)
     │   ├── RestoreFailed                   terminal: the restore itself failed
@@ -25,8 +28,10 @@ from __future__ import annotations
 
 __all__ = [
     "DeadlineExceeded",
+    "BackupDefect",
     "DrillError",
     "EvidenceError",
+    "IncompleteRecovery",
     "InfrastructureError",
     "InputError",
     "Interrupted",
@@ -76,6 +81,20 @@ class RunbookError(InputError):
 
 class PreflightError(InputError):
     """Preflight refused the drill (target outside the backup's range, missing binaries...)."""
+
+
+class BackupDefect(DrillError):
+    """The backup cannot give back what it should: the drill failed, and that is its finding.
+
+    Exit 1 like any failed drill, never 2: a missing or corrupt backup is not a typo in the
+    runbook, it is what a scheduled drill exists to discover, and it gets signed evidence.
+    """
+
+    exit_code = 1
+
+
+class IncompleteRecovery(BackupDefect):
+    """Recovery stopped before the target or before the last commit the archive holds."""
 
 
 class InfrastructureError(DrillError):

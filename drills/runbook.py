@@ -202,13 +202,10 @@ def parse_runbook(text: str, file: str = "<runbook>") -> Runbook:
 # ---------------------------------------------------------------- paths
 
 # Paths that must exist before anything starts, per model field; evidence.dir is created.
+# The backup's own paths (source.*) are not here on purpose: a backup that is missing because
+# last night's backup never ran is a failed drill with evidence (BackupDefect, exit 1), found by
+# the backend's preflight and by `drill validate`, never a runbook typo (exit 2).
 _MUST_EXIST = {
-    ("source", "base_backup"),
-    ("source", "wal_archive"),
-    ("source", "archive"),
-    ("source", "backup"),
-    ("source", "binlogs"),
-    ("source", "dump"),
     ("validators", "schema", "baseline"),
     ("validators", "baseline"),
     ("evidence", "signing_key"),

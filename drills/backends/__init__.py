@@ -8,12 +8,12 @@ the CLI never imports boto3 or a server helper it does not need.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from drills.backends.base import BackendFactory
 
-__all__ = ["BACKEND_MODULES", "SOURCE_BACKENDS", "backend_factory"]
+__all__ = ["BACKEND_MODULES", "SOURCE_BACKENDS", "backend_factory", "check_backup"]
 
 # backend name -> module holding `create(source, settings) -> Backend`
 BACKEND_MODULES: dict[str, str] = {
@@ -41,3 +41,18 @@ def backend_factory(name: str) -> BackendFactory:
     module = importlib.import_module(BACKEND_MODULES[name])
     factory: BackendFactory = module.create
     return factory
+
+
+def check_backup(source: Any) -> dict[str, Any]:
+    """The backup checks that need no server, as ``drill validate`` runs them before the night of a drill.
+
+    A backend module may define ``check_backup(source) -> dict`` (facts about what it found); it raises
+    :class:`~drills.errors.BackupDefect` naming the defect. Backends without one (AWS: the snapshot
+    lives in the account) have nothing to check offline.
+    """
+    module = importlib.import_module(BACKEND_MODULES[SOURCE_BACKENDS[source.kind]])
+    checker = getattr(module, "check_backup", None)
+    if checker is None:
+        return {}
+    facts: dict[str, Any] = checker(source)
+    return facts
