@@ -27,8 +27,8 @@ with the class's ``exit_code``::
 from __future__ import annotations
 
 __all__ = [
-    "DeadlineExceeded",
     "BackupDefect",
+    "DeadlineExceeded",
     "DrillError",
     "EvidenceError",
     "IncompleteRecovery",
