@@ -74,7 +74,10 @@ class RunResult:
     drill: Drill
 
     def to_json(self) -> dict[str, Any]:
+        from drills.record import failure_reasons, latest_rpo_split
+
         m = self.drill.measurement
+        split = latest_rpo_split(self.drill) or {}
         return {
             "run_id": self.run_id,
             "verdict": self.verdict,
@@ -84,6 +87,10 @@ class RunResult:
             "rto_phases_ms": m.rto_phases_ms if m else {},
             "rpo_seconds": self.rpo_seconds,
             "rpo_objective_seconds": self.drill.loaded.runbook.objectives.rpo_seconds,
+            "rto_met": bool(m and m.rto_met),
+            "rpo_met": m.rpo_met if m else None,
+            "reasons": failure_reasons(self.drill),
+            **{k.replace("_ms", "_seconds"): (v / 1000 if v is not None else None) for k, v in split.items()},
             "evidence": str(self.evidence) if self.evidence else None,
             "findings": self.findings,
             "rto_regression": self.drill.regression,

@@ -164,10 +164,11 @@ def _wait_archived(conn: Any, segment: str, timeout_s: float = 30) -> None:
 
 
 def _previous(segment: str) -> str:
-    from drills.backends.pg_backup import segment_name, segment_number
+    from drills.backends.pg_wal import segment_name, split_name
 
-    tli, n = segment_number(segment)
-    return segment_name(tli, n - 1)
+    per = 0x100  # the demo's cluster uses initdb's default 16 MiB segments
+    tli, n = split_name(segment, per)
+    return segment_name(tli, n - 1, per)
 
 
 def _runbook_text(target: datetime, before: int, activity_before: int) -> str:

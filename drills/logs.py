@@ -48,7 +48,7 @@ class _HumanRenderer:
             n = ev.get("attempt", 1)
             return f"  → {ev.get('state')}" + (f" (attempt {n})" if n and n > 1 else "") + " …"
         if event == "state_exited":
-            mark = {"ok": "✓", "retry": "↻", "error": "✗"}.get(str(ev.get("outcome")), "·")
+            mark = {"ok": "✓", "retry": "↻", "error": "✗", "failed": "✗"}.get(str(ev.get("outcome")), "·")
             secs = (ev.get("duration_ms") or 0) / 1000
             tail = f"  {ev['error']}" if ev.get("error") else ""
             return f"  {mark} {ev.get('state'):<12} {secs:8.2f}s{tail}"

@@ -272,14 +272,24 @@ def _run_state(d: Drill, state: State) -> None:
                 )
                 d.timeline.append(entry)
                 d.journal.append("state_exited", **entry.to_dict())
+                failed = (
+                    [f for f in d.validation.findings if not f.passed]
+                    if state.name == "validate" and d.validation
+                    else []
+                )
                 log.info(
                     "state_exited",
                     run_id=d.run_id,
                     state=state.name,
                     attempt=attempt,
-                    outcome=outcome,
+                    outcome="failed" if failed and outcome == "ok" else outcome,
                     duration_ms=entry.duration_ms,
-                    error=err,
+                    error=err
+                    or (
+                        f"{len(failed)} of {len(d.validation.findings)} checks failed"
+                        if failed and d.validation
+                        else None
+                    ),
                 )
 
 

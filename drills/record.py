@@ -13,10 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from drills.clock import iso
+from drills.errors import BackupDefect, IncompleteRecovery, Interrupted, TeardownError
 from drills.machine import Drill
 from drills.measure import RPO_METHODS
 
-__all__ = ["SCHEMA_VERSION", "build_predicate", "jsonable", "verdict_of"]
+__all__ = ["SCHEMA_VERSION", "build_predicate", "failure_reasons", "jsonable", "latest_rpo_split", "verdict_of"]
 
 SCHEMA_VERSION = 1
 
@@ -43,6 +44,86 @@ def verdict_of(d: Drill) -> str:
     if not d.validation.passed or not m.rto_met or m.rpo_met is False:
         return "failed"
     return "passed"
+
+
+def failure_reasons(d: Drill) -> list[str]:
+    """Why the verdict is not ``passed``, one short line per cause, most fundamental first."""
+    if verdict_of(d) == "passed":
+        return []
+    out = [r for r in (_error_reason(d), _validator_reason(d)) if r] + _objective_reasons(d)
+    if d.teardown_errors and not isinstance(d.error, TeardownError):
+        out.append(f"teardown incomplete: {len(d.teardown_errors)} resource(s)")
+    return out or ["the drill did not reach validation"]
+
+
+def _error_reason(d: Drill) -> str | None:
+    e = d.error
+    if e is None:
+        return None
+    for cls, label in (
+        (IncompleteRecovery, "incomplete recovery"),
+        (BackupDefect, "backup defect"),
+        (TeardownError, "teardown incomplete"),
+        (Interrupted, "interrupted"),
+    ):
+        if isinstance(e, cls):
+            return f"{label}: {e.message}"
+    return f"{d.failed_state or 'run'} failed: {type(e).__name__}: {e.message}"
+
+
+def _validator_reason(d: Drill) -> str | None:
+    v = d.validation
+    if v is None or v.passed:
+        return None
+    bad = [f"{f.validator}: {f.check}" for f in v.findings if not f.passed]
+    return f"validator: {len(bad)} check(s) failed: " + "; ".join(bad[:3]) + (" …" if len(bad) > 3 else "")
+
+
+def _objective_reasons(d: Drill) -> list[str]:
+    m = d.measurement
+    out: list[str] = []
+    if m is not None and m.achieved_rto_ms is not None and not m.rto_met:
+        out.append(f"RTO objective missed: {m.achieved_rto_ms / 1000:.3f}s > {m.rto_objective_ms / 1000:g}s")
+    if m is not None and m.rpo_met is False:
+        if m.achieved_rpo_ms is None:
+            out.append("RPO objective set but not measured: configure validators.freshness")
+        elif m.achieved_rpo_ms < 0:
+            out.append(f"RPO: the restored data holds a commit {-m.achieved_rpo_ms / 1000:.3f}s after the target")
+        else:
+            out.append(f"RPO objective missed: {m.achieved_rpo_ms / 1000:.3f}s > {(m.rpo_objective_ms or 0) / 1000:g}s")
+    return out
+
+
+def _ms_between(later: str | None, earlier: str | None) -> int | None:
+    if not later or not earlier:
+        return None
+    a = datetime.fromisoformat(later.replace("Z", "+00:00"))
+    b = datetime.fromisoformat(earlier.replace("Z", "+00:00"))
+    return int((a - b).total_seconds() * 1000)
+
+
+def latest_rpo_split(d: Drill) -> dict[str, int | None] | None:
+    """For a ``latest`` restore: archive lag (request - last archived commit) and loss inside the archive.
+
+    The loss (last archived commit - newest restored one) must be zero: anything else is an
+    incomplete recovery. The RPO objective is held against their sum, the restore request minus the
+    newest restored commit, which is what production would lose if it died at the request.
+    """
+    rp = d.preflight.recovery_point if d.preflight else None
+    if not rp or rp.get("target_time") != "latest":
+        return None
+    proof = _proof(d) or {}
+    last = rp.get("last_archived_commit")
+    restored = proof.get("newest_replayed_transaction_at")
+    requested = iso(d.restore_requested_at) if d.restore_requested_at else None
+    return {"archive_lag_ms": _ms_between(requested, last), "loss_in_archive_ms": _ms_between(last, restored)}
+
+
+def _proof(d: Drill) -> dict[str, Any] | None:
+    # every backend will declare recovery_proof in the protocol (issue 9); today the local engines do
+    proof = getattr(d.backend, "recovery_proof", None)
+    result: dict[str, Any] | None = proof() if callable(proof) else None
+    return result
 
 
 def deviations(d: Drill) -> list[dict[str, Any]]:
@@ -85,7 +166,11 @@ def build_predicate(
         "rpo_met": m.rpo_met if m else None,
         "rpo_method": RPO_METHODS.get(m.rpo_method, m.rpo_method) if m else None,
         "rto_definition": "restore request until all validators passed; excludes teardown, detection and decision time",
+        "reasons": failure_reasons(d),
     }
+    split = latest_rpo_split(d)
+    if split is not None:
+        results |= split
     kept = d.keep and d.error is None
     predicate: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -106,6 +191,7 @@ def build_predicate(
         "preflight_facts": pre.facts if pre else None,
         "target": d.backend.target_facts(),
         "isolation_checks": d.backend.isolation_facts(),
+        "recovery": _proof(d),
         "endpoint": d.endpoint.public() if d.endpoint else None,
         "server_version": d.server_version,
         "timeline": [e.to_dict() for e in d.timeline],

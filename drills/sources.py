@@ -48,6 +48,11 @@ class PostgresPitrSource(_Frozen):
     target_time: TargetTime = Field(description="Recovery target (timezone-aware) or `latest`.")
     database: str = Field(default="postgres", description="Database the validators connect to.")
     user: str = Field(default="postgres", description="A superuser of the backed-up cluster.")
+    verify: Literal["headers", "full"] = Field(
+        default="headers",
+        description="WAL checks before restoring: page headers of every needed segment (fast), or `full`: "
+        "also every record's CRC with pg_waldump over the needed range.",
+    )
 
     _tz = field_validator("target_time")(_aware)
 

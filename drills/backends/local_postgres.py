@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
-import tarfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,16 +28,21 @@ from typing import Any
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
 from drills.backends.pg_backup import (
     BaseBackup,
-    WalArchive,
+    PitrPlan,
+    format_lsn,
     inspect_base_backup,
-    inspect_wal_archive,
-    missing_segments,
-    newest_commit_in_archive,
+    parse_lsn,
     parse_pg_time,
+    plan_pitr,
+    verify_base_backup,
 )
+from drills.backends.pg_restore_files import copy_base_backup, extract_tar, stage_wal
+from drills.backends.pg_wal import segment_name, split_name
 from drills.clock import iso
 from drills.errors import (
+    BackupDefect,
     DeadlineExceeded,
+    IncompleteRecovery,
     InfrastructureError,
     IsolationError,
     PreflightError,
@@ -58,6 +64,64 @@ def create(source: Any, settings: BackendSettings) -> LocalPostgres:
     return LocalPostgres(source, settings)
 
 
+def check_backup(source: Any) -> dict[str, Any]:
+    """``drill validate``: the checks preflight runs that need no server (manifest, WAL, target range)."""
+    if isinstance(source, PostgresPitrSource):
+        backup = inspect_base_backup(source.base_backup)
+        bins = find_pg_binaries(backup.pg_major)
+        verified = verify_base_backup(backup, _optional_tool(bins, "pg_verifybackup"))
+        target = source.target_time if isinstance(source.target_time, datetime) else None
+        ids = None if os.geteuid() == 0 else (os.geteuid(), os.getgroups())
+        plan = plan_pitr(
+            backup, source.wal_archive, target, bins.tool("pg_waldump"), server_ids=ids, full=source.verify == "full"
+        )
+        return {"base_backup": verified, "wal": _plan_facts(plan)}
+    if isinstance(source, PostgresDumpSource) and not source.archive.exists():
+        raise BackupDefect(f"no pg_dump archive at {source.archive}", hint="did the dump job run?")
+    return {}
+
+
+STOP_RE = re.compile(r"recovery stopping before (?:commit|abort) of transaction \d+, time (\d{4}-\d\d-\d\d [\d:.]+)")
+LOG_LEVELS = re.compile(r"\b(FATAL|PANIC|ERROR):\s+(.*)")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _log_errors(path: Path, most: int = 3) -> str:
+    """The FATAL/PANIC/ERROR lines of a server log, the last few, never the whole tail."""
+    found = [f"{m.group(1)}: {m.group(2).strip()}" for m in LOG_LEVELS.finditer(_read(path))]
+    return " | ".join(found[-most:])
+
+
+def _optional_tool(bins: PgBinaries, name: str) -> str | None:
+    path = Path(bins.tool(name))
+    return str(path) if path.exists() else None
+
+
+def _plan_facts(plan: PitrPlan) -> dict[str, Any]:
+    """What preflight proved about the WAL, and what recovery must reach, for the evidence."""
+    last = plan.expected_last_commit
+    after = plan.first_commit_after_target
+    return {
+        "first_segment": plan.first_segment,
+        "last_needed_segment": plan.last_needed_segment,
+        "segments_verified": plan.segments_needed,
+        "segment_size": plan.geometry.segment_size,
+        "system_identifier": str(plan.geometry.system_identifier),
+        "archive_last_segment": plan.archive_last_segment,
+        "history_files": plan.history_files,
+        "expected_last_commit": {"lsn": format_lsn(last.lsn), "at": iso(last.at)} if last else None,
+        "first_commit_after_target": {"lsn": format_lsn(after.lsn), "at": iso(after.at)} if after else None,
+        "last_record_lsn": format_lsn(plan.last_record_lsn) if plan.last_record_lsn is not None else None,
+        "outside_needed_range": plan.facts,
+    }
+
+
 def _quote(v: str) -> str:
     return "'" + v.replace("'", "''") + "'"
 
@@ -70,7 +134,8 @@ class LocalPostgres:
         self.settings = settings
         self.binaries: PgBinaries | None = None
         self.backup: BaseBackup | None = None
-        self.archive: WalArchive | None = None
+        self.plan: PitrPlan | None = None
+        self._proof: dict[str, Any] | None = None
         self.cluster: PgCluster | None = None
         self.run_as: RunAs | None = None
         self.wal_source: Path | None = None
@@ -90,34 +155,16 @@ class LocalPostgres:
     def _preflight_pitr(self, src: PostgresPitrSource) -> PreflightReport:
         backup = inspect_base_backup(src.base_backup)
         self.binaries = find_pg_binaries(backup.pg_major)
-        archive = inspect_wal_archive(src.wal_archive, backup)
-        start = backup.start_segment
-        if not archive.segments:
-            raise PreflightError(f"{src.wal_archive}: the WAL archive holds no WAL segments")
-        gaps = missing_segments(archive.segments, start)
-        if gaps:
-            shown = ", ".join(gaps[:5]) + (f" and {len(gaps) - 5} more" if len(gaps) > 5 else "")
-            raise PreflightError(
-                f"WAL archive {src.wal_archive} is missing segments needed after the base backup: {shown}",
-                hint="recovery cannot replay past a gap; check archive_command on the source",
-            )
-        backup_end = archive.stop_time or backup.start_time
-        newest = newest_commit_in_archive(self.binaries.tool("pg_waldump"), archive)
-        target = src.target_time
-        if isinstance(target, datetime):
-            if target < backup_end:
-                raise PreflightError(
-                    f"target_time {iso(target)} is before the end of the base backup ({iso(backup_end)})",
-                    hint="choose a later target, or an older base backup",
-                )
-            if newest is None or target > newest:
-                last = iso(newest) if newest else "none found"
-                raise PreflightError(
-                    f"target_time {iso(target)} is after the last archived commit ({last}); "
-                    "recovery would end before reaching it",
-                    hint="choose an earlier target, `latest`, or wait until the WAL is archived",
-                )
-        self.backup, self.archive = backup, archive
+        verified = verify_base_backup(backup, _optional_tool(self.binaries, "pg_verifybackup"))
+        target = src.target_time if isinstance(src.target_time, datetime) else None
+        # as root the server's user reads the WAL (or a private copy when it cannot); else this process does
+        ids = None if self.run_as is not None else (os.geteuid(), os.getgroups())
+        plan = plan_pitr(
+            backup, src.wal_archive, target, self.binaries.tool("pg_waldump"), server_ids=ids, full=src.verify == "full"
+        )
+        self.backup, self.plan = backup, plan
+        self._check_space(backup.expanded_bytes + plan.wal_bytes_needed)
+        last = plan.expected_last_commit
         return PreflightReport(
             source={"engine": "postgres", "version": str(backup.pg_major), "identifier": str(src.base_backup)},
             recovery_point={
@@ -129,25 +176,43 @@ class LocalPostgres:
                     "label": backup.label.get("LABEL"),
                     "start_lsn": backup.label.get("START WAL LOCATION", "").split(" ")[0],
                     "start_time": iso(backup.start_time),
-                    "end_time": iso(backup_end) if archive.stop_time else None,
-                    "end_lsn": archive.stop_lsn,
+                    "end_time": iso(plan.backup_end) if plan.backup_end_lsn else None,
+                    "end_lsn": plan.backup_end_lsn,
                     "timeline": backup.label.get("START TIMELINE"),
+                    "verification": verified,
                 },
                 "wal_archive": {
                     "path": str(src.wal_archive),
-                    "segments": len(archive.segments),
-                    "first_segment": start,
-                    "last_segment": archive.segments[-1],
-                    "size_bytes": archive.size_bytes,
+                    "verification": "full (page headers and pg_waldump records)"
+                    if src.verify == "full"
+                    else "page headers of every needed segment",
+                    **_plan_facts(plan),
                 },
-                "target_time": iso(target) if isinstance(target, datetime) else "latest",
-                "earliest_restorable_time": iso(backup_end),
-                "latest_restorable_time": iso(newest) if newest else None,
+                "target_time": iso(target) if target else "latest",
+                "earliest_restorable_time": iso(plan.backup_end),
+                "latest_restorable_time": iso(last.at) if last and target is None else None,
+                "last_archived_commit": iso(last.at) if last and target is None else None,
             },
             facts={"server_binaries": str(self.binaries.bindir), "server_user": self._user_name()},
         )
 
+    def _check_space(self, needed: int) -> None:
+        """Refuse up front when the scratch filesystem cannot hold the restore (with a margin for the server)."""
+        scratch = self.settings.run_dir.parent
+        try:
+            free = shutil.disk_usage(scratch).free
+        except OSError as exc:
+            raise PreflightError(f"scratch {scratch}: {exc.strerror}", hint="set --scratch DIR") from None
+        want = int(needed * 1.1) + (128 << 20)
+        if free < want:
+            raise PreflightError(
+                f"scratch {scratch} has {free / 2**20:.0f} MiB free; this restore needs about "
+                f"{want / 2**20:.0f} MiB ({needed / 2**20:.0f} MiB of backup and WAL, plus 10 % and 128 MiB)",
+                hint="free space there, or point --scratch / RESTORE_DRILLS_SCRATCH at a larger filesystem",
+            )
+
     def _preflight_dump(self, src: PostgresDumpSource) -> PreflightReport:
+        check_backup(src)
         self.binaries = find_pg_binaries()
         proc = subprocess.run(
             [self.binaries.tool("pg_restore"), "--list", str(src.archive)],
@@ -158,7 +223,7 @@ class LocalPostgres:
             env={"TZ": "UTC", "LC_ALL": "C", "PATH": "/usr/bin:/bin"},
         )
         if proc.returncode != 0:
-            raise PreflightError(f"{src.archive}: not a readable pg_dump archive: {proc.stderr.strip()[-300:]}")
+            raise BackupDefect(f"{src.archive}: not a readable pg_dump archive: {proc.stderr.strip()[-300:]}")
         created = src.taken_at
         for line in proc.stdout.splitlines():
             if line.startswith("; Archive created at ") and created is None:
@@ -219,40 +284,18 @@ class LocalPostgres:
         else:
             self._restore_dump(self.source, ctx)
 
-    def _stage_wal(self, archive: Path, root: Path) -> Path:
-        """The archive itself when the server's user can read it, else a private copy."""
-        if self.run_as is None:
-            return archive
-        probe = subprocess.run(
-            ["test", "-r", str(archive), "-a", "-x", str(archive)],
-            user=self.run_as.uid,
-            group=self.run_as.gid,
-            extra_groups=[],
-            check=False,
-        )
-        if probe.returncode == 0:
-            return archive
-        staged = root / "wal"
-        shutil.copytree(archive, staged)
-        chown_tree(staged, self.run_as)
-        return staged
-
     def _restore_pitr(self, src: PostgresPitrSource, ctx: StepContext) -> None:
-        assert self.backup is not None
+        assert self.backup is not None and self.plan is not None
         cluster = self._new_cluster(ctx)
         data = cluster.datadir
         ctx.mark("restore_requested", iso(ctx.clock.now()))
         if self.backup.format == "plain":
-            shutil.copytree(src.base_backup, data, symlinks=True)
+            copy_base_backup(src.base_backup, data)
         else:
-            data.mkdir(parents=True)
-            for tar_name in (f"base.{self.backup.format}", f"pg_wal.{self.backup.format}"):
-                tar_path = src.base_backup / tar_name
-                if tar_path.exists():
-                    dest = data if tar_name.startswith("base") else data / "pg_wal"
-                    dest.mkdir(exist_ok=True)
-                    with tarfile.open(tar_path) as tar:
-                        tar.extractall(dest, filter="data")
+            extract_tar(self.backup.tar_path, data)
+            wal_tar = src.base_backup / f"pg_wal.{self.backup.format}"
+            if wal_tar.exists():
+                extract_tar(wal_tar, data / "pg_wal")
         (data / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
         for stale in ("postmaster.pid", "postmaster.opts", "standby.signal"):
             (data / stale).unlink(missing_ok=True)
@@ -260,7 +303,7 @@ class LocalPostgres:
             (data / "postgresql.conf").write_text(
                 "# restored by restore-drills: the source kept its config elsewhere\n"
             )
-        self.wal_source = self._stage_wal(src.wal_archive, cluster.datadir.parent)
+        self.wal_source = stage_wal(src.wal_archive, self._needed_wal(), cluster.datadir.parent, self.run_as)
         settings = {
             "restore_command": f"cp {self.wal_source}/%f %p",
             "recovery_target_action": "promote",
@@ -278,6 +321,15 @@ class LocalPostgres:
         data.chmod(0o700)
         chown_tree(data, self.run_as)
         cluster.start(wait=False)
+
+    def _needed_wal(self) -> list[str]:
+        """Segment and history file names recovery will ask for (what a private copy must hold)."""
+        assert self.plan is not None
+        p = self.plan
+        per = p.geometry.segments_per_id
+        tli, first = split_name(p.first_segment, per)
+        _, last = split_name(p.last_needed_segment, per)
+        return [*p.history_files, *(segment_name(tli, n, per) for n in range(first, last + 1))]
 
     def _isolating_settings(self, cluster: PgCluster) -> dict[str, str]:
         return {
@@ -336,7 +388,7 @@ class LocalPostgres:
     # ------------------------------------------------------------ waiting
 
     def await_ready(self, ctx: StepContext) -> None:
-        """Poll until the server accepts connections and has left recovery."""
+        """Poll until the server accepts connections and has left recovery; then prove where recovery stopped."""
         import psycopg
 
         assert self.cluster is not None
@@ -344,23 +396,96 @@ class LocalPostgres:
         user = self.source.user
         while True:
             if not cluster.running():
-                raise RestoreFailed(f"the restored server stopped during recovery: {cluster.log_tail()}")
+                self._stopped_during_recovery(cluster)
             try:
                 with psycopg.connect(cluster.conninfo("postgres", user), connect_timeout=5, autocommit=True) as conn:
-                    row = conn.execute("select pg_is_in_recovery(), version()").fetchone()
+                    row = conn.execute(
+                        "select pg_is_in_recovery(), version(), pg_last_wal_replay_lsn()::text, "
+                        "pg_last_xact_replay_timestamp()"
+                    ).fetchone()
                     if row is not None and not row[0]:
                         self._server_version = str(row[1])
                         ctx.mark("server_ready", iso(ctx.clock.now()))
+                        if self.plan is not None:
+                            self._prove_recovery(row[2], row[3], cluster)
                         return
             except psycopg.OperationalError as exc:
                 if not cluster.running():
-                    raise RestoreFailed(f"the restored server stopped: {cluster.log_tail()}") from None
+                    self._stopped_during_recovery(cluster)
                 last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
                 ctx.log.debug("not_ready", reason=last)
             if ctx.remaining_seconds() <= 0:
-                raise DeadlineExceeded(f"the restored server was not ready in time; log: {cluster.log_tail(5)}")
+                raise DeadlineExceeded(
+                    "the restored server was not ready in time; log: "
+                    + (_log_errors(cluster.logfile) or cluster.log_tail(3))
+                )
             ctx.clock.sleep(min(delay, ctx.remaining_seconds()))
             delay = min(delay * 1.5, 0.05)  # a starting server refuses at once: polling often is cheap
+
+    def _stopped_during_recovery(self, cluster: PgCluster) -> None:
+        errors = _log_errors(cluster.logfile)
+        if "recovery ended before configured recovery target was reached" in errors:
+            self._proof = {"complete": False, "detail": errors}
+            raise IncompleteRecovery(
+                f"recovery ran out of WAL before reaching target_time: {errors}",
+                hint="the archive does not hold the WAL preflight read as present: damaged after the check?",
+            )
+        raise RestoreFailed(f"the restored server stopped during recovery: {errors or cluster.log_tail(3)}")
+
+    def _prove_recovery(self, replay_lsn: str | None, replay_ts: datetime | None, cluster: PgCluster) -> None:
+        """Recovery reached exactly what the archive holds for this target, or the drill fails here.
+
+        A ``latest`` restore over a damaged archive promotes silently wherever WAL stops being
+        readable; a time target stops before the first commit after it. Both are checked
+        against what preflight read from the archive (:class:`PitrPlan`).
+        """
+        assert self.plan is not None
+        plan = self.plan
+        reached = parse_lsn(replay_lsn) if replay_lsn else None
+        log = _read(cluster.logfile)
+        stop = STOP_RE.search(log)
+        stopped_at = parse_pg_time(stop.group(1)) if stop else None
+        expected = plan.expected_last_commit
+        problems: list[str] = []
+        if expected is not None and (replay_ts is None or replay_ts != expected.at):
+            problems.append(
+                f"the newest replayed transaction is {iso(replay_ts) if replay_ts else 'none'}, "
+                f"the archive holds one at {iso(expected.at)} ({format_lsn(expected.lsn)})"
+            )
+        if plan.target is None:
+            need = plan.last_record_lsn
+            if need is not None and (reached is None or reached <= need):
+                problems.append(
+                    f"recovery ended at {replay_lsn}, before the archive's last record at {format_lsn(need)} "
+                    f"(segment {plan.archive_last_segment})"
+                )
+        else:
+            after = plan.first_commit_after_target
+            if after is not None and stopped_at != after.at:
+                problems.append(
+                    f"recovery did not stop at the first commit after the target ({iso(after.at)}); "
+                    + (f"it stopped before one at {iso(stopped_at)}" if stopped_at else "no recovery stop was logged")
+                )
+        self._proof = {
+            "requested": "latest" if plan.target is None else iso(plan.target),
+            "replayed_until_lsn": replay_lsn,
+            "newest_replayed_transaction_at": iso(replay_ts) if replay_ts else None,
+            "stopped_before_commit_at": iso(stopped_at) if stopped_at else None,
+            "expected_last_transaction": {"lsn": format_lsn(expected.lsn), "at": iso(expected.at)}
+            if expected
+            else None,
+            "expected_last_record_lsn": format_lsn(plan.last_record_lsn) if plan.last_record_lsn is not None else None,
+            "complete": not problems,
+            "detail": "; ".join(problems) or "recovery reached exactly what the archive holds for this target",
+        }
+        if problems:
+            raise IncompleteRecovery(
+                "recovery ended early: " + "; ".join(problems),
+                hint="the WAL after the stop was never replayed: the archive is damaged where page headers look valid",
+            )
+
+    def recovery_proof(self) -> dict[str, Any] | None:
+        return self._proof
 
     # ------------------------------------------------------------ endpoint & facts
 

@@ -23,7 +23,7 @@ from drills.backends.base import BackendSettings, StepContext
 from drills.backends.local_postgres import LocalPostgres
 from drills.clock import iso
 from drills.demo import DemoSource
-from drills.errors import PreflightError
+from drills.errors import BackupDefect
 from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
 from drills.journal import read_events, summarize
@@ -92,7 +92,7 @@ def test_latest_recovers_every_archived_commit(demo_source: DemoSource, tmp_path
     )
 
 
-def test_target_before_the_base_backup_end_is_refused_before_anything_starts(
+def test_target_before_the_base_backup_end_fails_the_drill_before_anything_starts(
     demo_source: DemoSource, tmp_path: Path, drill_home: Path
 ) -> None:
     early = demo_source.target_time - timedelta(hours=1)
@@ -100,32 +100,32 @@ def test_target_before_the_base_backup_end_is_refused_before_anything_starts(
         demo_source, tmp_path / "d", **{f"target_time: {iso(demo_source.target_time)}": f"target_time: {iso(early)}"}
     )
     res = run_drill(load_runbook(rb))
-    assert res.exit_code == 2 and res.failed_state == "preflight"
+    assert res.verdict == "failed" and res.exit_code == 1 and res.failed_state == "preflight"
     assert "before the end of the base backup" in (res.error or "")
     events = read_events(drill_home / "runs" / res.run_id / "journal.jsonl")
     assert not [e for e in events if e["event"] == "resource_registered" and e["resource"]["kind"] != "scratch-dir"]
     assert res.evidence is not None  # a refused drill still leaves a signed record
 
 
-def test_target_after_the_last_archived_commit_is_refused(demo_source: DemoSource, tmp_path: Path) -> None:
+def test_target_after_the_last_archived_commit_fails_the_drill(demo_source: DemoSource, tmp_path: Path) -> None:
     late = demo_source.target_time + timedelta(hours=1)
     rb = copy_demo(
         demo_source, tmp_path / "d", **{f"target_time: {iso(demo_source.target_time)}": f"target_time: {iso(late)}"}
     )
     res = run_drill(load_runbook(rb))
-    assert res.exit_code == 2
-    assert re.search(r"after the last archived commit \(\d{4}-", res.error or "")
+    assert res.verdict == "failed" and res.exit_code == 1
+    assert re.search(r"not before any archived commit \(the newest usable one is \d{4}-", res.error or "")
 
 
-def test_missing_wal_segment_is_refused_naming_it(demo_source: DemoSource, tmp_path: Path) -> None:
+def test_missing_start_segment_fails_the_drill_naming_it(demo_source: DemoSource, tmp_path: Path) -> None:
     rb = copy_demo(demo_source, tmp_path / "d")
     wal = rb.parent / "backups" / "wal"
     label = (rb.parent / "backups" / "base" / "backup_label").read_text()
     first = re.search(r"\(file ([0-9A-F]{24})\)", label).group(1)  # type: ignore[union-attr]
     (wal / first).unlink()  # the segment the base backup starts in
     res = run_drill(load_runbook(rb))
-    assert res.exit_code == 2
-    assert "missing segments" in (res.error or "") and first in (res.error or "")
+    assert res.verdict == "failed" and res.exit_code == 1
+    assert f"{first}: missing" in (res.error or "")
 
 
 def test_backup_of_another_major_version_says_what_to_install(demo_source: DemoSource, tmp_path: Path) -> None:
@@ -339,7 +339,7 @@ def test_preflight_refuses_a_directory_that_is_not_a_base_backup(tmp_path: Path)
     )
     b = LocalPostgres(src, BackendSettings("r", tmp_path, SystemClock()))
     ctx = StepContext(SystemClock(), 0, structlog.get_logger(), lambda _r: None)
-    with pytest.raises(PreflightError, match="no base backup found"):
+    with pytest.raises(BackupDefect, match="no base backup found"):
         b.preflight(ctx)
 
 
