@@ -92,9 +92,24 @@ def _read(path: Path) -> str:
         return ""
 
 
+# our own readiness polling makes the server log these while it starts: noise, not causes
+POLLING_NOISE = (
+    "the database system is starting up",
+    "not accepting connections",
+    "the database system is shutting down",
+)
+WAL_STOP = re.compile(r"LOG:\s+((?:invalid|incorrect|unexpected|contrecord)[^\n]* at [0-9A-F]+/[0-9A-F]+[^\n]*)")
+
+
 def _log_errors(path: Path, most: int = 3) -> str:
-    """The FATAL/PANIC/ERROR lines of a server log, the last few, never the whole tail."""
-    found = [f"{m.group(1)}: {m.group(2).strip()}" for m in LOG_LEVELS.finditer(_read(path))]
+    """The server log's causes: FATAL/PANIC/ERROR lines and where WAL stopped being readable, never the whole tail."""
+    text = _read(path)
+    found = [
+        f"{m.group(1)}: {m.group(2).strip()}"
+        for m in LOG_LEVELS.finditer(text)
+        if not any(n in m.group(2) for n in POLLING_NOISE)
+    ]
+    found += [f"LOG: {m.group(1).strip()}" for m in WAL_STOP.finditer(text)][-1:]
     return " | ".join(found[-most:])
 
 
@@ -428,7 +443,7 @@ class LocalPostgres:
             self._proof = {"complete": False, "detail": errors}
             raise IncompleteRecovery(
                 f"recovery ran out of WAL before reaching target_time: {errors}",
-                hint="the archive does not hold the WAL preflight read as present: damaged after the check?",
+                hint="the WAL is damaged where its page headers look valid; `verify: full` finds this before restoring",
             )
         raise RestoreFailed(f"the restored server stopped during recovery: {errors or cluster.log_tail(3)}")
 
@@ -455,9 +470,12 @@ class LocalPostgres:
         if plan.target is None:
             need = plan.last_record_lsn
             if need is not None and (reached is None or reached <= need):
+                seg = plan.geometry.segment_size
+                tli, _ = split_name(plan.first_segment, plan.geometry.segments_per_id)
+                first_lost = segment_name(tli, (reached or 0) // seg, plan.geometry.segments_per_id)
                 problems.append(
-                    f"recovery ended at {replay_lsn}, before the archive's last record at {format_lsn(need)} "
-                    f"(segment {plan.archive_last_segment})"
+                    f"recovery ended at {replay_lsn}, before the archive's last record at {format_lsn(need)}: "
+                    f"segments {first_lost}..{plan.last_needed_segment} were never fully replayed"
                 )
         else:
             after = plan.first_commit_after_target
