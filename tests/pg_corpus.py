@@ -21,7 +21,7 @@ from drills.clock import iso
 from drills.demo import archiving_options
 from drills.localpg import PgCluster, find_pg_binaries, free_port, run_as_for_server
 
-__all__ = ["BATCH_ROWS", "BATCHES", "CorpusSource", "build_corpus_source", "copy_corpus", "runbook_text"]
+__all__ = ["BATCHES", "BATCH_ROWS", "CorpusSource", "build_corpus_source", "copy_corpus", "runbook_text"]
 
 BATCHES = 6
 BATCH_ROWS = 3000
@@ -70,7 +70,8 @@ def build_corpus_source(root: Path) -> CorpusSource:
         )
         _sql(
             src,
-            "create table events (id bigserial primary key, batch int not null, at timestamptz not null default clock_timestamp())",
+            "create table events (id bigserial primary key, batch int not null, "
+            "at timestamptz not null default clock_timestamp())",
         )
         for fmt, out in (("p", "base"), ("t", "base-tar")):
             subprocess.run(

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import structlog
+from pg_corpus import BATCH_ROWS, CorpusSource, build_corpus_source, copy_corpus
 
 from drills.api import RunOptions, RunResult, default_key_path, run_drill
 from drills.backends.pg_backup import inspect_base_backup, plan_pitr
@@ -30,7 +31,6 @@ from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
 from drills.localpg import find_pg_binaries
 from drills.runbook import load_runbook
-from pg_corpus import BATCH_ROWS, CorpusSource, build_corpus_source, copy_corpus
 
 pytestmark = pytest.mark.postgres
 
@@ -295,9 +295,8 @@ def test_tar_base_backup_member_altered_after_its_manifest_fails(
         members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()]  # type: ignore[union-attr]
     with tarfile.open(tar_path, "w") as out:
         for m, data in members:
-            if m.name == "postgresql.conf" and data is not None:
-                data = data.replace(b"#", b";", 1)
-            out.addfile(m, None if data is None else io.BytesIO(data))
+            edited = data.replace(b"#", b";", 1) if m.name == "postgresql.conf" and data is not None else data
+            out.addfile(m, None if edited is None else io.BytesIO(edited))
     failed_with(drill(rb), drill_home, "postgresql.conf: CRC32C checksum mismatch")
 
 
