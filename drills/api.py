@@ -28,6 +28,7 @@ from drills.errors import (
     DrillError,
     EvidenceError,
     InfrastructureError,
+    PreflightError,
     TransientError,
     ValidationError,
 )
@@ -123,6 +124,31 @@ def _signer(loaded: LoadedRunbook, opts: RunOptions) -> Any:
         keyid = generate_keypair(path)
         log.warning("signing_key_generated", path=str(path), public_key=str(path.with_suffix(".pub")), keyid=keyid)
     return load_signer(path)
+
+
+def scratch_root_for(runbook_dir: Path | None, option: Path | None) -> Path:
+    """``--scratch``, else the runbook's ``scratch_dir`` (a big database knows its disk), else the machine-wide
+    ``RESTORE_DRILLS_SCRATCH``, else the temp directory."""
+    env = os.environ.get("RESTORE_DRILLS_SCRATCH")
+    root = option or runbook_dir or (Path(env) if env else None) or Path(tempfile.gettempdir())
+    if not root.is_dir():
+        raise PreflightError(
+            f"scratch directory {root} does not exist", hint="create it, or choose another with --scratch"
+        )
+    return root
+
+
+def _probe_writable(directory: Path, what: str) -> None:
+    """Write and remove a file, so a run that could never leave evidence does not start."""
+    probe = directory / f".probe-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PreflightError(
+            f"{what} {directory} is not writable: {exc.strerror}", hint="fix its permissions or choose another"
+        ) from None
 
 
 def _validate(d: Drill) -> ValidationReport:
@@ -238,6 +264,7 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     clock = opts.clock
     rb = loaded.runbook
     signer = _signer(loaded, opts)
+    _probe_writable(opts.evidence_dir or rb.evidence.dir, "evidence directory")
     run_id = new_run_id(clock.now())
     journal = Journal.create(run_id, clock, opts.home)
     source_dump = rb.source.model_dump(mode="json")
@@ -248,7 +275,7 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
         source=source_dump,
         tool_version=__version__,
     )
-    scratch_root = opts.scratch_root or Path(os.environ.get("RESTORE_DRILLS_SCRATCH", tempfile.gettempdir()))
+    scratch_root = scratch_root_for(rb.scratch_dir, opts.scratch_root)
     scratch = scratch_root / f"restore-drill-{run_id}"
     backend_name = SOURCE_BACKENDS[rb.source.kind]
     settings = BackendSettings(

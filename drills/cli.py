@@ -113,6 +113,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         evidence_dir=a.evidence_dir,
         trigger=a.trigger,
         keep_seconds=a.keep,
+        scratch_root=a.scratch,
     )
     res = run_drill(loaded, opts)
     if a.json:
@@ -293,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--evidence-dir", type=Path, help="where to write evidence (default: the runbook's)")
     sp.add_argument("--trigger", default="manual", choices=["manual", "scheduled", "change-triggered"])
     sp.add_argument("--keep", type=_duration, metavar="TTL", help="incident mode: keep the restored database for TTL")
+    sp.add_argument(
+        "--scratch",
+        type=Path,
+        metavar="DIR",
+        help="where local restores are laid out (default: the runbook's scratch_dir, $RESTORE_DRILLS_SCRATCH, /tmp)",
+    )
     sp = add("validate", cmd_validate, "check a runbook without running it")
     sp.add_argument("file", type=Path)
     sp.add_argument(

@@ -92,6 +92,11 @@ class Runbook(_Frozen):
     )
     states: dict[StateName, StatePolicy] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
+    scratch_dir: Path | None = Field(
+        default=None,
+        description="Where local restores are laid out (data directories, staged WAL); "
+        "`drill run --scratch` overrides it; without either, RESTORE_DRILLS_SCRATCH, else the system temp directory.",
+    )
 
     @property
     def effective_deadline_seconds(self) -> int:

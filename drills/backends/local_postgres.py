@@ -49,7 +49,16 @@ from drills.errors import (
     RestoreFailed,
     TeardownError,
 )
-from drills.localpg import PgBinaries, PgCluster, RunAs, chown_tree, find_pg_binaries, free_port, run_as_for_server
+from drills.localpg import (
+    PgBinaries,
+    PgCluster,
+    RunAs,
+    chown_tree,
+    ensure_reachable,
+    find_pg_binaries,
+    free_port,
+    run_as_for_server,
+)
 from drills.resources import Resource, TeardownResult
 from drills.sources import PostgresDumpSource, PostgresPitrSource
 from validators.endpoint import Endpoint
@@ -214,6 +223,7 @@ class LocalPostgres:
     def _check_space(self, needed: int) -> None:
         """Refuse up front when the scratch filesystem cannot hold the restore (with a margin for the server)."""
         scratch = self.settings.run_dir.parent
+        ensure_reachable(self.settings.run_dir, self.run_as)
         try:
             free = shutil.disk_usage(scratch).free
         except OSError as exc:

@@ -26,7 +26,7 @@ from pg_corpus import BATCH_ROWS, CorpusSource, build_corpus_source, copy_corpus
 from drills.api import RunOptions, RunResult, default_key_path, run_drill
 from drills.backends.pg_backup import inspect_base_backup, plan_pitr
 from drills.cli import main
-from drills.errors import BackupDefect
+from drills.errors import BackupDefect, PreflightError
 from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
 from drills.localpg import find_pg_binaries
@@ -320,8 +320,7 @@ def test_drill_validate_finds_a_damaged_archive_before_the_night_of_the_drill(
 
 
 def test_scratch_too_small_is_refused_with_the_numbers(corpus: CorpusSource, tmp_path: Path, drill_home: Path) -> None:
-    small = tmp_path / "small"
-    small.mkdir()
+    small = Path(tempfile.mkdtemp(prefix="rd-small-"))
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], capture_output=True, check=False
     )
@@ -337,6 +336,7 @@ def test_scratch_too_small_is_refused_with_the_numbers(corpus: CorpusSource, tmp
         assert not list(small.iterdir())
     finally:
         subprocess.run(["umount", str(small)], check=False)
+        small.rmdir()
 
 
 def test_a_missed_rpo_objective_is_named_in_the_summary_and_json(
@@ -358,3 +358,44 @@ def test_target_time_the_archive_cannot_prove_fails(corpus: CorpusSource, tmp_pa
     late: datetime = corpus.commit_times[-1] + timedelta(seconds=1)
     rb = copy_corpus(corpus, tmp_path / "c", late, None)
     failed_with(drill(rb), drill_home, "not before any archived commit")
+
+
+def test_unwritable_evidence_directory_is_refused_before_anything_starts(
+    corpus: CorpusSource,
+    tmp_path: Path,
+    drill_home: Path,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+) -> None:
+    request.addfinalizer(structlog.reset_defaults)
+    rb = copy_corpus(corpus, tmp_path / "c", "latest", None)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert main(["run", str(rb), "--evidence-dir", str(blocker / "evidence")]) == 2
+    err = capsys.readouterr().err
+    assert f"evidence directory {blocker / 'evidence'} is not writable" in err and "Traceback" not in err
+    assert not (drill_home / "runs").exists() or not list((drill_home / "runs").iterdir())  # no run was started
+
+
+def test_scratch_directory_from_the_runbook_holds_the_restore(
+    corpus: CorpusSource, tmp_path: Path, drill_home: Path, request: pytest.FixtureRequest
+) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="rd-scratch-"))  # reachable by the server's user, unlike tmp_path
+    scratch.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(scratch, ignore_errors=True))
+    rb = copy_corpus(corpus, tmp_path / "c", corpus.target_after(1), BATCH_ROWS)
+    rb.write_text(rb.read_text() + f"scratch_dir: {scratch}\n")
+    res = drill(rb)
+    assert res.verdict == "passed", res.to_json()
+    assert evidence_of(res, drill_home)["target"]["datadir"].startswith(str(scratch))
+    assert not list(scratch.iterdir())  # torn down
+    with pytest.raises(PreflightError, match=r"scratch directory .*nowhere does not exist"):
+        drill(rb, scratch_root=tmp_path / "nowhere")
+
+
+def test_scratch_the_server_user_cannot_reach_is_refused(corpus: CorpusSource, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only a root drill runs its server as another user")
+    rb = copy_corpus(corpus, tmp_path / "c", "latest", None)
+    res = drill(rb, scratch_root=tmp_path)  # pytest's tmp_path sits under a 0700 directory
+    assert res.exit_code == 2 and "not reachable by the user 'postgres'" in (res.error or "")
