@@ -18,6 +18,9 @@ if [ "${WITH_MARIADB:-1}" = 1 ]; then
   command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 fi
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+if [ -x /usr/bin/python3 ]; then
+  /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} with apt-get" >&2
   "${sudo_cmd[@]}" apt-get update -qq
