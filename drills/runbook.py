@@ -22,9 +22,12 @@ from pydantic import ValidationError as PydanticValidationError
 from drills.backends import SOURCE_BACKENDS
 from drills.errors import RunbookError
 from drills.sources import Source
+from drills.yamlsafe import MAX_BYTES, YamlProblem, load_bounded
 from validators.config import ValidatorsConfig
 
 __all__ = [
+    "MAX_DEADLINE_SECONDS",
+    "MAX_RPO_SECONDS",
     "ConnectOverride",
     "EvidenceConfig",
     "LoadedRunbook",
@@ -44,9 +47,26 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Longest whole-drill deadline (24 days). Every query of a drill runs with the time left as its
+#: server-side statement timeout, and PostgreSQL's ``statement_timeout`` stops at 2**31-1 ms (~24.8 days)
+#: (MariaDB's ``max_statement_time`` at one year, MySQL's ``max_execution_time`` at 2**32-1 ms).
+MAX_DEADLINE_SECONDS = 24 * 86400
+#: Largest RPO objective (ten years): evidence carries it as integer milliseconds, exact below 2**53.
+MAX_RPO_SECONDS = 3660 * 86400
+#: Longest retry backoff: a wait between attempts longer than an hour is a stuck drill.
+MAX_BACKOFF_SECONDS = 3600.0
+
+
 class Objectives(_Frozen):
-    rto_seconds: int = Field(gt=0, description="Recovery time objective: restore request to validated.")
-    rpo_seconds: int | None = Field(default=None, ge=0, description="Recovery point objective.")
+    rto_seconds: int = Field(
+        gt=0,
+        le=MAX_DEADLINE_SECONDS,
+        strict=True,
+        description="Recovery time objective: restore request to validated (at most 24 days).",
+    )
+    rpo_seconds: int | None = Field(
+        default=None, ge=0, le=MAX_RPO_SECONDS, strict=True, description="Recovery point objective."
+    )
 
 
 class EvidenceConfig(_Frozen):
@@ -69,14 +89,14 @@ class ConnectOverride(_Frozen):
     """Route the data-plane connection elsewhere (an SSM port-forwarding tunnel)."""
 
     host: str
-    port: int = Field(gt=0, lt=65536)
+    port: int = Field(gt=0, lt=65536, strict=True)
 
 
 class StatePolicy(_Frozen):
-    attempts: int = Field(default=1, ge=1, le=50)
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    backoff_initial_seconds: float = Field(default=1.0, ge=0)
-    backoff_max_seconds: float = Field(default=30.0, ge=0)
+    attempts: int = Field(default=1, ge=1, le=50, strict=True)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_DEADLINE_SECONDS, strict=True, allow_inf_nan=False)
+    backoff_initial_seconds: float = Field(default=1.0, ge=0, le=MAX_BACKOFF_SECONDS, strict=True, allow_inf_nan=False)
+    backoff_max_seconds: float = Field(default=30.0, ge=0, le=MAX_BACKOFF_SECONDS, strict=True, allow_inf_nan=False)
 
 
 class Runbook(_Frozen):
@@ -88,7 +108,11 @@ class Runbook(_Frozen):
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     connect: ConnectOverride | None = None
     deadline_seconds: int | None = Field(
-        default=None, gt=0, description="Whole-drill deadline; default 3x the RTO objective."
+        default=None,
+        gt=0,
+        le=MAX_DEADLINE_SECONDS,
+        strict=True,
+        description="Whole-drill deadline; default 3x the RTO objective, at most 24 days.",
     )
     states: dict[StateName, StatePolicy] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
@@ -100,7 +124,8 @@ class Runbook(_Frozen):
 
     @property
     def effective_deadline_seconds(self) -> int:
-        return self.deadline_seconds or 3 * self.objectives.rto_seconds
+        """The deadline given, else 3x the RTO objective, never past :data:`MAX_DEADLINE_SECONDS`."""
+        return self.deadline_seconds or min(3 * self.objectives.rto_seconds, MAX_DEADLINE_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -154,16 +179,40 @@ def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     return tuple(out)
 
 
-def _hint(err_type: str, loc: tuple[str | int, ...]) -> str | None:
-    if err_type == "extra_forbidden":
-        return "remove it, or check its spelling against `drill schema`"
-    if err_type == "missing":
-        return "add it; `drill schema` lists every field"
-    if err_type == "union_tag_invalid":
-        return "kind must be one of: " + ", ".join(sorted(_DISCRIMINATED_TAGS))
+_DEADLINE_FIELDS = {"rto_seconds", "deadline_seconds", "timeout_seconds"}
+
+
+_HINTS = {
+    "extra_forbidden": "remove it, or check its spelling against `drill schema`",
+    "missing": "add it; `drill schema` lists every field",
+    "union_tag_invalid": "kind must be one of: " + ", ".join(sorted(_DISCRIMINATED_TAGS)),
+}
+
+
+def _hint(err_type: str, loc: tuple[str | int, ...], given: object = None) -> str | None:
+    if err_type in _HINTS:
+        return _HINTS[err_type]
+    if isinstance(given, bool) and err_type in ("int_type", "float_type"):
+        return "write a number, not true/false"
+    if err_type == "less_than_equal" and loc and loc[-1] in _DEADLINE_FIELDS:
+        return (
+            f"a drill runs at most {MAX_DEADLINE_SECONDS} s (24 days): its queries run with the time left as "
+            "their server-side statement timeout, and PostgreSQL's stops at 2**31-1 ms"
+        )
     if "datetime" in err_type or (loc and loc[-1] == "target_time"):
         return "use ISO-8601 with a timezone, e.g. 2026-11-26T12:00:00Z, or `latest`"
     return None
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr`` cut to one short line: a hostile value must not flood the terminal or the CI log."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def _field(loc: tuple[str | int, ...]) -> str:
+    """``a.b.0.c``; a key with odd characters is shown quoted so the message stays on one line."""
+    return ".".join(str(p) if str(p).isprintable() and "." not in str(p) else _shown(str(p), 40) for p in loc)
 
 
 def _format_error(err: Any) -> tuple[tuple[str | int, ...], str]:
@@ -173,25 +222,25 @@ def _format_error(err: Any) -> tuple[tuple[str | int, ...], str]:
     if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
         shown = err["input"]
         if not isinstance(shown, dict | list):
-            msg = f"{msg} (got {shown!r})"
+            msg = f"{msg} (got {_shown(shown)})"
     return _clean_loc(tuple(err["loc"])), msg
 
 
-def parse_runbook(text: str, file: str = "<runbook>") -> Runbook:
-    """Validate runbook text; raise RunbookError for the first problem, with its line."""
+Lines = dict[tuple[str | int, ...], int]
+
+
+def _parse(text: str, file: str) -> tuple[Runbook, Lines]:
+    """The validated runbook and the line of every key, from one bounded YAML load."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else None
-        raise RunbookError(file, line, "", f"not valid YAML: {exc.problem}", hint="fix the YAML syntax") from None
+        node, data = load_bounded(text)
+    except YamlProblem as exc:
+        raise RunbookError(file, exc.line, "", exc.problem, hint=exc.hint) from None
     if node is None or not isinstance(data, dict):
         raise RunbookError(file, 1, "", "a runbook is a YAML mapping (name, source, objectives, ...)")
-    lines: dict[tuple[str | int, ...], int] = {}
+    lines: Lines = {}
     _line_index(node, (), lines)
     try:
-        return Runbook.model_validate(data)
+        return Runbook.model_validate(data), lines
     except PydanticValidationError as exc:
         # a misspelt key explains the "missing" error that comes with it: report it first
         errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
@@ -200,8 +249,13 @@ def parse_runbook(text: str, file: str = "<runbook>") -> Runbook:
         more = len(exc.errors()) - 1
         if more:
             msg += f" (and {more} more problem{'s' if more > 1 else ''})"
-        field = ".".join(str(p) for p in loc)
-        raise RunbookError(file, _line_for(loc, lines), field, msg, hint=_hint(first["type"], loc)) from None
+        hint = _hint(first["type"], loc, first.get("input"))
+        raise RunbookError(file, _line_for(loc, lines), _field(loc), msg, hint=hint) from None
+
+
+def parse_runbook(text: str, file: str = "<runbook>") -> Runbook:
+    """Validate runbook text; raise RunbookError for the first problem, with its line."""
+    return _parse(text, file)[0]
 
 
 # ---------------------------------------------------------------- paths
@@ -217,6 +271,14 @@ _MUST_EXIST = {
 }
 
 
+def _exists(path: Path) -> bool | str:
+    """True/False, or why it cannot be told (a name too long, a loop of links): never an exception."""
+    try:
+        return path.exists()
+    except (OSError, ValueError) as exc:
+        return getattr(exc, "strerror", None) or str(exc)
+
+
 def _resolve_paths(
     model: BaseModel, base: Path, prefix: tuple[str, ...], problems: list[tuple[tuple[str, ...], str]]
 ) -> BaseModel:
@@ -227,33 +289,49 @@ def _resolve_paths(
         if isinstance(value, Path):
             resolved = value if value.is_absolute() else (base / value)
             updates[name] = resolved
-            if key in _MUST_EXIST and not resolved.exists():
-                problems.append((key, f"path does not exist: {resolved}"))
+            if key in _MUST_EXIST:
+                found = _exists(resolved)
+                if found is False:
+                    problems.append((key, f"path does not exist: {_shown(str(resolved), 200)}"))
+                elif found is not True:
+                    problems.append((key, f"cannot check the path {_shown(str(resolved), 200)}: {found}"))
         elif isinstance(value, BaseModel):
             updates[name] = _resolve_paths(value, base, key, problems)
     return model.model_copy(update=updates)
 
 
-def load_runbook(path: str | Path, *, check_paths: bool = True) -> LoadedRunbook:
-    """Load, validate and resolve a runbook file."""
-    p = Path(path)
+def _read_capped(p: Path) -> bytes:
+    """The file's bytes, refusing anything over :data:`MAX_BYTES` without reading it all."""
     try:
-        raw = p.read_bytes()
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise RunbookError(str(p), None, "", f"cannot read the runbook: {exc.strerror}") from None
+        raise RunbookError(str(p), None, "", f"cannot read the runbook: {exc.strerror or exc}") from None
+    if len(raw) > MAX_BYTES:
+        raise RunbookError(
+            str(p),
+            None,
+            "",
+            f"the file is larger than {MAX_BYTES // 1024} KiB",
+            hint="a runbook is a few KiB of settings; is this the right file?",
+        )
+    return raw
+
+
+def load_runbook(path: str | Path, *, check_paths: bool = True) -> LoadedRunbook:
+    """Load, validate and resolve a runbook file (at most 1 MiB, see :mod:`drills.yamlsafe`)."""
+    p = Path(path)
+    raw = _read_capped(p)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RunbookError(str(p), None, "", f"not UTF-8 text ({exc.reason})") from None
-    runbook = parse_runbook(text, str(p))
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise RunbookError(str(p), line, "", f"not UTF-8 text ({exc.reason})", hint="save the file as UTF-8") from None
+    runbook, lines = _parse(text, str(p))
     problems: list[tuple[tuple[str, ...], str]] = []
     resolved = _resolve_paths(runbook, p.resolve().parent, (), problems)
     assert isinstance(resolved, Runbook)
     if check_paths and problems:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        lines: dict[tuple[str | int, ...], int] = {}
-        if node is not None:
-            _line_index(node, (), lines)
         key, msg = problems[0]
         raise RunbookError(
             str(p),

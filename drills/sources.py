@@ -61,7 +61,7 @@ class PostgresDumpSource(_Frozen):
     kind: Literal["postgres-dump"]
     archive: Path = Field(description="pg_dump custom (-Fc) file or directory (-Fd) archive.")
     database: str = Field(default="restored", description="Database created for the restore.")
-    jobs: int = Field(default=2, ge=1, le=64, description="pg_restore --jobs.")
+    jobs: int = Field(default=2, ge=1, le=64, strict=True, description="pg_restore --jobs.")
     user: str = Field(default="postgres", description="Superuser created in the throwaway cluster.")
     taken_at: datetime | None = Field(default=None, description="When the dump was taken (for the achieved RPO).")
 
@@ -127,7 +127,7 @@ class AwsOptions(_Frozen):
     option_group: str | None = None
     storage_type: str | None = None
     kms_key_id: str | None = None
-    port: int | None = None
+    port: int | None = Field(default=None, gt=0, lt=65536, strict=True)
     iam_auth: bool = Field(default=False, description="Connect with IAM auth tokens instead of a fresh password.")
     database: str = Field(default="postgres", description="Database the validators connect to.")
     master_username: str | None = Field(default=None, description="Default: read from the restored resource.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "FreshnessConfig",
@@ -24,6 +24,10 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Numbers a runbook gives end up in signed evidence, whose JSON keeps integers exact only below 2**53.
+MAX_EXACT = 2**53 - 1
+
+
 class SchemaConfig(_Frozen):
     baseline: Path = Field(description="Baseline JSON captured with `drill baseline capture`.")
     schemas: tuple[str, ...] | None = Field(
@@ -33,11 +37,16 @@ class SchemaConfig(_Frozen):
 
 
 class RowCountRule(_Frozen):
-    equals: int | None = Field(default=None, ge=0)
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=0)
+    equals: int | None = Field(default=None, ge=0, le=MAX_EXACT, strict=True)
+    min: int | None = Field(default=None, ge=0, le=MAX_EXACT, strict=True)
+    max: int | None = Field(default=None, ge=0, le=MAX_EXACT, strict=True)
     within_pct: float | None = Field(
-        default=None, ge=0, description="Allowed deviation from the baseline count, percent."
+        default=None,
+        ge=0,
+        le=1000,
+        strict=True,
+        allow_inf_nan=False,
+        description="Allowed deviation from the baseline count, percent.",
     )
     equals_baseline: bool = False
 
@@ -64,6 +73,13 @@ class SmokeQuery(_Frozen):
     sql: str = Field(min_length=1, description="One query returning one value; %(target_time)s is available.")
     expect: Scalar = Field(default=None, description="The value the query must return.")
     op: Literal["==", "!=", "<", "<=", ">", ">="] = "=="
+
+    @field_validator("expect")
+    @classmethod
+    def _exact(cls, v: Scalar) -> Scalar:
+        if isinstance(v, int | float) and not isinstance(v, bool) and not abs(v) <= MAX_EXACT:
+            raise ValueError(f"expect must be a finite number within +/-(2**53 - 1), evidence cannot carry {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _has_expectation(self) -> SmokeQuery:
@@ -92,7 +108,9 @@ class ValidatorsConfig(_Frozen):
     row_counts: dict[str, RowCountRule] = Field(default_factory=dict)
     smoke: tuple[SmokeQuery, ...] = ()
     freshness: FreshnessConfig | None = None
-    parallelism: int = Field(default=4, ge=1, le=32, description="Connections used to run checks in parallel.")
+    parallelism: int = Field(
+        default=4, ge=1, le=32, strict=True, description="Connections used to run checks in parallel."
+    )
     baseline: Path | None = Field(
         default=None, description="Baseline JSON for row count rules; defaults to schema.baseline."
     )
