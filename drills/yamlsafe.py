@@ -60,22 +60,32 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         if self.check_event(yaml.AliasEvent):  # an alias is a reference: no recursion happens here
             return super().compose_node(parent, index)
         self._depth += 1
+        self._nodes += 1
         try:
             if self._depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise YamlProblem(
-                    mark.line + 1,
+                    self._event_line(),
                     f"nested more than {MAX_DEPTH} levels deep",
                     hint="a runbook is a few levels of mappings and lists; flatten this value",
+                )
+            if self._nodes > MAX_NODES:  # stop reading now: the rest of the file is not worth parsing
+                raise YamlProblem(
+                    self._event_line(),
+                    f"the document holds more than {MAX_NODES:,} values",
+                    hint="a runbook holds far fewer; is this the right file?",
                 )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def _event_line(self) -> int:
+        return int(self.peek_event().start_mark.line) + 1  # type: ignore[no-untyped-call]
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         if isinstance(node, MappingNode):
@@ -84,6 +94,8 @@ class _BoundedLoader(yaml.SafeLoader):
                 if key_node.tag == _MERGE_TAG or not isinstance(key_node, ScalarNode):
                     continue  # `<<:` merges are overridden on purpose; complex keys fail in the base class
                 key = self.construct_object(key_node)
+                if not isinstance(key, Hashable):
+                    continue  # the base class reports unhashable keys
                 if key in seen:
                     raise YamlProblem(
                         _line(key_node),
@@ -96,7 +108,7 @@ class _BoundedLoader(yaml.SafeLoader):
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, OverflowError) as exc:  # e.g. a timestamp 2026-13-45: the resolver's regexp matched
+        except (ValueError, OverflowError, TypeError) as exc:  # e.g. 2026-13-45 matched the timestamp regexp
             raise ConstructorError(None, None, f"cannot read this value: {exc}", node.start_mark) from None
 
 
@@ -134,13 +146,15 @@ def _children(node: Node) -> list[Node]:
 
 
 def _check_graph(root: Node) -> None:
-    """Refuse alias cycles and documents over :data:`MAX_NODES` values, in time linear in the file.
+    """Refuse alias cycles, documents over :data:`MAX_NODES` values or :data:`MAX_DEPTH` levels once
+    aliases are followed, in time linear in the file.
 
     Sizes are memoized per node, so an alias costs one lookup however large
     its target; the first collection whose expanded size passes the bound is
     the one reported (for a billion-laughs file, the first anchor that blows up).
     """
     sizes: dict[int, int] = {}
+    heights: dict[int, int] = {}
     on_path: set[int] = set()
     stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:
@@ -148,7 +162,16 @@ def _check_graph(root: Node) -> None:
         key = id(node)
         if finished:
             on_path.discard(key)
-            total = 1 + sum(sizes[id(c)] for c in _children(node))
+            children = _children(node)
+            height = 1 + max((heights[id(c)] for c in children), default=0)
+            if height > MAX_DEPTH:  # aliases can stack what each anchor nests within the bound
+                raise YamlProblem(
+                    _line(node),
+                    f"this value nests more than {MAX_DEPTH} levels deep through aliases (*name)",
+                    hint="a runbook is a few levels of mappings and lists; flatten this value",
+                )
+            heights[key] = height
+            total = 1 + sum(sizes[id(c)] for c in children)
             if total > MAX_NODES:
                 raise YamlProblem(
                     _line(node),
@@ -163,7 +186,7 @@ def _check_graph(root: Node) -> None:
             raise YamlProblem(_line(node), "an alias refers to the value that contains it", hint="remove the cycle")
         if isinstance(node, ScalarNode):
             _check_scalar(node)
-            sizes[key] = 1
+            sizes[key] = heights[key] = 1
             continue
         on_path.add(key)
         stack.append((node, True))
@@ -198,6 +221,9 @@ def load_bounded(text: str) -> tuple[Node | None, Any]:
         if node is None:
             return None, None
         _check_graph(node)
+        # Construct every value where it stands (the graph is acyclic and shallow), so a value that
+        # fails to construct is reported by construct_object with its own line.
+        loader.deep_construct = True
         return node, loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
