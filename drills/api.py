@@ -120,7 +120,13 @@ def _signer(loaded: LoadedRunbook, opts: RunOptions) -> Any:
     key = opts.signing_key or ev.signing_key
     path = key or default_key_path(opts.home)
     if key is None and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # the state home is unusable: nothing has started yet
+            raise PreflightError(
+                f"cannot create the default signing key in {path.parent}: {exc.strerror or exc}",
+                hint="set RESTORE_DRILLS_HOME to a directory you can write, or pass --key",
+            ) from None
         keyid = generate_keypair(path)
         log.warning("signing_key_generated", path=str(path), public_key=str(path.with_suffix(".pub")), keyid=keyid)
     return load_signer(path)

@@ -9,9 +9,12 @@ Everything heavy is imported inside the command that needs it, so
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -136,10 +139,19 @@ def cmd_keygen(a: argparse.Namespace) -> int:
     return 0
 
 
+def _given_file(path: Path, what: str) -> None:
+    """A file named on the command line must exist: a typo is bad input (2), not an evidence failure."""
+    if not path.is_file():
+        why = "is not a file" if path.exists() else "does not exist"
+        raise InputError(f"{what} {path} {why}")
+
+
 def cmd_verify(a: argparse.Namespace) -> int:
     from drills.evidence.keys import load_verifiers
     from drills.evidence.store import read_and_verify, summary
 
+    _given_file(a.file, "evidence file")
+    _given_file(a.key, "--key")
     statement = read_and_verify(a.file, load_verifiers(a.key))
     print(f"{a.file}: signature and payload OK")
     print(summary(statement))
@@ -161,12 +173,17 @@ def cmd_report(a: argparse.Namespace) -> int:
     from drills.evidence.store import read_and_verify
     from drills.report import render_markdown
 
+    _given_file(a.file, "evidence file")
+    _given_file(a.key, "--key")
     verifiers = load_verifiers(a.key)
     statement = read_and_verify(a.file, verifiers)
     keyids = [k.keyid for k in open_envelope(a.file.read_bytes(), verifiers).verified_by]
     text = render_markdown(statement, evidence_name=a.file.name, keyid=", ".join(keyids) or None)
     if a.out:
-        a.out.write_text(text)
+        try:
+            a.out.write_text(text)
+        except OSError as exc:
+            raise InputError(f"--out {a.out}: cannot write the report: {exc.strerror or exc}") from None
         print(f"report written to {a.out}")
     else:
         sys.stdout.write(text)
@@ -225,12 +242,52 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 def cmd_baseline(a: argparse.Namespace) -> int:
     from validators.baseline import capture_baseline, endpoint_from_dsn, write_baseline
+    from validators.errors import ValidatorError
 
-    baseline = capture_baseline(endpoint_from_dsn(a.dsn), schemas=a.schema or None)
-    write_baseline(baseline, a.out)
+    try:
+        endpoint = endpoint_from_dsn(a.dsn)
+    except ValidatorError as exc:
+        raise InputError(exc.message, hint=exc.hint) from None
+    try:
+        baseline = capture_baseline(endpoint, schemas=a.schema or None)
+    except ValidatorError as exc:
+        raise _capture_error(exc, "PGPASSWORD" if endpoint.engine == "postgres" else "MYSQL_PWD") from None
+    try:
+        write_baseline(baseline, a.out)
+    except OSError as exc:
+        raise InputError(f"--out {a.out}: cannot write the baseline: {exc.strerror or exc}") from None
     n = len(baseline.get("row_counts", {}))
     print(f"baseline written to {a.out} ({n} tables)")
     return 0
+
+
+# The server answered and refused what was asked: the user's to fix (exit 2). MySQL error codes:
+# access denied (1044, 1045, 1698), unknown database (1049). PostgreSQL reports these without a
+# SQLSTATE on connect, so its (English) messages are matched; anything else is the environment (3).
+_MYSQL_REFUSALS = {1044, 1045, 1049, 1698}
+_PG_REFUSALS = (
+    "password authentication failed",
+    "authentication failed for user",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "no password supplied",
+    "permission denied for database",
+)
+
+
+def _capture_error(exc: Exception, password_env: str) -> DrillError:
+    """A ValidatorError from `baseline capture`: bad input when the server refused us, else the environment."""
+    from drills.errors import InfrastructureError
+
+    cause = exc.__context__  # the driver's error, suppressed from the traceback by `from None`
+    args: tuple[Any, ...] = tuple(getattr(cause, "args", ()))
+    refused = bool(args) and args[0] in _MYSQL_REFUSALS
+    refused |= type(cause).__module__.startswith("psycopg") and any(p in str(cause) for p in _PG_REFUSALS)
+    message = getattr(exc, "message", str(exc))
+    hint = getattr(exc, "hint", None)
+    if refused:
+        return InputError(message, hint=hint or f"check the user, the password ({password_env}) and the database")
+    return InfrastructureError(message, hint=hint or "is the server running, and reachable from here?")
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
@@ -338,25 +395,105 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Exit code after the reader of our output went away (`drill verify ... | head`): 128 + SIGPIPE,
+#: what a shell reports for any Unix tool stopped that way.
+EXIT_BROKEN_PIPE = 141
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*\n\s*", " ", text).strip()
+
+
+def _report(exc: DrillError) -> int:
+    """``ErrorType: message`` on one line of stderr; the class's exit code."""
+    with contextlib.suppress(OSError):  # stderr itself may be a closed pipe
+        print(f"{type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
+    return exc.exit_code
+
+
+def _translate(exc: Exception) -> DrillError | None:
+    """Errors of the layers below that reached the CLI, as ours; None for a bug."""
+    from drills.errors import InfrastructureError
+
+    module = type(exc).__module__
+    if module.startswith("botocore") or module.startswith("boto3"):
+        name = type(exc).__name__
+        if name in ("NoCredentialsError", "PartialCredentialsError", "NoRegionError", "ProfileNotFound"):
+            return InputError(f"AWS: {_one_line(str(exc))}", hint="configure AWS credentials and a region")
+        return InfrastructureError(f"AWS: {_one_line(str(exc))}")
+    if module.startswith("validators"):  # ValidatorError: a validator could not run at all
+        return InfrastructureError(_one_line(str(exc)))
+    if isinstance(exc, FileNotFoundError):
+        return InputError(f"{exc.filename}: no such file")
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return InfrastructureError(f"{where}{exc.strerror or exc}")
+    return None
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail on the closed pipe."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _guard_std_fds() -> None:
+    """Hold fds 0-2 open (on /dev/null when the caller closed them, e.g. ``drill run x >&-`` in cron).
+
+    Otherwise the next file we open (a journal) would become fd 1, and every server or
+    ``pg_restore`` we start would write its output into it; and ``print`` has nowhere to go.
+    """
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            got = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if got != fd:
+                os.dup2(got, fd)
+                os.close(got)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115 - lives as sys.std*
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every error ends as one line on stderr and its exit code, never a traceback.
+
+    A bug (an exception no layer translated) is a one-line ``InternalError`` with exit 3, its
+    traceback shown with ``--log-level debug``.
+    """
+    _guard_std_fds()
     parser = build_parser()
     a = parser.parse_args(argv)
-    if getattr(a, "logs", True):  # structlog (and the asyncio it pulls in) only for commands that log
-        from drills.logs import configure
-
-        configure(a.log_format, a.log_level)
     try:
+        if getattr(a, "logs", True):  # structlog (and the asyncio it pulls in) only for commands that log
+            from drills.logs import configure
+
+            configure(a.log_format, a.log_level)
         code: int = a.fn(a)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handlers, not at exit
     except DrillError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _report(exc)
     except KeyboardInterrupt:
-        print("Interrupted", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            print("Interrupted", file=sys.stderr)
         return 130
-    except FileNotFoundError as exc:
-        err = InputError(f"{exc.filename}: no such file")
-        print(f"{type(err).__name__}: {err}", file=sys.stderr)
-        return err.exit_code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        ours = _translate(exc)
+        if ours is not None:
+            return _report(ours)
+        if a.log_level == "debug":
+            traceback.print_exc()
+        with contextlib.suppress(OSError):
+            print(
+                f"InternalError: {type(exc).__name__}: {_one_line(str(exc))} "
+                "(a bug in restore-drills: rerun with --log-level debug for where, and report it)",
+                file=sys.stderr,
+            )
+        return 3
     return code
 
 

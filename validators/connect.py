@@ -46,7 +46,9 @@ def _tls_postgres(options: dict[str, str]) -> dict[str, Any]:
     """Endpoint options are driver-neutral (``tls``, ``tls_ca``, ``auth``, ``statement_timeout_ms``);
     translate what psycopg takes."""
     out: dict[str, Any] = {}
-    if options.get("tls_ca"):
+    if options.get("sslmode") or options.get("sslrootcert"):  # libpq's own words from a --dsn, as given
+        out.update({k: options[k] for k in ("sslmode", "sslrootcert") if options.get(k)})
+    elif options.get("tls_ca"):
         out.update(sslmode="verify-full", sslrootcert=options["tls_ca"])
     elif options.get("tls") == "required":
         out["sslmode"] = "require"  # IAM auth tokens must never travel in clear text
