@@ -9,30 +9,25 @@ into an event never reaches the output.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
+from drills.scrub import scrub, scrub_tree
+
 __all__ = ["configure", "scrub", "scrub_processor"]
 
-_URL_PW = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?P<at>@)")
-_KV_PW = re.compile(r"(?i)\b(password|passwd|pwd|secret|token)(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s,;]+)")
 
-
-def scrub(text: str) -> str:
-    """Mask passwords in URLs and key=value DSNs."""
-    return _KV_PW.sub(r"\1\2***", _URL_PW.sub(r"\g<scheme>***\g<at>", text))
+_PLAIN = (str, int, float, bool, type(None), dict, list, tuple)
 
 
 def scrub_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for k, v in list(event_dict.items()):
-        if isinstance(v, str):
-            event_dict[k] = scrub(v)
-        elif k.lower() in ("password", "secret", "token"):
-            event_dict[k] = "***"
+    """Every value, at any depth, through the one scrubber (:mod:`drills.scrub`); fields named like a
+    secret masked whole; any other object (an exception, a path) as its scrubbed text."""
+    plain = {k: v if isinstance(v, _PLAIN) else str(v) for k, v in event_dict.items()}
+    event_dict.update(scrub_tree(plain))
     return event_dict
 
 

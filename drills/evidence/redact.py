@@ -3,42 +3,24 @@
 Evidence is signed and retained for years (HIPAA: six), and handed to
 auditors: a database password that slips into it cannot be taken back without
 breaking the signature. So the writer refuses to sign anything that contains a
-known secret (:func:`assert_no_secrets`), and text that may hold a connection
-string (error messages from drivers, command lines) goes through
-:func:`scrub_dsn` first.
+known secret (:func:`assert_no_secrets`), and every string of the record
+(error messages from drivers, command lines) goes through :func:`scrub_record`
+first: the same scrubber as the logs (:mod:`drills.scrub`).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 
 from drills.errors import EvidenceError
+from drills.scrub import MASK, scrub, scrub_tree
 
-__all__ = ["MASK", "assert_no_secrets", "scrub_dsn"]
+__all__ = ["MASK", "assert_no_secrets", "scrub_dsn", "scrub_record"]
 
-MASK = "***"
-
-# scheme://user:password@host...  The password runs to the *last* '@' of the token: unescaped '@' in
-# passwords is common, and over-masking the host is a better failure than leaking half a password.
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:@/\s'\"]*:)(?P<pw>[^\s'\"]*)(?P<at>@)")
-# password=... in libpq / ODBC / query strings; the value may be quoted with backslash escapes.
-_KV_PASSWORD = re.compile(
-    r"(?P<key>\b(?:password|passwd|pwd|pgpassword|mysql_pwd)\s*=\s*)"
-    r"(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s;&'\"]*)",
-    re.IGNORECASE,
-)
-
-
-def scrub_dsn(text: str) -> str:
-    """Mask passwords in connection URLs and ``password=`` key/value parts.
-
-    ``postgresql://user:pw@host/db`` -> ``postgresql://user:***@host/db``;
-    ``host=db password='x y' user=u`` -> ``host=db password=*** user=u``.
-    """
-    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}{m['at']}" if m["pw"] else m[0], text)
-    return _KV_PASSWORD.sub(lambda m: f"{m['key']}{MASK}" if m["value"] else m[0], text)
+# One scrubber for logs and evidence: drills.scrub (kept free of crypto imports, so logging stays light).
+scrub_dsn = scrub
+scrub_record = scrub_tree
 
 
 def _strings(obj: object, path: str) -> Iterable[tuple[str, str]]:

@@ -26,7 +26,7 @@ from drills.errors import EvidenceError, VerificationError
 from drills.evidence.canonical import canonical_json
 from drills.evidence.dsse import open_envelope, sign_envelope
 from drills.evidence.keys import SigningKey, Verifier, VerifyingKey
-from drills.evidence.redact import assert_no_secrets
+from drills.evidence.redact import assert_no_secrets, scrub_record
 from drills.evidence.statement import PAYLOAD_TYPE, build_statement, check_statement
 
 __all__ = [
@@ -84,8 +84,8 @@ def write_evidence(
     crash leaves either no file or a complete one.
     """
     final = evidence_path(out_dir, run_id)
-    statement = build_statement(predicate, subjects)
-    assert_no_secrets(statement, list(secrets))
+    statement = build_statement(scrub_record(predicate), subjects)  # a DSN in an error message is masked
+    assert_no_secrets(statement, list(secrets))  # a bare password is refused
     data = envelope_bytes(sign_envelope(canonical_json(statement), PAYLOAD_TYPE, signer))
     directory = final.parent
     try:

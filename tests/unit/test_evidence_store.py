@@ -104,9 +104,18 @@ def test_floats_and_secrets_are_refused_before_anything_is_written(keys: Path, t
     signer = load_signer(keys / "old.key")
     with pytest.raises(EvidenceError, match=r"\$\.predicate\.results\.achieved_rto_ms is a float"):
         write_evidence({"results": {"achieved_rto_ms": 1.5}}, SUBJECTS, tmp_path, "r1", signer)
-    with pytest.raises(EvidenceError, match="secret #1"):
-        write_evidence({"dsn": "postgresql://u:hunter2@h/db"}, SUBJECTS, tmp_path, "r1", signer, secrets=["hunter2"])
+    with pytest.raises(EvidenceError, match="secret #1"):  # bare: nothing says it is a password, so refused
+        write_evidence({"note": "it was hunter2"}, SUBJECTS, tmp_path, "r1", signer, secrets=["hunter2"])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_password_in_a_connection_string_is_masked_before_signing(keys: Path, tmp_path: Path) -> None:
+    signer = load_signer(keys / "old.key")
+    error = "cannot connect to postgresql://u:hun@ter2@h/db: refused"
+    path = write_evidence({"error": error}, SUBJECTS, tmp_path, "r1", signer, secrets=["hun@ter2"])
+    payload = base64.b64decode(json.loads(path.read_text())["payload"]).decode()
+    assert "ter2" not in payload
+    assert "postgresql://u:***@h/db: refused" in payload
 
 
 def test_subjects_are_checked(keys: Path, tmp_path: Path) -> None:
