@@ -117,10 +117,15 @@ def test_cli_validate_exits_2_with_file_line_on_stderr(folder: Path, capsys: pyt
     assert f"RunbookError: {path}:7: objectives.rto_seconds:" in err
 
 
-def test_cli_validate_accepts_a_good_runbook(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_validate_accepts_a_good_runbook_and_then_checks_its_backup(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (folder / "rb.yaml").write_text(GOOD)
-    assert main(["validate", str(folder / "rb.yaml")]) == 0
+    assert main(["validate", "--no-check-paths", str(folder / "rb.yaml")]) == 0
     assert "ok" in capsys.readouterr().out
+    # backups/base is an empty directory here: the night's drill would fail, so validate does (exit 1)
+    assert main(["validate", str(folder / "rb.yaml")]) == 1
+    assert "BackupDefect" in capsys.readouterr().err
 
 
 def test_cli_run_with_a_bad_runbook_starts_nothing(folder: Path, tmp_path: Path) -> None:
