@@ -10,17 +10,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tmpfs import fill_after, small_tmpfs
+from tmpfs import small_tmpfs
 
 from drills.api import RunOptions, run_drill
 from drills.cleanup import finish_teardown
@@ -68,6 +69,15 @@ def _as_server_user() -> dict[str, Any]:
 
 
 @pytest.fixture
+def forge_dir() -> Iterator[Path]:
+    """Where the forgery lives: reachable by the server user, so a script it names *could* run as them."""
+    base = Path(tempfile.mkdtemp(prefix="rd-forged-", dir="/tmp"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
 def bystanders() -> Iterator[list[subprocess.Popen[bytes]]]:
     """Processes the forged journals point at; each must still be running at the end."""
     procs: list[subprocess.Popen[bytes]] = []
@@ -88,14 +98,20 @@ def _forge(
     ``start_ticks_delta`` to play a reused pid), the layout is ours.
     """
     run_id = "20260101T000000Z-f0f0f0"
-    marker = tmp_path / "marker"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    marks.chmod(0o1777)  # whoever the script would run as could leave its mark
+    marker = marks / "marker"
     evil = tmp_path / "evil"
     evil.mkdir()
+    evil.chmod(0o755)
     for name in ("pg_ctl", "postgres", "initdb"):
         (evil / name).write_text(EVIL.format(marker=marker))
         (evil / name).chmod(0o755)
     root = tmp_path / f"restore-drill-{run_id}" / "pg"
     (root / "data").mkdir(parents=True)
+    root.parent.chmod(0o755)
+    root.chmod(0o755)
     (root / "data" / "postmaster.pid").write_text(f"{victim.pid}\n{root / 'data'}\n")
     ident = identity_of(victim.pid)
     assert ident is not None
@@ -128,14 +144,14 @@ def _clock() -> Any:
 
 
 def test_a_forged_journal_runs_no_binary_and_signals_no_stranger(
-    tmp_path: Path, drill_home: Path, bystanders: list[subprocess.Popen[bytes]]
+    forge_dir: Path, drill_home: Path, bystanders: list[subprocess.Popen[bytes]]
 ) -> None:
     # the stranger runs as the server user, and the journal carries its real start time: only the
     # command line (which does not name the data directory) tells it apart
     stranger = subprocess.Popen(["sleep", "300"], start_new_session=True, **_as_server_user())
     bystanders.append(stranger)
     time.sleep(0.05)
-    run_id, marker, root = _forge(tmp_path, drill_home, stranger)
+    run_id, marker, root = _forge(forge_dir, drill_home, stranger)
     res = drill_cli("teardown", run_id, home=drill_home)
     assert res.returncode == 0, res.stderr
     assert not marker.exists()  # no binary named by the journal ran
@@ -145,10 +161,10 @@ def test_a_forged_journal_runs_no_binary_and_signals_no_stranger(
 
 
 def test_a_reused_pid_naming_the_data_directory_is_not_signalled_and_keeps_it(
-    tmp_path: Path, drill_home: Path, bystanders: list[subprocess.Popen[bytes]]
+    forge_dir: Path, drill_home: Path, bystanders: list[subprocess.Popen[bytes]]
 ) -> None:
     run_id = "20260101T000000Z-f0f0f0"
-    datadir = tmp_path / f"restore-drill-{run_id}" / "pg" / "data"
+    datadir = forge_dir / f"restore-drill-{run_id}" / "pg" / "data"
     # `; true` keeps the shell from exec'ing sleep: its command line goes on naming the data directory
     impostor = subprocess.Popen(
         ["/bin/sh", "-c", "sleep 300; true", str(datadir)], start_new_session=True, **_as_server_user()
@@ -156,7 +172,7 @@ def test_a_reused_pid_naming_the_data_directory_is_not_signalled_and_keeps_it(
     bystanders.append(impostor)
     time.sleep(0.05)
     # owner and command line match; the start time is not the one journaled at launch
-    _, marker, root = _forge(tmp_path, drill_home, impostor, start_ticks_delta=-100)
+    _, marker, root = _forge(forge_dir, drill_home, impostor, start_ticks_delta=-100)
     res = drill_cli("teardown", run_id, home=drill_home)
     assert res.returncode == 3, res.stdout + res.stderr
     assert "start time is not the one journaled at launch" in res.stderr
@@ -165,12 +181,12 @@ def test_a_reused_pid_naming_the_data_directory_is_not_signalled_and_keeps_it(
 
 @pytest.mark.parametrize("tamper", ["home-world-writable", "journal-group-writable", "journal-of-another-user"])
 def test_a_forged_journal_in_an_untrusted_place_is_refused_before_anything(
-    tmp_path: Path, drill_home: Path, bystanders: list[subprocess.Popen[bytes]], tamper: str
+    forge_dir: Path, drill_home: Path, bystanders: list[subprocess.Popen[bytes]], tamper: str
 ) -> None:
     victim = subprocess.Popen(["sleep", "300"], start_new_session=True)
     bystanders.append(victim)
     time.sleep(0.05)
-    run_id, marker, root = _forge(tmp_path, drill_home, victim)
+    run_id, marker, root = _forge(forge_dir, drill_home, victim)
     # the victim now *is* what the journal says (our uid, our command line would not match, but
     # nothing may even be looked at): what decides is who could have written the journal
     journal = drill_home / "runs" / run_id / "journal.jsonl"
