@@ -89,7 +89,12 @@ def bystanders() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def _forge(
-    tmp_path: Path, home: Path, victim: subprocess.Popen[bytes], *, start_ticks_delta: int = 0
+    tmp_path: Path,
+    home: Path,
+    victim: subprocess.Popen[bytes],
+    *,
+    start_ticks_delta: int = 0,
+    as_server_user: bool = True,
 ) -> tuple[str, Path, Path]:
     """A journal that points teardown at a script (as its bindir) and at ``victim`` (as its server).
 
@@ -115,7 +120,7 @@ def _forge(
     (root / "data" / "postmaster.pid").write_text(f"{victim.pid}\n{root / 'data'}\n")
     ident = identity_of(victim.pid)
     assert ident is not None
-    run_as = run_as_for_server()
+    run_as = run_as_for_server() if as_server_user else None  # None: "the server ran as the runner" (root)
     attrs = {
         "root": str(root),
         "datadir": str(root / "data"),
@@ -143,15 +148,18 @@ def _clock() -> Any:
     return SystemClock()
 
 
+@pytest.mark.parametrize("as_server_user", [True, False], ids=["run_as-server-user", "run_as-null"])
 def test_a_forged_journal_runs_no_binary_and_signals_no_stranger(
-    forge_dir: Path, drill_home: Path, bystanders: list[subprocess.Popen[bytes]]
+    forge_dir: Path, drill_home: Path, bystanders: list[subprocess.Popen[bytes]], as_server_user: bool
 ) -> None:
-    # the stranger runs as the server user, and the journal carries its real start time: only the
-    # command line (which does not name the data directory) tells it apart
-    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True, **_as_server_user())
+    # the stranger runs as the user the journal names, and the journal carries its real start time:
+    # only the command line (which does not name the data directory) tells it apart
+    stranger = subprocess.Popen(
+        ["sleep", "300"], start_new_session=True, **(_as_server_user() if as_server_user else {})
+    )
     bystanders.append(stranger)
     time.sleep(0.05)
-    run_id, marker, root = _forge(forge_dir, drill_home, stranger)
+    run_id, marker, root = _forge(forge_dir, drill_home, stranger, as_server_user=as_server_user)
     res = drill_cli("teardown", run_id, home=drill_home)
     assert res.returncode == 0, res.stderr
     assert not marker.exists()  # no binary named by the journal ran
