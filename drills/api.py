@@ -32,7 +32,7 @@ from drills.errors import (
     TransientError,
     ValidationError,
 )
-from drills.journal import Journal, new_run_id, state_home
+from drills.journal import Journal, new_run_id, secure_home, state_home
 from drills.machine import Drill, default_states, run_machine
 from drills.measure import Measurement, measure, rpo_ms
 from drills.record import build_predicate, verdict_of
@@ -269,6 +269,7 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     opts = options or RunOptions()
     clock = opts.clock
     rb = loaded.runbook
+    secure_home(opts.home)  # checked and made 0700 before anything (a default key) is written into it
     signer = _signer(loaded, opts)
     _probe_writable(opts.evidence_dir or rb.evidence.dir, "evidence directory")
     run_id = new_run_id(clock.now())

@@ -23,13 +23,14 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from drills.errors import InfrastructureError, PreflightError
-from drills.localpg import RunAs, chown_tree, free_port, private_dir, process_alive, unprivileged_user
+from drills.localpg import RunAs, chown_tree, free_port, private_dir, private_log, process_alive, unprivileged_user
+from drills.procs import ProcessIdentity, identity_of
 
 __all__ = [
     "INSTALL_HINT",
@@ -38,6 +39,7 @@ __all__ = [
     "RunAs",
     "find_maria_binaries",
     "free_port",
+    "open_private_log",
     "os_user",
     "pids_using",
     "private_dir",
@@ -201,6 +203,7 @@ class MariaServer:
     root: Path
     run_as: RunAs | None
     port: int | None = None
+    on_started: Callable[[ProcessIdentity], None] | None = field(default=None, repr=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -242,6 +245,7 @@ class MariaServer:
         self.root.chmod(0o755)
         for d in (self.socket_dir, self.log_dir, self.tmp_dir):
             private_dir(d, self.run_as)
+        private_log(self.error_log, self.run_as)  # mariadbd appends to it and keeps its 0600
 
     def install_db(self, *, timeout: float = 120) -> None:
         """A fresh system schema whose only admin is this OS account, over the socket (unix_socket auth).
@@ -299,7 +303,7 @@ class MariaServer:
         self.prepare_dirs()
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
-        out = open(self.log_dir / "mariadbd.stderr", "ab")  # noqa: SIM115 - handed to the child, closed below
+        out = open_private_log(self.log_dir / "mariadbd.stderr", "ab")
         try:
             self._proc = subprocess.Popen(
                 self.server_args(extra),
@@ -314,6 +318,9 @@ class MariaServer:
             raise InfrastructureError(f"cannot start mariadbd: {exc}") from None
         finally:
             out.close()
+        ident = identity_of(self._proc.pid)  # Popen returns after exec: this is mariadbd, as its user
+        if ident is not None and self.on_started is not None:
+            self.on_started(ident)
         return self._proc.pid
 
     def pid(self) -> int | None:
@@ -408,6 +415,19 @@ class MariaServer:
             if self._proc is not None:
                 self._proc.poll()
             time.sleep(0.05)
+
+
+def open_private_log(path: Path, mode: str = "wb") -> BinaryIO:
+    """A log file of the runner's, 0600 whatever the umask (``mode`` "wb" truncates, "ab" appends)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags |= os.O_APPEND if mode.startswith("a") else os.O_TRUNC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab" if mode.startswith("a") else "wb")
 
 
 def chown_to(path: Path, run_as: RunAs | None) -> None:

@@ -20,10 +20,12 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from drills.errors import InfrastructureError, InputError, PreflightError
+from drills.procs import ProcessIdentity, cmdline, identity_of, names_path
 
 __all__ = [
     "PgBinaries",
@@ -31,6 +33,7 @@ __all__ = [
     "RunAs",
     "find_pg_binaries",
     "free_port",
+    "private_log",
     "process_alive",
     "run_as_for_server",
     "unprivileged_user",
@@ -180,6 +183,22 @@ def ensure_reachable(path: Path, run_as: RunAs | None) -> None:
         )
 
 
+def private_log(path: Path, run_as: RunAs | None) -> Path:
+    """A server log file, 0600 whatever the umask, owned by the server's user (who appends to it).
+
+    Server logs quote SQL and connection details of a production copy:
+    nobody but the server's user (and root) reads them.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        if run_as is not None:
+            os.fchown(fd, run_as.uid, run_as.gid)
+    finally:
+        os.close(fd)
+    return path
+
+
 def private_dir(path: Path, run_as: RunAs | None) -> Path:
     """A 0700 directory owned by the server's user."""
     path.mkdir(parents=True, exist_ok=True)
@@ -199,6 +218,8 @@ class PgCluster:
     run_as: RunAs | None
     logfile: Path
     started_pid: int | None = None
+    on_started: Callable[[ProcessIdentity], None] | None = field(default=None, repr=False)
+    _reported_pid: int | None = field(default=None, repr=False)
 
     def _run(self, args: list[str], *, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
         kwargs: dict[str, object] = {}
@@ -235,10 +256,15 @@ class PgCluster:
         )
 
     def start(self, *, wait: bool, timeout: float = 60, options: dict[str, str] | None = None) -> None:
-        """Start the server in its own session; with ``wait=False`` return once the process exists."""
+        """Start the server in its own session; with ``wait=False`` return once the process exists.
+
+        As soon as the postmaster exists its identity (pid, start time,
+        owner) goes to ``on_started``, while ``pg_ctl`` may still be waiting
+        for it to accept connections: a runner killed from then on leaves a
+        server ``drill teardown`` can prove is the one this run started.
+        """
         private_dir(self.socket_dir, self.run_as)
-        self.logfile.touch()
-        chown_tree(self.logfile, self.run_as)
+        private_log(self.logfile, self.run_as)
         opts = {"port": str(self.port), "unix_socket_directories": str(self.socket_dir), **(options or {})}
         o = " ".join(f"-c {k}={v}" for k, v in opts.items())
         args = [self.bin.tool("pg_ctl"), "start", "-D", str(self.datadir), "-l", str(self.logfile), "-o", o, "-s"]
@@ -246,15 +272,38 @@ class PgCluster:
         kwargs: dict[str, object] = {"start_new_session": True}
         if self.run_as is not None:
             kwargs.update(user=self.run_as.uid, group=self.run_as.gid, extra_groups=[])
-        proc = subprocess.run(  # type: ignore[call-overload]
-            args, capture_output=True, text=True, timeout=timeout + 10, check=False, cwd="/", **kwargs
+        proc = subprocess.Popen(  # type: ignore[call-overload]
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/", **kwargs
         )
+        end = time.monotonic() + timeout + 10
+        while proc.poll() is None:
+            self._report_started()
+            if time.monotonic() > end:
+                proc.kill()
+                proc.wait()
+                raise InfrastructureError(f"pg_ctl start did not finish within {timeout + 10:.0f}s")
+            time.sleep(0.005)
+        _, stderr = proc.communicate()
         if proc.returncode != 0:
             raise InfrastructureError(
-                f"pg_ctl start failed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}; log: {self.log_tail()}"
+                f"pg_ctl start failed (exit {proc.returncode}): {stderr.strip()[-400:]}; log: {self.log_tail()}"
             )
         if not wait:
             self._await_pid(timeout)
+        self._report_started()
+
+    def _report_started(self) -> None:
+        """Hand the postmaster's identity to ``on_started`` once per pid (the server may be restarted)."""
+        pid = self.pid()
+        if pid is None or pid == self._reported_pid:
+            return
+        ident = identity_of(pid)
+        if ident is None or not names_path(cmdline(pid)[1:], self.datadir):
+            return  # not (yet) the postmaster of this data directory
+        self.started_pid = pid
+        self._reported_pid = pid
+        if self.on_started is not None:
+            self.on_started(ident)
 
     def _await_pid(self, timeout: float) -> None:
         """pg_ctl -W returns before the postmaster writes its pid file; wait for it (or for its death)."""
@@ -313,6 +362,7 @@ class PgCluster:
                 )
             if not process_alive(pid):
                 return True
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        if names_path(cmdline(pid)[1:], self.datadir):  # still our postmaster, not a reused pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         return not process_alive(pid)

@@ -102,10 +102,31 @@ class Drill:
     def run_id(self) -> str:
         return self.journal.run_id
 
+    @property
+    def journal_errors(self) -> list[str]:
+        """Journal appends that failed (best effort on the teardown path): for the evidence."""
+        return list(self.journal.errors)
+
     def register(self, resource: Resource) -> None:
-        """Journal a resource before it is created, then remember it for teardown."""
+        """Remember a resource for teardown, then journal it, before it is created.
+
+        Memory first: teardown works from ``resources`` even when the journal
+        cannot be written (a full disk), and removing what was never created
+        is "already gone". The same resource registered again (a retried
+        restore) is journaled once; registered again with other attributes
+        (the server's pid and start time, once it runs) it replaces the
+        earlier record in place and is journaled again: the last one wins.
+        """
+        key = (resource.backend, resource.kind, resource.id)
+        for i, r in enumerate(self.resources):
+            if (r.backend, r.kind, r.id) == key:
+                if r == resource:
+                    return
+                self.resources[i] = resource
+                break
+        else:
+            self.resources.append(resource)
         self.journal.append("resource_registered", resource=resource.to_dict())
-        self.resources.append(resource)
 
 
 @dataclass(frozen=True)
@@ -271,7 +292,12 @@ def _run_state(d: Drill, state: State) -> None:
                     err,
                 )
                 d.timeline.append(entry)
-                d.journal.append("state_exited", **entry.to_dict())
+                try:
+                    d.journal.append("state_exited", **entry.to_dict())
+                except DrillError:
+                    if err is None:
+                        raise
+                    # the state's own error says more; the journal's failure is in journal.errors
                 failed = (
                     [f for f in d.validation.findings if not f.passed]
                     if state.name == "validate" and d.validation
@@ -296,7 +322,12 @@ def _run_state(d: Drill, state: State) -> None:
 def teardown_resources(
     backend_for: Callable[[Resource], Teardown], resources: list[Resource], journal: Journal, ctx: StepContext
 ) -> tuple[list[TeardownResult], list[str]]:
-    """Remove resources in reverse order of creation; collect every error instead of stopping."""
+    """Remove resources in reverse order of creation; collect every error instead of stopping.
+
+    Works from ``resources`` (memory), never from the journal: appends here are
+    best effort, and a failed one is collected in ``journal.errors``.
+    """
+    journal.best_effort = True
     results: list[TeardownResult] = []
     errors: list[str] = []
     for r in reversed(resources):
@@ -348,6 +379,7 @@ def run_machine(
     except BaseException as exc:  # a signal between states
         d.error = d.error or _translate(exc)
         d.interrupted = True
+    d.journal.best_effort = True  # from here on nothing waits on the journal: resources are in memory
     with _signals_deferred(d.journal) as deferred:
         # teardown has its own hour, whatever deadline the drill ran past: RDS deletions are slow
         ctx = StepContext(
@@ -382,6 +414,13 @@ def run_machine(
             if d.teardown_errors and d.error is None:
                 d.error = TeardownError("; ".join(d.teardown_errors))
                 d.failed_state = "teardown"
+        if d.journal.errors and d.error is None:
+            # everything was torn down, but `drill runs` / `drill teardown` will not know it: say so, exit 3
+            d.error = InfrastructureError(
+                f"the journal could not record {len(d.journal.errors)} event(s): {d.journal.errors[0]}",
+                hint=f"free space where {d.journal.path} lives; teardown ran from memory",
+            )
+            d.failed_state = "teardown"
         finish(d)
         if deferred:
             d.interrupted = True

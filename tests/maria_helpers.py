@@ -52,7 +52,18 @@ requires_mariadb = [
 
 
 class Registry(list[Resource]):
-    """What the backend registered, in order (the journal of these tests)."""
+    """What the backend registered, in order (the journal of these tests).
+
+    Like the drill's own register: the same resource registered again with
+    more attributes (the server's pid once it runs) replaces the first record.
+    """
+
+    def register(self, resource: Resource) -> None:
+        for i, r in enumerate(self):
+            if (r.backend, r.kind, r.id) == (resource.backend, resource.kind, resource.id):
+                self[i] = resource
+                return
+        self.append(resource)
 
 
 def step_ctx(clock: Clock | None = None, seconds: float = 300) -> tuple[StepContext, Registry]:
@@ -62,7 +73,7 @@ def step_ctx(clock: Clock | None = None, seconds: float = 300) -> tuple[StepCont
         clock=clk,
         deadline_ns=clk.monotonic_ns() + int(seconds * 1e9),
         log=structlog.get_logger("test"),
-        register=reg.append,
+        register=reg.register,
     )
     return ctx, reg
 

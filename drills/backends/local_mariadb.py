@@ -35,9 +35,11 @@ import contextlib
 import gzip
 import itertools
 import os
+import pwd
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -65,12 +67,14 @@ from drills.localmaria import (
     chown_to,
     find_maria_binaries,
     free_port,
+    open_private_log,
     os_user,
     pids_using,
     run_as_for_mariadb,
     uid_of,
     unreachable_ancestor,
 )
+from drills.procs import ProcessIdentity, identity_of, start_wall_time, stop_proven, user_name, why_not_ours
 from drills.resources import Resource, TeardownResult
 from drills.sources import MariadbDumpSource, MariadbPitrSource
 from validators.endpoint import Endpoint, Secret
@@ -383,23 +387,24 @@ class LocalMariadb:
         root = self.root
         server = MariaServer(self.binaries, root, self.run_as, port=None)
         port = free_port() if self.loopback else None
-        ctx.register(
-            Resource(
-                kind=SERVER_KIND,
-                id=str(server.datadir),
-                backend=NAME,
-                attrs={
-                    "run_id": self.settings.run_id,
-                    "run_dir": str(root),
-                    "datadir": str(server.datadir),
-                    "socket": str(server.socket),
-                    "pid_file": str(server.pid_file),
-                    "port": port,
-                    "mariadbd": self.binaries.tool("mariadbd"),
-                    "run_as": self.run_as.name if self.run_as else None,
-                },
-            )
+        resource = Resource(
+            kind=SERVER_KIND,
+            id=str(server.datadir),
+            backend=NAME,
+            attrs={
+                "run_id": self.settings.run_id,
+                "run_dir": str(root),
+                "datadir": str(server.datadir),
+                "socket": str(server.socket),
+                "pid_file": str(server.pid_file),
+                "port": port,
+                "mariadbd": self.binaries.tool("mariadbd"),
+                "run_as": self.run_as.name if self.run_as else None,
+            },
         )
+        ctx.register(resource)
+        # journaled again each time mariadbd starts: teardown signals only that process
+        server.on_started = lambda ident: ctx.register(server_started(resource, ident))
         root.mkdir(parents=True, exist_ok=True)
         (root / OWNER_FILE).write_text(self.settings.run_id + "\n")
         server.prepare_dirs()
@@ -551,7 +556,7 @@ class LocalMariadb:
         ctx.log.info("replay_binlogs", files=[f.name for f in plan.files], stop=cmd[3] if self._stop_datetime else None)
         timeout = _timeout(ctx)
         errlog = server.log_dir / "replay.err"
-        with errlog.open("wb") as err:
+        with open_private_log(errlog) as err:
             reader = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=err, env=_utc_mariadb_env(), cwd="/", start_new_session=True
             )
@@ -589,7 +594,7 @@ class LocalMariadb:
             cur.execute(f"create database if not exists `{src.database.replace('`', '``')}`")
         timeout = _timeout(ctx)
         errpath = server.log_dir / "client.err"
-        with errpath.open("wb") as err:
+        with open_private_log(errpath) as err:
             client = subprocess.Popen(
                 self._client(server, os_user(), src.database),
                 stdin=subprocess.PIPE,
@@ -798,12 +803,82 @@ class LocalMariadb:
         return result
 
 
+def server_started(resource: Resource, ident: ProcessIdentity) -> Resource:
+    """The server's record with the identity of the running ``mariadbd``, journaled right after it starts."""
+    return Resource(resource.kind, resource.id, resource.backend, {**resource.attrs, **ident.to_attrs()})
+
+
+def _server_uid(run_as: Any) -> int:
+    if not run_as:
+        return os.geteuid()
+    try:
+        return pwd.getpwnam(str(run_as)).pw_uid
+    except KeyError:
+        raise TeardownError(f"the server user {run_as!r} of the journal does not exist here") from None
+
+
+def _helper_of_run(pid: int, uids: set[int], since: float | None) -> str | None:
+    """None when ``pid`` (which names the run's directory) is provably a process of this run; else why not.
+
+    A helper (``mariadb-backup``, ``mariadb-binlog``, the client, or a
+    ``mariadbd`` killed before its start was journaled) is this run's when it
+    runs as the runner or the server user and started after the run laid out
+    its directory (the owner file's time, 2 s of slack for ``btime``).
+    """
+    ident = identity_of(pid)
+    if ident is None:
+        return "gone"
+    if ident.uid not in uids:
+        return f"it runs as {user_name(ident.uid)}"
+    started = start_wall_time(pid)
+    if since is None or started is None or started < since - 2.0:
+        return "it started before this run laid out its directory"
+    return None
+
+
 def teardown_server(resource: Resource, ctx: StepContext) -> TeardownResult:
-    """Stop the server and remove its directory, from the journaled record alone; idempotent.
+    """Stop the server and remove its directory, from the resource record alone; idempotent.
 
     Removes only ``attrs.run_dir``, and only when it is laid out as this
     backend lays it out (``.../mariadb`` holding ``data``) and carries the
     owner file naming the run (or is empty: the crash came before the file).
+    Nothing named by the record is executed. ``mariadbd`` gets SIGTERM (a
+    clean shutdown), then SIGKILL, only when it is proven to be the server
+    this run started (owner, ``--datadir`` on its command line, start time
+    journaled at launch); any other process naming the directory is killed
+    only when it is provably this run's (:func:`_helper_of_run`), and one that
+    is not keeps the directory in place and is reported.
+    """
+    root, datadir, since = _checked_layout(resource)
+    a = resource.attrs
+    stopped, notes, still = _stop_run_processes(a, root, datadir, since)
+    if still is not None:
+        return TeardownResult(resource, deleted=False, detail=f"server process {still} still running")
+    left = pids_using(root)
+    if left:
+        return TeardownResult(
+            resource,
+            deleted=False,
+            detail=f"{root} kept: process(es) {left} use it but are not proven to be this run's "
+            f"({'; '.join(notes) or 'still running'}); stop them yourself, then run `drill teardown` again",
+        )
+    for _ in range(20):
+        shutil.rmtree(root, ignore_errors=True)
+        if not root.exists():
+            break
+        ctx.clock.sleep(0.05)
+    if root.exists():
+        return TeardownResult(resource, deleted=False, detail=f"{root} could not be removed")
+    what = f"server (pid {', '.join(map(str, stopped))}) stopped" if stopped else "no server running"
+    detail = "; ".join([f"{what}; {root} removed", *notes])
+    ctx.log.info("teardown", resource=resource.id, detail=detail)
+    return TeardownResult(resource, deleted=True, detail=detail, verified_at=iso(ctx.clock.now()))
+
+
+def _checked_layout(resource: Resource) -> tuple[Path, Path, float | None]:
+    """The run's directory and data directory, refused unless laid out by this backend for this run.
+
+    Also returns when the run laid the directory out (the owner file's mtime), if it did.
     """
     if resource.kind != SERVER_KIND or resource.backend != NAME:
         raise TeardownError(f"local-mariadb does not own {resource.kind} {resource.id}")
@@ -812,25 +887,50 @@ def teardown_server(resource: Resource, ctx: StepContext) -> TeardownResult:
     datadir = Path(a["datadir"])
     if root.name != ROOT_NAME or datadir.parent != root or Path(resource.id) != datadir or not root.is_absolute():
         raise TeardownError(f"refusing to remove {root}: not a directory this backend laid out")
+    if root.is_symlink():
+        raise TeardownError(f"refusing to remove {root}: a symbolic link")
+    owner = root / OWNER_FILE
+    since: float | None = None
     if root.exists():
-        owner = root / OWNER_FILE
         owned = owner.exists() and owner.read_text().strip() == str(a.get("run_id", ""))
         if not owned and any(root.iterdir()):
             raise TeardownError(f"refusing to remove {root}: its owner file does not name run {a.get('run_id')}")
-    bins = MariaBinaries({"mariadbd": str(a.get("mariadbd", "mariadbd"))}, "")
-    server = MariaServer(bins, root, None, port=a.get("port"))
-    pid = server.pid() if root.exists() else None
-    stopped = server.stop(timeout=60)
-    if not stopped:
-        left = pids_using(root)
-        return TeardownResult(resource, deleted=False, detail=f"processes still running: {left}")
-    for _ in range(20):
-        shutil.rmtree(root, ignore_errors=True)
-        if not root.exists():
-            break
-        ctx.clock.sleep(0.05)
-    if root.exists():
-        return TeardownResult(resource, deleted=False, detail=f"{root} could not be removed")
-    detail = f"server (pid {pid}) stopped; {root} removed" if pid else f"no server running; {root} removed"
-    ctx.log.info("teardown", resource=resource.id, detail=detail)
-    return TeardownResult(resource, deleted=True, detail=detail, verified_at=iso(ctx.clock.now()))
+        since = owner.stat().st_mtime if owned else None
+    return root, datadir, since
+
+
+def _stop_run_processes(
+    a: dict[str, Any], root: Path, datadir: Path, since: float | None
+) -> tuple[list[int], list[str], int | None]:
+    """Stop the proven server, then the proven helpers; (stopped, notes, pid that would not stop)."""
+    uid = _server_uid(a.get("run_as"))
+    expected = ProcessIdentity.from_attrs(a)
+    notes: list[str] = []
+    stopped: list[int] = []
+    if expected is not None:
+
+        def ours() -> bool:
+            return why_not_ours(expected.pid, expected=expected, uid=uid, datadir=datadir) is None
+
+        why = why_not_ours(expected.pid, expected=expected, uid=uid, datadir=datadir)
+        if why is None:
+            if not stop_proven(expected, ours, [(signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0)]):
+                return stopped, notes, expected.pid
+            stopped.append(expected.pid)
+        elif why != "gone":
+            notes.append(f"pid {expected.pid} not signalled: {why}")
+    # what else names the directory: helpers (or a server whose start was not journaled)
+    uids = {os.geteuid(), uid}
+    for pid in pids_using(root):
+        why = _helper_of_run(pid, uids, since)
+        ident = identity_of(pid)
+        if why is None and ident is not None:
+
+            def helper(pid: int = pid) -> bool:
+                return _helper_of_run(pid, uids, since) is None
+
+            if stop_proven(ident, helper, [(signal.SIGKILL, 10.0)]):
+                stopped.append(pid)
+        elif why not in (None, "gone"):
+            notes.append(f"pid {pid} not signalled: {why}")
+    return stopped, notes, None

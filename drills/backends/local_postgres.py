@@ -18,6 +18,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -43,7 +44,6 @@ from drills.errors import (
     BackupDefect,
     DeadlineExceeded,
     IncompleteRecovery,
-    InfrastructureError,
     IsolationError,
     PreflightError,
     RestoreFailed,
@@ -59,6 +59,7 @@ from drills.localpg import (
     free_port,
     run_as_for_server,
 )
+from drills.procs import ProcessIdentity, identity_of, pids_naming, stop_proven, why_not_ours
 from drills.resources import Resource, TeardownResult
 from drills.sources import PostgresDumpSource, PostgresPitrSource
 from validators.endpoint import Endpoint
@@ -282,22 +283,23 @@ class LocalPostgres:
         assert self.binaries is not None
         root = self.settings.run_dir / "pg"
         cluster = PgCluster(self.binaries, root / "data", root / "sock", free_port(), self.run_as, root / "server.log")
-        ctx.register(
-            Resource(
-                kind=SERVER_KIND,
-                id=str(cluster.datadir),
-                backend=NAME,
-                attrs={
-                    "root": str(root),
-                    "datadir": str(cluster.datadir),
-                    "socket_dir": str(cluster.socket_dir),
-                    "port": cluster.port,
-                    "bindir": str(self.binaries.bindir),
-                    "major": self.binaries.major,
-                    "run_as": self.run_as.name if self.run_as else None,
-                },
-            )
+        resource = Resource(
+            kind=SERVER_KIND,
+            id=str(cluster.datadir),
+            backend=NAME,
+            attrs={
+                "root": str(root),
+                "datadir": str(cluster.datadir),
+                "socket_dir": str(cluster.socket_dir),
+                "port": cluster.port,
+                "bindir": str(self.binaries.bindir),
+                "major": self.binaries.major,
+                "run_as": self.run_as.name if self.run_as else None,
+            },
         )
+        ctx.register(resource)
+        # journaled again the moment the postmaster exists: teardown signals only that process
+        cluster.on_started = lambda ident: ctx.register(server_started(resource, ident))
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o755)
         self.cluster = cluster
@@ -608,28 +610,82 @@ class LocalPostgres:
         return teardown_server(resource, ctx)
 
 
+def server_started(resource: Resource, ident: ProcessIdentity) -> Resource:
+    """The server's record with the identity of its postmaster, journaled right after it starts."""
+    return Resource(resource.kind, resource.id, resource.backend, {**resource.attrs, **ident.to_attrs()})
+
+
+def _server_uid(run_as: Any) -> int:
+    if not run_as:
+        return os.geteuid()
+    try:
+        return pwd.getpwnam(str(run_as)).pw_uid
+    except KeyError:
+        raise TeardownError(f"the server user {run_as!r} of the journal does not exist here") from None
+
+
+def _pid_file_pid(datadir: Path) -> int | None:
+    try:
+        return int((datadir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
 def teardown_server(resource: Resource, ctx: StepContext) -> TeardownResult:
-    """Stop the server and remove its directory, from the journaled record alone."""
+    """Stop the server and remove its directory, from the resource record alone; idempotent.
+
+    Nothing named by the record is executed: the server is stopped with
+    signals (SIGINT = fast shutdown, SIGQUIT = immediate, then SIGKILL), the
+    way ``pg_ctl stop`` does, and only to the process proven to be the
+    postmaster this run started (:func:`drills.procs.why_not_ours`: owner,
+    data directory on its command line, start time journaled at launch). A
+    pid in ``postmaster.pid`` or the record that is some other process is
+    left alone and said so. The directory is removed only when it is laid out
+    as this backend lays it out (``.../restore-drill-RUN/pg/data``) and no
+    unproven process still runs on it.
+    """
     if resource.kind != SERVER_KIND or resource.backend != NAME:
         raise TeardownError(f"local-postgres does not own {resource.kind} {resource.id}")
     a = resource.attrs
-    root = Path(a["root"])
-    if root.name != "pg" or Path(a["datadir"]).parent != root:
+    root, datadir = Path(a["root"]), Path(a["datadir"])
+    if (
+        not root.is_absolute()
+        or root.name != "pg"
+        or datadir != root / "data"
+        or Path(resource.id) != datadir
+        or not root.parent.name.startswith("restore-drill-")
+        or root.is_symlink()
+    ):
         raise TeardownError(f"refusing to remove {root}: not a directory this tool laid out")
-    bins = PgBinaries(Path(a["bindir"]), int(a["major"]))
-    run_as = None
-    if a.get("run_as"):
-        pw = pwd.getpwnam(a["run_as"])
-        run_as = RunAs(pw.pw_name, pw.pw_uid, pw.pw_gid)
-    cluster = PgCluster(bins, Path(a["datadir"]), Path(a["socket_dir"]), int(a["port"]), run_as, root / "server.log")
-    pid = cluster.pid()
-    try:
-        stopped = cluster.stop()
-    except InfrastructureError as exc:
-        stopped = False
-        ctx.log.warning("stop_failed", error=str(exc))
-    if not stopped:
-        return TeardownResult(resource, deleted=False, detail=f"server process {pid} still running")
+    uid = _server_uid(a.get("run_as"))
+    expected = ProcessIdentity.from_attrs(a)
+    notes: list[str] = []
+    stopped: list[int] = []
+    candidates = [p for p in (expected.pid if expected else None, _pid_file_pid(datadir)) if p is not None]
+    for pid in dict.fromkeys([*candidates, *pids_naming(datadir)]):
+
+        def ours(pid: int = pid) -> bool:
+            return why_not_ours(pid, expected=expected, uid=uid, datadir=datadir) is None
+
+        why = why_not_ours(pid, expected=expected, uid=uid, datadir=datadir)
+        if why == "gone":
+            continue
+        if why is not None:
+            notes.append(f"pid {pid} not signalled: {why}")
+            continue
+        ident = identity_of(pid)
+        steps = [(signal.SIGINT, 30.0), (signal.SIGQUIT, 10.0), (signal.SIGKILL, 10.0)]
+        if ident is not None and not stop_proven(ident, ours, steps):
+            return TeardownResult(resource, deleted=False, detail=f"server process {pid} still running")
+        stopped.append(pid)
+    left = pids_naming(datadir)
+    if left:
+        return TeardownResult(
+            resource,
+            deleted=False,
+            detail=f"{root} kept: process(es) {left} run on {datadir} but are not proven to be the server this run "
+            f"started ({'; '.join(notes)}); stop them yourself, then run `drill teardown` again",
+        )
     shutil.rmtree(root, ignore_errors=True)
     for _ in range(20):
         if not root.exists():
@@ -638,5 +694,7 @@ def teardown_server(resource: Resource, ctx: StepContext) -> TeardownResult:
         shutil.rmtree(root, ignore_errors=True)
     if root.exists():
         return TeardownResult(resource, deleted=False, detail=f"{root} could not be removed")
-    detail = f"server (pid {pid}) stopped; {root} removed" if pid else f"no server running; {root} removed"
+    what = f"server (pid {', '.join(map(str, stopped))}) stopped" if stopped else "no server running"
+    detail = "; ".join([f"{what}; {root} removed", *notes])
+    ctx.log.info("teardown", resource=resource.id, detail=detail)
     return TeardownResult(resource, deleted=True, detail=detail, verified_at=iso(ctx.clock.now()))
