@@ -283,7 +283,7 @@ def _sweep_aws(a: argparse.Namespace, clock: Any, older_than: Any) -> list[dict[
     with aws_errors("drill sweep"):  # a missing profile or a broken config file is botocore's error
         session = boto3.Session(region_name=a.region) if a.region else boto3.Session()
         if not (a.region or session.region_name):
-            raise InputError("no AWS region", hint="pass --region or set AWS_REGION; or sweep --scope local")
+            raise InputError("no AWS region", hint="pass --region or set AWS_DEFAULT_REGION; or sweep --scope local")
         if session.get_credentials() is None:
             raise InputError("no AWS credentials", hint="configure AWS credentials, or sweep --scope local")
         live = {r.run_id for r in list_runs() if r.status == "running"}

@@ -182,7 +182,7 @@ class AwsBackend:
     def region(self) -> str:
         region = self.source.region or self.session.region_name
         if not region:
-            raise PreflightError("no AWS region", hint="set source.region in the runbook or AWS_REGION")
+            raise PreflightError("no AWS region", hint="set source.region in the runbook or AWS_DEFAULT_REGION")
         return str(region)
 
     def client(self, service: str, region: str | None = None) -> Any:
