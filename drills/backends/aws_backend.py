@@ -62,6 +62,12 @@ from validators.endpoint import Endpoint, Secret
 
 __all__ = ["DEFAULT_TTL_SECONDS", "AwsBackend", "RecoveryPoint", "aws_errors", "sibling_arn"]
 
+# Why the default IAM policy has no rds-db:connect (docs/aws.md, "IAM database authentication").
+IAM_AUTH_WARNING = (
+    "iam_auth: rds-db:connect cannot be limited to drill copies (their resource ids are unknown until they "
+    "exist, and the action takes no tag conditions): the drill role may log in as this user to every database "
+    "in the account that has it; prefer the default password auth (docs/aws.md)"
+)
 DEFAULT_TTL_SECONDS = 6 * 3600  # a normal drill's resources are sweepable after this
 DEFAULT_PORTS = {"postgres": 5432, "aurora-postgresql": 5432, "mysql": 3306, "mariadb": 3306, "aurora-mysql": 3306}
 # Pending modifications that must be applied before the drill may connect.
@@ -316,9 +322,14 @@ class AwsBackend:
             facts: dict[str, Any] = {"kms": self._check_kms(call, rp)}
             facts["identifiers_free"] = self._check_free(call)
             facts["quota"] = self._check_quota(call)
+            warnings: list[str] = []
             if facts["quota"].get("warning"):
                 ctx.log.warning("aws.quota_unchecked", detail=facts["quota"]["warning"])
-                facts["warnings"] = [f"quota: {facts['quota']['warning']}"]
+                warnings.append(f"quota: {facts['quota']['warning']}")
+            if self.source.iam_auth:
+                warnings.append(IAM_AUTH_WARNING)
+            if warnings:
+                facts["warnings"] = warnings
             self._check_isolation(call)
         facts["isolation"] = [f.to_dict() for f in self._facts]
         facts["planned"] = {"identifier": self.base_id, "expires_in_seconds": int(self.ttl.total_seconds())}
