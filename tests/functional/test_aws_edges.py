@@ -176,3 +176,26 @@ def test_two_causes_get_both_hints(world: World, clock: FakeClock) -> None:
     world.ec2.create_route(RouteTableId=world.private_rtb, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
     err = refusal(world, clock, subnet_ids=world.subnet_ids, security_group_ids=[sg])
     assert err.hint is not None and "allowed_routes" in err.hint and "security group" in err.hint
+
+
+def test_iam_auth_is_recorded_as_a_warning_about_its_unscopable_permission(clock: FakeClock) -> None:
+    from drills.backends.aws_backend import IAM_AUTH_WARNING
+
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        w = make_world(session)
+        Fakes(clock).install(session)
+        src = RdsSnapshotSource.model_validate(
+            {
+                "kind": "rds-snapshot",
+                "region": REGION,
+                "engine": "postgres",
+                "snapshot": w.snapshot,
+                "iam_auth": True,
+                "master_username": "drill_iam",
+                "isolation": isolation(w),
+            }
+        )
+        report = backend_factory("rds")(src, settings(session, clock)).preflight(ctx(clock, []))
+        assert report.facts["warnings"] == [IAM_AUTH_WARNING] and report.facts["quota"]["checked"] is True
+        assert "cannot be limited to drill copies" in IAM_AUTH_WARNING

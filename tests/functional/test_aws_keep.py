@@ -142,3 +142,33 @@ def out_ctx(clock: FakeClock) -> Any:
     from aws_fakes import ctx
 
     return ctx(clock, [], 3600)
+
+
+def test_drill_sweep_cli_keeps_a_kept_copy_and_deletes_a_crashed_runs_leftovers(
+    session: Any, world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from drills.cli import build_parser, cmd_sweep
+
+    # the CLI sweeps on the real clock: a copy kept for an hour from now, and a run that crashed long ago
+    now = FakeClock(start=datetime.now(UTC))
+    Fakes(now).install(session)
+    kept = rds_backend(world, session, now, "kept-now")
+    out = drive(kept, now, teardown=False)
+    assert out.error is None
+    keep_all(kept, now, out.registry, HOUR)
+    old = FakeClock(start=datetime(2026, 1, 1, tzinfo=UTC))
+    assert (
+        drive(rds_backend(world, session, old, "crashed-long-ago", runbook="billing"), old, teardown=False).error
+        is None
+    )
+
+    capsys.readouterr()  # the drives' logs
+    code = cmd_sweep(build_parser().parse_args(["sweep", "--scope", "aws", "--region", REGION]))
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report
+    by_run = {(r["run_id"], r["action"]) for r in report["resources"]}
+    assert by_run == {("kept-now", "kept"), ("crashed-long-ago", "deleted")}
+    assert all(x.startswith("drill-orders-") for x in drill_leftovers(session)) and len(drill_leftovers(session)) == 3
