@@ -254,18 +254,20 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     clock = SystemClock()
     older_than = timedelta(seconds=a.older_than)
     records: list[dict[str, Any]] = []
+    aws: list[dict[str, Any]] | None = None
     skipped: dict[str, str] = {}
     failure: DrillError | None = None
     if a.scope in ("all", "aws"):  # AWS first: a kept AWS run's scratch directory goes after its databases
         try:
-            records += _sweep_aws(a, clock, older_than)
+            aws = _sweep_aws(a, clock, older_than)
         except DrillError as exc:
             if a.scope == "aws" or exc.exit_code != 2:
                 failure = exc
             skipped["aws"] = str(exc)
             print(f"{type(exc).__name__}: AWS not swept: {exc}", file=sys.stderr)
+        records += aws or []
     if a.scope in ("all", "local"):
-        records += sweep_local(older_than, a.dry_run, clock)
+        records += sweep_local(older_than, a.dry_run, clock, aws_records=aws)
     _out({"resources": records, "summary": summary(records), "skipped": skipped})
     if failure is not None:
         return failure.exit_code

@@ -269,17 +269,25 @@ def _local_expiry(run: Any, events: list[dict[str, Any]], older_than: timedelta)
 
 
 def sweep_local(
-    older_than: timedelta, dry_run: bool, clock: Clock, *, home: Path | None = None
+    older_than: timedelta,
+    dry_run: bool,
+    clock: Clock,
+    *,
+    home: Path | None = None,
+    aws_records: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Remove this machine's local drill leftovers that expired; one record per outstanding resource.
+    """Finish this machine's runs whose leftovers expired; one record per outstanding resource.
 
     Kept resources go when their journaled ``expires_at`` has passed; leftovers of crashed or
-    unfinished teardowns when the run started more than ``older_than`` ago. Runs still live, and
-    runs with AWS resources outstanding (the tag rule of :func:`sweep` decides those, and the
-    scratch directory goes after them), are kept. Removal is ``drill teardown RUN_ID``'s.
+    unfinished teardowns when the run started more than ``older_than`` ago. Removal is
+    ``drill teardown RUN_ID``'s. Runs still live are kept. A run with AWS resources outstanding
+    waits for the AWS sweep (``aws_records``, None when AWS was not swept): while it keeps one of
+    them by its tags, or could not delete it, the run's local leftovers stay too; once the sweep
+    deleted them (journaled) or no longer sees them, the run's teardown confirms the rest.
     """
     from drills.journal import list_runs, read_events, state_home
 
+    seen = None if aws_records is None else {(str(r["kind"]), str(r["id"])): r for r in aws_records}
     root = (home or state_home()) / "runs"
     now = clock.now()
     records: list[dict[str, Any]] = []
@@ -289,18 +297,13 @@ def sweep_local(
         path = root / run.run_id / "journal.jsonl"
         events = read_events(path)
         until, why = _local_expiry(run, events, older_than)
-        base = {"scope": "local", "run_id": run.run_id, "expires_at": iso(until) if until else None}
-        local = [r for r in run.outstanding if r.backend not in AWS_BACKENDS]
         kept = keep_state(events).kept
-        records_of = [{**base, "kind": r.kind, "id": r.id, "kept": kept} for r in local]
-        reason: str | None = None
-        if run.status == "running":
-            reason = "kept: its run is still live"
-        elif len(local) < len(run.outstanding):
-            reason = "kept: its AWS resources go first (by their tags, in the AWS sweep)"
-        elif until is None:
+        base = {"scope": "local", "run_id": run.run_id, "expires_at": iso(until) if until else None, "kept": kept}
+        records_of = [{**base, "kind": r.kind, "id": r.id} for r in run.outstanding]
+        reason = "kept: its run is still live" if run.status == "running" else _aws_hold(run.outstanding, seen)
+        if reason is None and until is None:
             reason = f"kept: {why}; remove it with `drill teardown {run.run_id}`"
-        elif until > now:
+        elif reason is None and until is not None and until > now:
             reason = f"kept: {why} {iso(until)}"
         if reason is not None or until is None:
             records += [{**rec, "action": "kept", "detail": reason} for rec in records_of]
@@ -311,6 +314,20 @@ def sweep_local(
             continue
         records += _finish_run(run.run_id, path, due, records_of, clock=clock, home=home)
     return records
+
+
+def _aws_hold(outstanding: Sequence[Any], seen: Mapping[tuple[str, str], Mapping[str, Any]] | None) -> str | None:
+    """Why a run's AWS resources hold it back, if they do."""
+    aws = [r for r in outstanding if r.backend in AWS_BACKENDS]
+    if not aws:
+        return None
+    if seen is None:
+        return "kept: it has AWS resources, and AWS was not swept"
+    for r in aws:
+        record = seen.get((r.kind, r.id))
+        if record is not None and record.get("action") in ("kept", "error"):
+            return f"kept: the AWS sweep keeps its {r.kind} {r.id} ({record.get('detail')})"
+    return None
 
 
 def _finish_run(

@@ -581,3 +581,33 @@ def test_keep_lasts_exactly_its_ttl_after_the_drill_and_the_sweep_is_journaled(
     journal = state_home() / "runs" / r.run_id / "journal.jsonl"
     swept = keep_state(read_events(journal)).swept
     assert sorted(x["kind"] for x in swept) == ["ec2-security-group", "rds-instance", "rds-subnet-group", "scratch-dir"]
+
+
+def test_a_kept_copy_swept_from_another_machine_is_finished_by_the_local_sweep(
+    request: pytest.FixtureRequest, cleanup: contextlib.ExitStack, session: Any, clock: FakeClock, tmp_path: Path
+) -> None:
+    d = drill(request, cleanup, session, clock, tmp_path, "rds-snapshot", "postgres", keep_seconds=600)
+    assert d.result.verdict == "passed"
+    run_id = d.result.run_id
+    clock.advance(601)
+    # another runner's sweep deleted the AWS resources: this machine's journal still lists them
+    assert {x["action"] for x in sweep(session, timedelta(hours=6), False, lambda _r: False, clock)} == {"deleted"}
+    entry = next(x for x in list_runs() if x.run_id == run_id)
+    assert len(entry.outstanding) == 4
+    # without an AWS sweep of its own, this machine does not guess
+    held = sweep_local(timedelta(hours=6), False, clock)
+    assert {x["action"] for x in held} == {"kept"} and all("AWS was not swept" in x["detail"] for x in held)
+    # after one (that saw nothing left), the run's own teardown confirms every resource gone
+    done = sweep_local(timedelta(hours=6), False, clock, aws_records=[])
+    assert sorted((x["kind"], x["action"]) for x in done) == [
+        ("ec2-security-group", "deleted"),
+        ("rds-instance", "deleted"),
+        ("rds-subnet-group", "deleted"),
+        ("scratch-dir", "deleted"),
+    ]
+    assert next(x for x in list_runs() if x.run_id == run_id).outstanding == []
+    journal = read_events(state_home() / "runs" / run_id / "journal.jsonl")
+    absent = [
+        e["detail"] for e in journal if e["event"] == "resource_removed" and e["resource"]["kind"] != "scratch-dir"
+    ]
+    assert absent == ["already absent"] * 3
