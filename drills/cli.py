@@ -245,7 +245,7 @@ def cmd_baseline(a: argparse.Namespace) -> int:
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
-    """Local leftovers from this machine's journals, then AWS resources by their tags; one JSON report."""
+    """AWS resources by their tags, then leftovers in this machine's journals; one JSON report."""
     from datetime import timedelta
 
     from drills.clock import SystemClock
