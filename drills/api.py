@@ -306,6 +306,7 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
         probe=_probe,
         measure=_measure,
         keep=opts.keep_seconds is not None,
+        keep_seconds=opts.keep_seconds,
     )
     d.register(Resource(kind=SCRATCH_KIND, id=str(scratch), backend=SCRATCH_BACKEND, attrs={}))
     scratch.mkdir(parents=True, exist_ok=False)

@@ -202,9 +202,15 @@ def cmd_teardown(a: argparse.Namespace) -> int:
 
 
 def cmd_runs(a: argparse.Namespace) -> int:
-    from drills.journal import list_runs
+    from drills.journal import list_runs, read_events, state_home
+    from drills.keep import KeepState, keep_state
 
     runs = list(list_runs())
+    root = state_home() / "runs"
+    keeps: dict[str, KeepState] = {}
+    for r in runs:
+        path = root / r.run_id / "journal.jsonl"
+        keeps[r.run_id] = keep_state(read_events(path)) if path.is_file() else KeepState()
     if a.json:
         _out(
             [
@@ -218,15 +224,20 @@ def cmd_runs(a: argparse.Namespace) -> int:
                     "evidence": r.evidence,
                     "outstanding": [x.to_dict() for x in r.outstanding],
                     "kept": r.kept,
+                    "kept_until": keeps[r.run_id].to_dict()["expires_at"],
+                    "swept": keeps[r.run_id].swept,
                 }
                 for r in runs
             ]
         )
         return 0
     for r in runs:
-        why = "kept for inspection" if r.kept else "left"
+        k = keeps[r.run_id]
+        until = f" until {k.to_dict()['expires_at']}" if k.expires_at else ""
+        why = f"kept for inspection{until}" if r.kept else "left"
         left = f"  {len(r.outstanding)} resource(s) {why}: drill teardown {r.run_id}" if r.outstanding else ""
-        print(f"{r.run_id}  {r.runbook:<24} {r.status:<11} {r.last_state:<12} {r.verdict or '-':<7}{left}")
+        swept = f"  swept: {len(k.swept)} resource(s) removed by drill sweep" if k.swept else ""
+        print(f"{r.run_id}  {r.runbook:<24} {r.status:<11} {r.last_state:<12} {r.verdict or '-':<7}{left}{swept}")
     return 0
 
 
@@ -291,21 +302,59 @@ def _capture_error(exc: Exception, password_env: str) -> DrillError:
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
+    """AWS resources by their tags, then leftovers in this machine's journals; one JSON report."""
     from datetime import timedelta
 
+    from drills.clock import SystemClock
+    from drills.sweep import summary, sweep_local
+
+    clock = SystemClock()
+    older_than = timedelta(seconds=a.older_than)
+    records: list[dict[str, Any]] = []
+    aws: list[dict[str, Any]] | None = None
+    skipped: dict[str, str] = {}
+    failure: DrillError | None = None
+    if a.scope in ("all", "aws"):  # AWS first: a kept AWS run's scratch directory goes after its databases
+        try:
+            aws = _sweep_aws(a, clock, older_than)
+        except DrillError as exc:
+            if a.scope == "aws" or exc.exit_code != 2:
+                failure = exc
+            skipped["aws"] = str(exc)
+            print(f"{type(exc).__name__}: AWS not swept: {exc}", file=sys.stderr)
+        records += aws or []
+    if a.scope in ("all", "local"):
+        records += sweep_local(older_than, a.dry_run, clock, aws_records=aws)
+    _out({"resources": records, "summary": summary(records), "skipped": skipped})
+    if failure is not None:
+        return failure.exit_code
+    return 3 if any(r.get("action") == "error" for r in records) else 0
+
+
+def _sweep_aws(a: argparse.Namespace, clock: Any, older_than: Any) -> list[dict[str, Any]]:
+    """The tag-driven AWS sweep; missing credentials or region are an InputError, AWS failures ours."""
     import boto3
 
-    from drills.clock import SystemClock
+    from drills.backends.aws_backend import aws_errors
     from drills.journal import list_runs
-    from drills.sweep import summary, sweep
+    from drills.sweep import journal_removal, sweep
 
-    live = {r.run_id for r in list_runs() if r.status == "running"}
-    session = boto3.Session(region_name=a.region) if a.region else boto3.Session()
-    records = sweep(
-        session, timedelta(seconds=a.older_than), a.dry_run, lambda rid: rid in live, SystemClock(), region=a.region
-    )
-    _out({"resources": records, "summary": summary(records)})
-    return 3 if any(r.get("action") == "error" for r in records) else 0
+    with aws_errors("drill sweep"):  # a missing profile or a broken config file is botocore's error
+        session = boto3.Session(region_name=a.region) if a.region else boto3.Session()
+        if not (a.region or session.region_name):
+            raise InputError("no AWS region", hint="pass --region or set AWS_DEFAULT_REGION; or sweep --scope local")
+        if session.get_credentials() is None:
+            raise InputError("no AWS credentials", hint="configure AWS credentials, or sweep --scope local")
+        live = {r.run_id for r in list_runs() if r.status == "running"}
+        return sweep(
+            session,
+            older_than,
+            a.dry_run,
+            lambda rid: rid in live,
+            clock,
+            region=a.region or session.region_name,
+            on_deleted=lambda rec: journal_removal(rec, clock),
+        )
 
 
 # ---------------------------------------------------------------- parser
@@ -322,10 +371,26 @@ def _add_data_commands(add: Callable[[str, Callable[[argparse.Namespace], int], 
     )
     cap.add_argument("--out", type=Path, required=True)
     cap.add_argument("--schema", action="append", help="schema (pg) or database (mysql) to include; repeatable")
-    sp = add("sweep", cmd_sweep, "delete expired drill resources in AWS left by crashed runs")
-    sp.add_argument("--older-than", type=_duration, default=6 * 3600, metavar="AGE")
-    sp.add_argument("--dry-run", action="store_true")
-    sp.add_argument("--region")
+    sp = add(
+        "sweep",
+        cmd_sweep,
+        "remove drill resources whose keep (--keep TTL) expired or whose run crashed: local servers and AWS",
+    )
+    sp.add_argument(
+        "--older-than",
+        type=_duration,
+        default=6 * 3600,
+        metavar="AGE",
+        help="leftovers of crashed runs must be this old (default 6h); kept resources go at their own expiry",
+    )
+    sp.add_argument("--dry-run", action="store_true", help="report what would be removed, remove nothing")
+    sp.add_argument("--region", help="AWS region to sweep (default: the AWS configuration's)")
+    sp.add_argument(
+        "--scope",
+        choices=["all", "local", "aws"],
+        default="all",
+        help="all (default: AWS skipped with a warning when no credentials are configured), local or aws",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,6 +38,7 @@ from drills.errors import (
     TransientError,
 )
 from drills.journal import Journal
+from drills.keep import keep_resources
 from drills.measure import Measurement, TimelineEntry
 from drills.resources import Resource, TeardownResult
 from drills.runbook import LoadedRunbook
@@ -81,6 +82,7 @@ class Drill:
     probe: Callable[[Endpoint], str]
     measure: Callable[[Drill], Measurement]
     keep: bool = False
+    keep_seconds: int | None = None  # incident mode: how long kept resources live after the drill passed
     preflight: PreflightReport | None = None
     endpoint: Endpoint | None = None
     server_version: str | None = None
@@ -389,10 +391,8 @@ def run_machine(
             register=d.register,
             marks=d.marks,
         )
-        if d.keep and d.error is None:
-            for r in d.resources:
-                d.journal.append("resource_kept", resource=r.to_dict())
-        else:
+        # incident mode: kept until the TTL ends, journaled with its expiry (drills.keep); else torn down
+        if not (d.keep and d.error is None and keep_resources(d, ctx, backend_for or (lambda _r: d.backend))):
             d.journal.append("state_entered", state="teardown", attempt=1)
             start_at, start_ns = d.clock.now(), d.clock.monotonic_ns()
             d.teardown_results, d.teardown_errors = teardown_resources(

@@ -33,6 +33,7 @@ from drills.backends.aws_common import (
     drill_tags,
     error_code,
     is_not_found,
+    kept_tags,
     tag_value,
 )
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
@@ -47,8 +48,10 @@ from drills.backends.isolation import (
 )
 from drills.clock import iso
 from drills.errors import (
+    DeadlineExceeded,
     DrillError,
     InfrastructureError,
+    Interrupted,
     IsolationError,
     PreflightError,
     TeardownError,
@@ -59,6 +62,12 @@ from validators.endpoint import Endpoint, Secret
 
 __all__ = ["DEFAULT_TTL_SECONDS", "AwsBackend", "RecoveryPoint", "aws_errors", "sibling_arn"]
 
+# Why the default IAM policy has no rds-db:connect (docs/aws.md, "IAM database authentication").
+IAM_AUTH_WARNING = (
+    "iam_auth: rds-db:connect cannot be limited to drill copies (their resource ids are unknown until they "
+    "exist, and the action takes no tag conditions): the drill role may log in as this user to every database "
+    "in the account that has it; prefer the default password auth (docs/aws.md)"
+)
 DEFAULT_TTL_SECONDS = 6 * 3600  # a normal drill's resources are sweepable after this
 DEFAULT_PORTS = {"postgres": 5432, "aurora-postgresql": 5432, "mysql": 3306, "mariadb": 3306, "aurora-mysql": 3306}
 # Pending modifications that must be applied before the drill may connect.
@@ -179,7 +188,7 @@ class AwsBackend:
     def region(self) -> str:
         region = self.source.region or self.session.region_name
         if not region:
-            raise PreflightError("no AWS region", hint="set source.region in the runbook or AWS_REGION")
+            raise PreflightError("no AWS region", hint="set source.region in the runbook or AWS_DEFAULT_REGION")
         return str(region)
 
     def client(self, service: str, region: str | None = None) -> Any:
@@ -198,8 +207,12 @@ class AwsBackend:
 
     @property
     def ttl(self) -> timedelta:
-        if self.settings.keep_seconds is not None:
-            return timedelta(seconds=self.settings.keep_seconds)
+        """How long a created resource is ours before the sweeper may take it, should this run die.
+
+        Incident mode (``--keep``) does not change it: a drill that never passed keeps nothing, and one
+        that passed moves the expiry of what it keeps to the end of the TTL (:meth:`keep`), counted from
+        then, not from a restore that may have taken hours.
+        """
         return timedelta(seconds=int(self.settings.extra.get("ttl_seconds", DEFAULT_TTL_SECONDS)))
 
     def tags(self, ctx: StepContext) -> list[dict[str, str]]:
@@ -309,6 +322,14 @@ class AwsBackend:
             facts: dict[str, Any] = {"kms": self._check_kms(call, rp)}
             facts["identifiers_free"] = self._check_free(call)
             facts["quota"] = self._check_quota(call)
+            warnings: list[str] = []
+            if facts["quota"].get("warning"):
+                ctx.log.warning("aws.quota_unchecked", detail=facts["quota"]["warning"])
+                warnings.append(f"quota: {facts['quota']['warning']}")
+            if self.source.iam_auth:
+                warnings.append(IAM_AUTH_WARNING)
+            if warnings:
+                facts["warnings"] = warnings
             self._check_isolation(call)
         facts["isolation"] = [f.to_dict() for f in self._facts]
         facts["planned"] = {"identifier": self.base_id, "expires_in_seconds": int(self.ttl.total_seconds())}
@@ -378,23 +399,38 @@ class AwsBackend:
         return [ident for _, ident in checks] + ([self.sg_name] if self.creates_sg else [])
 
     def _check_quota(self, call: AwsCaller) -> dict[str, Any]:
+        """Room for the instances/clusters a restore adds.
+
+        Advisory: a full quota fails preflight (the restore would fail anyway), but an answer that
+        cannot be used (the call refused or unimplemented, the quota missing, a count that is not a
+        number) is a warning in the evidence, never a failed drill.
+        """
         try:
-            quotas = call(self.client("rds").describe_account_attributes).get("AccountQuotas", [])
-        except Exception as exc:
-            if error_code(exc) is None:
-                raise
-            return {"checked": False, "detail": f"describe_account_attributes: {error_code(exc)}"}
+            answer = call(self.client("rds").describe_account_attributes)
+        except (Interrupted, DeadlineExceeded):
+            raise
+        except Exception as exc:  # denied, throttled past retries, unparsable, not implemented
+            return {"checked": False, "warning": f"describe_account_attributes failed: {_why(exc)}"}
+        quotas = answer.get("AccountQuotas") if isinstance(answer, Mapping) else None
+        if not isinstance(quotas, list):
+            return {"checked": False, "warning": "describe_account_attributes answered without AccountQuotas"}
         out: dict[str, Any] = {"checked": True}
-        for q in quotas:
-            name = q.get("AccountQuotaName")
-            if name in self._quota_names():
-                used, most = int(q.get("Used", 0)), int(q.get("Max", 0))
-                out[name] = {"used": used, "max": most}
-                if used + 1 > most:
-                    raise PreflightError(
-                        f"RDS quota {name} exhausted ({used}/{most})",
-                        hint="delete unused databases or raise the quota in Service Quotas",
-                    )
+        unusable: list[str] = []
+        for name in self._quota_names():
+            q = next((q for q in quotas if isinstance(q, Mapping) and q.get("AccountQuotaName") == name), None)
+            used, most = (_count(q.get("Used")), _count(q.get("Max"))) if q is not None else (None, None)
+            if used is None or most is None:
+                unusable.append(name)
+                continue
+            out[name] = {"used": used, "max": most}
+            if used + 1 > most:
+                raise PreflightError(
+                    f"RDS quota {name} exhausted ({used}/{most})",
+                    hint="delete unused databases or raise the quota in Service Quotas",
+                )
+        if unusable:
+            out["checked"] = len(unusable) < len(self._quota_names())
+            out["warning"] = f"quota {', '.join(unusable)} missing from the answer or not a count: not checked"
         return out
 
     def _check_isolation(self, call: AwsCaller) -> None:
@@ -594,22 +630,41 @@ class AwsBackend:
         )
 
     # ------------------------------------------------------------------ teardown
-    def teardown(self, resource: Resource, ctx: StepContext) -> TeardownResult:
+    def _deleter(self, resource: Resource, ctx: StepContext, verb: str) -> Deleter:
         owner = resource.attrs.get("run_id")
         if owner != self.settings.run_id:
             raise TeardownError(
-                f"refusing to tear down {resource.kind} {resource.id}: recorded for run {owner!r}, "
+                f"refusing to {verb} {resource.kind} {resource.id}: recorded for run {owner!r}, "
                 f"this is run {self.settings.run_id!r}"
             )
         region = str(resource.attrs.get("region") or self.region)
         protected = frozenset(self.protected()) | frozenset(resource.attrs.get("protected", []))
-        deleter = Deleter(
+        return Deleter(
             rds=self.client("rds", region),
             ec2=self.client("ec2", region),
             call=self.caller(ctx),
             run_id=self.settings.run_id,
             protected=protected,
         )
+
+    def keep(self, resource: Resource, ctx: StepContext, until: datetime) -> str:
+        """Incident mode: keep this run's resource until ``until``, and say so on the resource itself.
+
+        Its ``expires-at`` tag moves to ``until`` and ``kept-at`` marks it kept, so the sweeper (on
+        any machine) deletes it once that time passes, whatever ``--older-than`` says.
+        """
+        deleter = self._deleter(resource, ctx, "keep")
+        tags = kept_tags(self.settings.run_id, ctx.clock.now(), until)
+        with aws_errors(f"keep {resource.kind} {resource.id}"):
+            detail = deleter.retag(resource.kind, resource.id, tags, resource.attrs.get("vpc_id"))
+        self._expires_at = iso(until)
+        if self._target:
+            self._target["expires_at"] = self._expires_at
+        ctx.log.info("aws.kept", kind=resource.kind, id=resource.id, expires_at=self._expires_at, detail=detail)
+        return f"{detail}: {TAG_EXPIRES}={self._expires_at}"
+
+    def teardown(self, resource: Resource, ctx: StepContext) -> TeardownResult:
+        deleter = self._deleter(resource, ctx, "tear down")
         with aws_errors(f"teardown {resource.kind} {resource.id}"):
             try:
                 if resource.kind == INSTANCE:
@@ -628,6 +683,18 @@ class AwsBackend:
                 raise TeardownError(f"{resource.kind} {resource.id}: {exc}") from exc
         ctx.log.info("aws.teardown", kind=resource.kind, id=resource.id, detail=detail)
         return TeardownResult(resource=resource, deleted=True, detail=detail, verified_at=iso(ctx.clock.now()))
+
+
+def _count(value: Any) -> int | None:
+    """A quota count as AWS sends it (a non-negative integer), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{error_code(exc) or type(exc).__name__}{': ' + text[:200] if text else ''}"
 
 
 class _Duplicate(Exception):

@@ -39,6 +39,7 @@ __all__ = [
     "PREFIX",
     "TAG_CREATED",
     "TAG_EXPIRES",
+    "TAG_KEPT",
     "TAG_RUNBOOK",
     "TAG_RUN_ID",
     "AwsCaller",
@@ -51,6 +52,7 @@ __all__ = [
     "error_code",
     "is_not_found",
     "is_retryable",
+    "kept_tags",
     "pages",
     "poll",
     "tag_value",
@@ -64,6 +66,9 @@ TAG_RUN_ID = "restore-drills:run-id"
 TAG_EXPIRES = "restore-drills:expires-at"
 TAG_RUNBOOK = "restore-drills:runbook"
 TAG_CREATED = "restore-drills:created-at"
+# Set by `drill run --keep TTL` once the drill passed: the resource is kept for inspection, and its own
+# expires-at tag (moved to the end of the TTL) alone decides when the sweeper may delete it.
+TAG_KEPT = "restore-drills:kept-at"
 
 THROTTLE_CODES = frozenset(
     {
@@ -381,6 +386,18 @@ def drill_tags(run_id: str, runbook: str, now: datetime, ttl: timedelta) -> list
     ]
 
 
+def kept_tags(run_id: str, now: datetime, until: datetime) -> list[dict[str, str]]:
+    """The tags incident mode puts on a kept resource: kept since ``now``, sweepable after ``until``.
+
+    The run-id tag is repeated so that the IAM policy can require it on every tagging request.
+    """
+    return [
+        {"Key": TAG_RUN_ID, "Value": run_id},
+        {"Key": TAG_KEPT, "Value": iso(now)},
+        {"Key": TAG_EXPIRES, "Value": iso(until)},
+    ]
+
+
 def tag_value(tags: Iterable[Mapping[str, Any]] | None, key: str) -> str | None:
     for tag in tags or ():
         if tag.get("Key") == key:
@@ -417,16 +434,18 @@ class Deleter:
     wait: bool = True
     policy: PollPolicy = field(default_factory=PollPolicy)
 
-    def _check_owned(self, kind: str, ident: str, tags: Iterable[Mapping[str, Any]] | None) -> None:
+    def _check_owned(
+        self, kind: str, ident: str, tags: Iterable[Mapping[str, Any]] | None, verb: str = "delete"
+    ) -> None:
         if not ident.startswith(PREFIX):
-            raise TeardownError(f"refusing to delete {kind} {ident}: its name lacks the {PREFIX!r} prefix")
+            raise TeardownError(f"refusing to {verb} {kind} {ident}: its name lacks the {PREFIX!r} prefix")
         if ident in self.protected:
-            raise TeardownError(f"refusing to delete {kind} {ident}: it is the drill's source")
+            raise TeardownError(f"refusing to {verb} {kind} {ident}: it is the drill's source")
         owner = tag_value(tags, TAG_RUN_ID)
         if owner != self.run_id:
             raise TeardownError(
-                f"refusing to delete {kind} {ident}: its {TAG_RUN_ID} tag is {owner!r}, not {self.run_id!r}",
-                hint="only resources created by this run are deleted; remove look-alikes by hand",
+                f"refusing to {verb} {kind} {ident}: its {TAG_RUN_ID} tag is {owner!r}, not {self.run_id!r}",
+                hint="only resources created by this run are touched; remove look-alikes by hand",
             )
 
     def _poll(self, check: Callable[[], tuple[Verdict, None]], what: str) -> None:
@@ -526,6 +545,55 @@ class Deleter:
         self._check_owned("security group", name, sg.get("Tags"))
         done = self._retry_dependency(lambda: self.ec2.delete_security_group(GroupId=sg["GroupId"]), name)
         return "deleted" if done else "already absent"
+
+    # -- incident mode
+    def retag(self, kind: str, ident: str, tags: list[dict[str, str]], vpc_id: str | None = None) -> str:
+        """Set ``tags`` on one of this run's resources (``drill run --keep`` moves its expiry).
+
+        The same ownership rule as deleting: a resource without the prefix and this run's tag is refused.
+        """
+        if kind == "rds-instance":
+            db = self.describe_instance(ident)
+            if db is None:
+                return "absent"
+            arn, current = db["DBInstanceArn"], db.get("TagList")
+        elif kind == "rds-cluster":
+            cl = self.describe_cluster(ident)
+            if cl is None:
+                return "absent"
+            arn, current = cl["DBClusterArn"], cl.get("TagList")
+        elif kind == "rds-subnet-group":
+            try:
+                groups = self.call(self.rds.describe_db_subnet_groups, DBSubnetGroupName=ident)["DBSubnetGroups"]
+            except Exception as exc:
+                if is_not_found(exc):
+                    return "absent"
+                raise
+            if not groups:
+                return "absent"
+            arn, current = groups[0]["DBSubnetGroupArn"], None
+        elif kind == "ec2-security-group":
+            return self._retag_security_group(ident, tags, vpc_id)
+        else:
+            raise TeardownError(f"cannot tag {kind} {ident}: not a kind of resource drills create")
+        if current is None:
+            current = self.call(self.rds.list_tags_for_resource, ResourceName=arn).get("TagList", [])
+        self._check_owned(kind, ident, current, verb="tag")
+        self.call(self.rds.add_tags_to_resource, ResourceName=arn, Tags=tags)
+        return "tagged"
+
+    def _retag_security_group(self, name: str, tags: list[dict[str, str]], vpc_id: str | None) -> str:
+        filters = [{"Name": "group-name", "Values": [name]}]
+        if vpc_id:
+            filters.append({"Name": "vpc-id", "Values": [vpc_id]})
+        found = self.call(self.ec2.describe_security_groups, Filters=filters)["SecurityGroups"]
+        if not found:
+            return "absent"
+        if len(found) > 1:
+            raise TeardownError(f"security group name {name} matches {len(found)} groups; give the VPC id")
+        self._check_owned("security group", name, found[0].get("Tags"), verb="tag")
+        self.call(self.ec2.create_tags, Resources=[found[0]["GroupId"]], Tags=tags)
+        return "tagged"
 
     def _retry_dependency(self, delete: Callable[[], Any], what: str) -> bool:
         """Run a delete, retrying while something still depends on the resource.

@@ -26,6 +26,7 @@ from typing import Any
 from drills.errors import IsolationError
 
 __all__ = [
+    "HINTS",
     "WORLD",
     "Fact",
     "NetworkView",
@@ -36,6 +37,7 @@ __all__ = [
     "collect",
     "effective_route_tables",
     "evaluate",
+    "isolation_hint",
     "raise_if_violated",
     "route_exit",
 ]
@@ -241,14 +243,45 @@ def check_restored(
     return facts
 
 
+# What to do about each kind of failed check: a refusal names its own cause, never another's.
+HINTS: dict[str, str] = {
+    "no-egress-route": "use private subnets whose route tables have no route out of the VPC, or list a reviewed "
+    "exception in isolation.allowed_routes as rtb-id:destination",
+    "route-table": "associate the subnets with a route table (or give the VPC a main table) without routes out "
+    "of the VPC",
+    "no-world-ingress": "remove the 0.0.0.0/0 and ::/0 ingress rules from that security group, or leave "
+    "isolation.security_group_ids out so the drill creates its own group that admits only the runner",
+    "same-vpc": "put every subnet, the DB subnet group and every security group in one VPC (isolation.vpc_id)",
+    "subnets": "list isolation.subnet_ids, or a db_subnet_group that has subnets",
+    "drill-sg-ingress": "set isolation.runner_cidr to the runner's own address range (never 0.0.0.0/0 or ::/0), "
+    "or isolation.runner_security_group_id",
+    "drill-sg-only-runner-ingress": "something else added ingress rules to the drill's security group while it "
+    "ran: find who changes security groups named drill-*; the drill only tears down",
+    "not-publicly-accessible": "AWS still reports the restored database publicly accessible after the drill "
+    "turned it off: check SCPs or automation that re-enable it; the drill only tears down",
+    "in-drill-subnet-group": "AWS placed the restored database outside the drill's DB subnet group: check the "
+    "restore parameters and any automation that moves databases; the drill only tears down",
+    "drill-security-groups": "AWS attached other security groups than the drill's to the restored database: "
+    "check automation that edits security groups of new databases; the drill only tears down",
+}
+_GENERIC_HINT = "see the failed isolation facts in the evidence; the drill restores nothing until they pass"
+
+
+def isolation_hint(failed: Iterable[Fact]) -> str:
+    """One hint per distinct cause among the failed facts, in the order they failed."""
+    hints: list[str] = []
+    for f in failed:
+        hint = HINTS.get(f.check, _GENERIC_HINT)
+        if hint not in hints:
+            hints.append(hint)
+    return "; ".join(hints) or _GENERIC_HINT
+
+
 def raise_if_violated(facts: Iterable[Fact], when: str = "before restoring") -> None:
     bad = [f for f in facts if not f.passed]
     if bad:
         reasons = "; ".join(f"{f.check} {f.subject}: {f.detail}" for f in bad)
-        raise IsolationError(
-            f"isolation not proven {when}: {reasons}",
-            hint="use private subnets without routes out of the VPC, or list a reviewed exception in allowed_routes",
-        )
+        raise IsolationError(f"isolation not proven {when}: {reasons}", hint=isolation_hint(bad))
 
 
 def collect(

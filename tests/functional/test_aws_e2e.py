@@ -37,11 +37,13 @@ from moto import mock_aws
 from servers import MariaDbServer, PgServer
 
 from drills.api import RunOptions, RunResult, default_key_path, run_drill
-from drills.clock import FakeClock
+from drills.clock import FakeClock, iso
 from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
-from drills.journal import state_home
+from drills.journal import RunSummary, list_runs, read_events, state_home
+from drills.keep import keep_state, kept_json
 from drills.runbook import load_runbook
+from drills.sweep import journal_removal, sweep, sweep_local
 from validators.baseline import capture_baseline, write_baseline
 from validators.connect import connect
 from validators.endpoint import Endpoint, Engine, Secret
@@ -353,6 +355,7 @@ def drill(
     smoke_extra: Any = (),
     throttle: float = 0.0,
     apply_passwords: bool = True,
+    keep_seconds: int | None = None,
 ) -> Drilled:
     """Production in moto, its data on a local server, one `run_drill`; the verified evidence."""
     server_fixture = "pg_server" if "postgres" in engine else "mariadb_server"
@@ -372,10 +375,10 @@ def drill(
     runbook = write_runbook(
         tmp_path / "runbook.yaml", kind=kind, engine=engine, source=source, db=db, w=w, smoke_extra=smoke_extra
     )
-    result = run_drill(load_runbook(runbook), RunOptions(clock=clock, aws_session=session))
+    result = run_drill(load_runbook(runbook), RunOptions(clock=clock, aws_session=session, keep_seconds=keep_seconds))
     assert result.evidence is not None, result.error
-    # nothing left behind in AWS, whatever the verdict
-    assert drill_leftovers(session) == []
+    if keep_seconds is None:  # nothing left behind in AWS, whatever the verdict
+        assert drill_leftovers(session) == []
     verifiers = load_verifiers(default_key_path().with_suffix(".pub"))
     statement = read_and_verify(result.evidence, verifiers)
     journal = (state_home() / "runs" / result.run_id / "journal.jsonl").read_text()
@@ -529,3 +532,82 @@ def test_credentials_the_database_refuses_fail_at_connect_without_retrying(
     assert "refused the credentials" in (r.error or "")
     assert [e.outcome for e in r.drill.timeline if e.state == "connect"] == ["error"]  # one attempt, no retries
     assert_torn_down(d, aurora=False)
+
+
+def test_keep_lasts_exactly_its_ttl_after_the_drill_and_the_sweep_is_journaled(
+    request: pytest.FixtureRequest, cleanup: contextlib.ExitStack, session: Any, clock: FakeClock, tmp_path: Path
+) -> None:
+    # a 25-minute restore kept for one hour: the hour starts when the drill passed, not at the restore request
+    d = drill(request, cleanup, session, clock, tmp_path, "rds-snapshot", "postgres", keep_seconds=3600)
+    r = d.result
+    assert (r.verdict, r.exit_code) == ("passed", 0)
+    ended = clock.now()
+    kept = kept_json(r.drill)
+    assert kept is not None
+    assert kept["expires_at"] == iso(ended + timedelta(hours=1))
+    assert {x["kind"] for x in kept["resources"]} == {
+        "ec2-security-group",
+        "rds-subnet-group",
+        "rds-instance",
+        "scratch-dir",
+    }
+    assert kept["endpoint"]["host"].startswith("drill-orders-e2e-") and kept["expires_at"] in kept["connect"]
+    assert d.db.applied[0] not in json.dumps(kept)
+    assert d.predicate["teardown"]["kept_until_expiry"] is True
+    assert len(drill_leftovers(session)) == 3
+
+    def runs_entry() -> RunSummary:
+        return next(x for x in list_runs() if x.run_id == r.run_id)
+
+    assert len(runs_entry().outstanding) == 4 and runs_entry().kept
+    scratch = Path(next(x["id"] for x in kept["resources"] if x["kind"] == "scratch-dir"))
+    assert scratch.is_dir()
+
+    clock.advance(3600 - 60)
+    early = sweep(session, timedelta(hours=6), False, lambda _r: False, clock)
+    assert {x["action"] for x in early} == {"kept"} and len(drill_leftovers(session)) == 3
+    assert {x["action"] for x in sweep_local(timedelta(hours=6), False, clock)} == {"kept"}
+
+    clock.advance(120)
+    late = sweep(
+        session, timedelta(hours=6), False, lambda _r: False, clock, on_deleted=lambda x: journal_removal(x, clock)
+    )
+    assert {x["action"] for x in late} == {"deleted"} and drill_leftovers(session) == []
+    # the run's journal knows: drill runs lists only the local scratch directory now
+    assert [x.kind for x in runs_entry().outstanding] == ["scratch-dir"]
+    local = sweep_local(timedelta(hours=6), False, clock)
+    assert [(x["kind"], x["action"]) for x in local] == [("scratch-dir", "deleted")]
+    assert runs_entry().outstanding == [] and not scratch.exists()
+    journal = state_home() / "runs" / r.run_id / "journal.jsonl"
+    swept = keep_state(read_events(journal)).swept
+    assert sorted(x["kind"] for x in swept) == ["ec2-security-group", "rds-instance", "rds-subnet-group", "scratch-dir"]
+
+
+def test_a_kept_copy_swept_from_another_machine_is_finished_by_the_local_sweep(
+    request: pytest.FixtureRequest, cleanup: contextlib.ExitStack, session: Any, clock: FakeClock, tmp_path: Path
+) -> None:
+    d = drill(request, cleanup, session, clock, tmp_path, "rds-snapshot", "postgres", keep_seconds=600)
+    assert d.result.verdict == "passed"
+    run_id = d.result.run_id
+    clock.advance(601)
+    # another runner's sweep deleted the AWS resources: this machine's journal still lists them
+    assert {x["action"] for x in sweep(session, timedelta(hours=6), False, lambda _r: False, clock)} == {"deleted"}
+    entry = next(x for x in list_runs() if x.run_id == run_id)
+    assert len(entry.outstanding) == 4
+    # without an AWS sweep of its own, this machine does not guess
+    held = sweep_local(timedelta(hours=6), False, clock)
+    assert {x["action"] for x in held} == {"kept"} and all("AWS was not swept" in x["detail"] for x in held)
+    # after one (that saw nothing left), the run's own teardown confirms every resource gone
+    done = sweep_local(timedelta(hours=6), False, clock, aws_records=[])
+    assert sorted((x["kind"], x["action"]) for x in done) == [
+        ("ec2-security-group", "deleted"),
+        ("rds-instance", "deleted"),
+        ("rds-subnet-group", "deleted"),
+        ("scratch-dir", "deleted"),
+    ]
+    assert next(x for x in list_runs() if x.run_id == run_id).outstanding == []
+    journal = read_events(state_home() / "runs" / run_id / "journal.jsonl")
+    absent = [
+        e["detail"] for e in journal if e["event"] == "resource_removed" and e["resource"]["kind"] != "scratch-dir"
+    ]
+    assert absent == ["already absent"] * 3

@@ -29,6 +29,7 @@ from aws_fakes import (
     drill_leftovers,
     drive,
     isolation,
+    keep_all,
     make_world,
     settings,
 )
@@ -326,9 +327,11 @@ def test_incident_mode_tags_and_hint(world: World, session: Any, clock: FakeCloc
     b = backend(snap_source(world), session, clock, keep_seconds=3 * 86400)
     out = drive(b, clock, teardown=False)
     assert out.error is None
+    keep_all(b, clock, out.registry, 3 * 86400)
     db = world.rds.describe_db_instances(DBInstanceIdentifier=b.instance_id)["DBInstances"][0]
     expires = tag_value(db["TagList"], TAG_EXPIRES)
     assert expires is not None and expires.startswith("2026-01-04")
+    assert "2026-01-04" in b.connection_hint()
     assert b.instance_id in b.connection_hint() and "ssm start-session" in b.connection_hint()
     assert "password" not in b.connection_hint().lower().replace("reset the password", "")
     # the sweeper keeps it until expiry, then removes it

@@ -176,3 +176,45 @@ def test_isolation_model_rejects_ambiguous_or_open_settings() -> None:
     ):
         with pytest.raises(RunbookError, match=problem):
             parse_runbook(base + f"  isolation: {iso}\n")
+
+
+FACT_CHECKS = (
+    "no-egress-route",
+    "route-table",
+    "no-world-ingress",
+    "same-vpc",
+    "subnets",
+    "drill-sg-ingress",
+    "drill-sg-only-runner-ingress",
+    "not-publicly-accessible",
+    "in-drill-subnet-group",
+    "drill-security-groups",
+)
+
+
+@pytest.mark.parametrize("check", FACT_CHECKS)
+def test_each_refusal_hints_at_its_own_cause_only(check: str) -> None:
+    from drills.backends.isolation import HINTS, Fact
+
+    with pytest.raises(IsolationError) as info:
+        raise_if_violated([Fact(check, "x", False, "bad"), Fact("no-egress-route", "y", True, "fine")])
+    hint = info.value.hint or ""
+    assert hint == HINTS[check]
+    routes = check in ("no-egress-route", "route-table")
+    assert ("route" in hint) is routes, hint  # a passed route fact lends no route advice to another failure
+
+
+def test_every_check_the_code_emits_has_its_own_hint() -> None:
+    import ast
+
+    from drills.backends.isolation import HINTS
+
+    emitted: set[str] = set()
+    for path in (Path(__file__).resolve().parents[2] / "drills" / "backends").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Fact" and node.args:
+                first = node.args[0]
+                if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    emitted.add(first.value)
+    assert emitted and emitted <= set(HINTS), emitted - set(HINTS)
+    assert set(FACT_CHECKS) == set(HINTS)
