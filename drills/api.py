@@ -136,7 +136,7 @@ def scratch_root_for(runbook_dir: Path | None, option: Path | None) -> Path:
     """``--scratch``, else the runbook's ``scratch_dir`` (a big database knows its disk), else the machine-wide
     ``RESTORE_DRILLS_SCRATCH``, else the temp directory."""
     env = os.environ.get("RESTORE_DRILLS_SCRATCH")
-    root = option or runbook_dir or (Path(env) if env else None) or Path(tempfile.gettempdir())
+    root = (option or runbook_dir or (Path(env) if env else None) or Path(tempfile.gettempdir())).absolute()
     if not root.is_dir():
         raise PreflightError(
             f"scratch directory {root} does not exist", hint="create it, or choose another with --scratch"

@@ -120,7 +120,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     )
     res = run_drill(loaded, opts)
     if a.json:
-        _out(res.to_json())
+        from drills.keep import kept_json
+
+        _out(res.to_json() | {"kept": kept_json(res.drill)})
     else:
         print("\n".join(_summary_lines(res)), file=sys.stderr)
         if a.keep and res.drill.endpoint is not None and res.error is None:

@@ -215,6 +215,7 @@ def build_predicate(
         if d.error
         else None,
         "interrupted": d.interrupted,
+        "journal_errors": d.journal_errors,
     }
     result: dict[str, Any] = jsonable(predicate)
     return result

@@ -166,7 +166,7 @@ def test_baseline_mariadb_wrong_password_and_unknown_database(mariadb_server: An
 
 
 def test_sweep_without_aws_credentials(tmp_path: Path) -> None:
-    res = drill("sweep", env={**NO_AWS, "RESTORE_DRILLS_HOME": str(tmp_path / "home")}, timeout=60)
+    res = drill("sweep", "--scope", "aws", env={**NO_AWS, "RESTORE_DRILLS_HOME": str(tmp_path / "home")}, timeout=60)
     fails(res, 2, "credentials")
 
 
