@@ -12,6 +12,17 @@ recovery point says so (``effective_stop``). ``mariadb-binlog`` reads
 ``--stop-datetime`` in the local time zone of the process running it, so it
 always runs with ``TZ=UTC`` and gets a UTC time.
 
+Never a false pass: preflight walks every binlog the target needs (sequence,
+readability by the user mariadb-binlog runs as, every event header and CRC;
+:mod:`drills.backends.maria_binlog`) and knows the exact event the replay must
+stop at. The replay stream passes through a tracker on its way to the client,
+and the drill fails with :class:`~drills.errors.IncompleteRecovery` unless every
+file was emitted to its end and the last one to exactly that event
+(:meth:`LocalMariadb.recovery_proof` records both positions). Anything wrong
+with the backup itself (missing, unreadable, gapped, damaged, not holding the
+target; a dump cut short or holding SQL that fails) is a
+:class:`~drills.errors.BackupDefect`: a failed drill with evidence, exit 1.
+
 Isolation: ``--no-defaults`` (no option file can add a listener, a binlog
 directory or replication), ``--skip-networking`` (or 127.0.0.1 only when
 ``settings.extra["mariadb_listen"] == "loopback"``), binary logging off (the
@@ -33,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import itertools
 import os
 import pwd
 import re
@@ -50,9 +60,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
+from drills.backends.maria_backup import DUMP_TRAILER, DumpInfo, check_source, inspect_dump, inspect_pitr, reader_for
+from drills.backends.maria_binlog import ReplayPlan, ReplayTracker
 from drills.clock import iso
 from drills.errors import (
+    BackupDefect,
     DeadlineExceeded,
+    IncompleteRecovery,
     InfrastructureError,
     IsolationError,
     PreflightError,
@@ -82,10 +96,9 @@ from validators.endpoint import Endpoint, Secret
 __all__ = [
     "NAME",
     "SERVER_KIND",
-    "BinlogPlan",
     "LocalMariadb",
+    "check_backup",
     "create",
-    "inspect_binlogs",
     "teardown_server",
 ]
 
@@ -93,9 +106,6 @@ NAME = "local-mariadb"
 SERVER_KIND = "mariadb-server"
 ROOT_NAME = "mariadb"
 OWNER_FILE = ".restore-drills-owner"
-
-_EVENT_HEADER = re.compile(rb"^#(\d{6})\s+(\d{1,2}:\d{2}:\d{2})\s+server id\s")
-_CLIENT_ERROR_LINE = re.compile(r"at line (\d+)")
 
 
 def _timeout(ctx: StepContext, floor: float = 30.0) -> float:
@@ -107,21 +117,16 @@ def create(source: Any, settings: BackendSettings) -> LocalMariadb:
     return LocalMariadb(source, settings)
 
 
-# ---------------------------------------------------------------- backup & binlog inspection
+# ---------------------------------------------------------------- backup checks without a server
 
 
-@dataclass(frozen=True)
-class BinlogPlan:
-    """What a PITR replay reads: the backup's coordinates and the binlog files after it."""
+def check_backup(source: MariadbPitrSource | MariadbDumpSource) -> dict[str, Any]:
+    """What ``drill validate`` runs: the checks preflight makes that need no server and no binaries.
 
-    start_file: str
-    start_position: int
-    gtid: str | None
-    files: tuple[Path, ...]  # from start_file onward, contiguous
-    sizes: tuple[int, ...]
-    backup_end: datetime
-    backup_end_basis: str
-    last_event: datetime | None
+    Raises :class:`~drills.errors.BackupDefect` naming the defect (a missing backup directory,
+    a gapped or damaged binlog chain, a target the backup does not hold, a truncated dump).
+    """
+    return check_source(source, run_as_for_mariadb())
 
 
 def _utc_mariadb_env() -> dict[str, str]:
@@ -129,130 +134,52 @@ def _utc_mariadb_env() -> dict[str, str]:
     return {"TZ": "UTC", "LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
 
-def _binlog_info(backup: Path) -> tuple[str, int, str | None]:
-    for name in ("mariadb_backup_binlog_info", "xtrabackup_binlog_info"):
-        p = backup / name
-        if p.exists():
-            parts = p.read_text().split()
-            if len(parts) >= 2 and parts[1].isdigit():
-                return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else None
-            raise PreflightError(f"{p}: unreadable binlog coordinates: {p.read_text().strip()!r}")
-    raise PreflightError(
-        f"{backup}: the backup recorded no binlog coordinates (xtrabackup_binlog_info)",
-        hint="the source must run with log_bin enabled when mariadb-backup --backup runs",
-    )
+# client errors that say the environment failed, not the SQL the backup holds: connection lost,
+# server gone, out of memory, disk full, too many connections; anything else is the backup's content
+_ENVIRONMENT_ERRORS = frozenset({1021, 1037, 1038, 1040, 1041, 1114, 1135, 2002, 2003, 2006, 2013})
+_ERROR_LINE = re.compile(r"^ERROR (\d+)(?: \(\w+\))? at line (\d+)", re.M)
+_ENVIRONMENT_TEXT = re.compile(r"No space left on device|errno:? ?28\b|Cannot allocate memory|Out of memory", re.I)
 
 
-def _backup_end(backup: Path) -> tuple[datetime, str]:
-    """When the backup finished: ``end_time`` of xtrabackup_info, in this machine's local zone.
-
-    mariadb-backup writes it as a naive local time; we assume the backup ran on
-    a machine in the same zone as this one and say so in the evidence.
-    """
-    info = backup / "xtrabackup_info"
-    if not info.exists():
-        info = backup / "mariadb_backup_info"
-    with contextlib.suppress(OSError):
-        for line in info.read_text(errors="replace").splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "end_time":
-                local = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S").astimezone()
-                return local.astimezone(UTC), f"{info.name} end_time read as local time ({local.tzname()})"
-    mtime = (backup / "xtrabackup_checkpoints").stat().st_mtime
-    return datetime.fromtimestamp(mtime, UTC), "mtime of xtrabackup_checkpoints (no end_time recorded)"
+def _client_error(stderr: str) -> tuple[int | None, int | None, str]:
+    """(error code, input line, the ERROR line) from the mariadb client's stderr."""
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("ERROR")]
+    last = lines[-1] if lines else stderr.strip()[-600:]
+    m = _ERROR_LINE.search(last)
+    return (int(m.group(1)), int(m.group(2)), last[:600]) if m else (None, None, last[:600])
 
 
-def _binlog_number(name: str) -> tuple[str, int] | None:
-    m = re.fullmatch(r"(.+)\.(\d{6,})", name)
-    return (m.group(1), int(m.group(2))) if m else None
+def _environment_failed(code: int | None, text: str) -> bool:
+    return (code is not None and code in _ENVIRONMENT_ERRORS) or bool(_ENVIRONMENT_TEXT.search(text))
 
 
-def _binlog_sequence(binlogs: Path, start_file: str) -> list[str]:
-    """Binlog names from ``start_file`` onward, per the ``.index`` file (else the directory listing)."""
-    parsed = _binlog_number(start_file)
-    if parsed is None:
-        raise PreflightError(f"binlog file name {start_file!r} from the backup is not of the form base.NNNNNN")
-    base, _ = parsed
-    index = binlogs / f"{base}.index"
-    if index.exists():
-        # the index holds the source's paths; the files may have been copied elsewhere since
-        names = [Path(line.strip()).name for line in index.read_text().splitlines() if line.strip()]
-    else:
-        names = sorted(p.name for p in binlogs.iterdir() if (b := _binlog_number(p.name)) and b[0] == base)
-    if start_file not in names:
-        names = [start_file, *names]
-    names = sorted(set(names), key=lambda n: (_binlog_number(n) or ("", -1))[1])
-    return [n for n in names if (_binlog_number(n) or ("", -1))[1] >= parsed[1]]
+def _last_lines(text: str, n: int = 3) -> str:
+    return " | ".join(text.strip().splitlines()[-n:])[-600:]
 
 
-def last_event_time(binlog_tool: str, path: Path, timeout: float = 300) -> datetime | None:
-    """Timestamp (UTC, whole seconds) of the last event in one binlog file, read with mariadb-binlog."""
-    proc = subprocess.Popen(
-        [binlog_tool, "--no-defaults", "--base64-output=decode-rows", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_utc_mariadb_env(),
-    )
-    last: bytes | None = None
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith(b"#") and _EVENT_HEADER.match(line):
-            last = line
-    _, err = proc.communicate(timeout=timeout)
-    if proc.returncode != 0:
-        raise PreflightError(f"mariadb-binlog cannot read {path}: {err.decode(errors='replace').strip()[-300:]}")
-    if last is None:
-        return None
-    m = _EVENT_HEADER.match(last)
-    assert m is not None
-    return datetime.strptime(m.group(1).decode() + " " + m.group(2).decode(), "%y%m%d %H:%M:%S").replace(tzinfo=UTC)
+def _as_user(run_as: RunAs | None) -> dict[str, Any]:
+    return {"user": run_as.uid, "group": run_as.gid, "extra_groups": []} if run_as else {}
 
 
-def inspect_binlogs(bins: MariaBinaries, backup: Path, binlogs: Path) -> BinlogPlan:
-    """Check the backup and the binlogs can reach a target, without side effects."""
-    if not (backup / "xtrabackup_checkpoints").exists():
-        raise PreflightError(
-            f"{backup}: not a mariadb-backup backup (no xtrabackup_checkpoints)",
-            hint="give the --target-dir of `mariadb-backup --backup`",
-        )
-    checkpoints = (backup / "xtrabackup_checkpoints").read_text(errors="replace")
-    if re.search(r"backup_type\s*=\s*incremental", checkpoints):
-        raise PreflightError(f"{backup}: an incremental backup; drills restore full backups only")
-    if not binlogs.is_dir():
-        raise PreflightError(f"{binlogs}: not a directory of binary logs")
-    start_file, position, gtid = _binlog_info(backup)
-    names = _binlog_sequence(binlogs, start_file)
-    missing = [n for n in names if not (binlogs / n).is_file()]
-    numbers = [(_binlog_number(n) or ("", 0))[1] for n in names]
-    gaps = [f"{start_file.rsplit('.', 1)[0]}.{k:06d}" for a, b in itertools.pairwise(numbers) for k in range(a + 1, b)]
-    if missing or gaps:
-        listed = sorted(set(missing + gaps))
-        raise PreflightError(
-            f"binlogs needed after the backup ({start_file}:{position}) are missing from {binlogs}: "
-            + ", ".join(listed),
-            hint="replay cannot skip a binlog; restore the files from the binlog archive",
-        )
-    files = tuple(binlogs / n for n in names)
-    sizes = tuple(f.stat().st_size for f in files)
-    if position > sizes[0]:
-        raise PreflightError(f"{files[0]} is {sizes[0]} bytes, shorter than the backup's position {position}")
-    end, basis = _backup_end(backup)
-    last = last_event_time(bins.tool("binlog"), files[-1])
-    return BinlogPlan(start_file, position, gtid, files, sizes, end, basis, last)
+@dataclass(frozen=True)
+class _Piped:
+    """How ``reader | client`` ended."""
+
+    reader_rc: int
+    reader_err: str
+    client_rc: int
+    client_err: str
+    timed_out: bool
+    broken_pipe: bool
 
 
-def _sniff_dump(path: Path) -> tuple[bool, str]:
-    """(gzip?, first line) of a dump, reading a few bytes only."""
-    with path.open("rb") as fh:
-        magic = fh.read(2)
-    gz = magic == b"\x1f\x8b"
-    try:
-        opener: Any = gzip.open if gz else open
-        with opener(path, "rb") as fh:
-            first = fh.readline(512).decode("utf-8", errors="replace").strip()
-    except (OSError, EOFError) as exc:
-        raise PreflightError(f"{path}: cannot read the dump: {exc}") from None
-    return gz, first
+@dataclass
+class _Streamed:
+    """What streaming a dump saw."""
+
+    lines: int = 0
+    last: bytes = b""
+    used: str | None = None
 
 
 # ---------------------------------------------------------------- the backend
@@ -266,10 +193,10 @@ class LocalMariadb:
         self.settings = settings
         self.binaries: MariaBinaries | None = None
         self.run_as: RunAs | None = None
-        self.plan: BinlogPlan | None = None
+        self.plan: ReplayPlan | None = None
         self.server: MariaServer | None = None
         self.loopback = settings.extra.get("mariadb_listen") == "loopback"
-        self._stop_datetime: datetime | None = None
+        self._proof: dict[str, Any] | None = None  # where replay / the dump load got to, against what was asked
         self._phase = "new"  # new -> started -> loaded -> ready
         self._user = f"drill_{secrets.token_hex(4)}"
         self._password = Secret(secrets.token_urlsafe(24))
@@ -277,6 +204,7 @@ class LocalMariadb:
         self._version: str | None = None
         self._isolation: list[dict[str, Any]] = []
         self._dump_gz = False
+        self._dump_info: DumpInfo | None = None
         self._port: int | None = None
         self._replicas_running = -1  # unknown until read from the running server
 
@@ -314,66 +242,53 @@ class LocalMariadb:
             "server_user": self._user_name(),
         }
         if isinstance(src, MariadbPitrSource):
-            return self._preflight_pitr(src, facts)
+            return self._preflight_pitr(src, facts, ctx)
         if isinstance(src, MariadbDumpSource):
             return self._preflight_dump(src, facts)
         raise PreflightError(f"local-mariadb cannot restore a {type(src).__name__}")
 
-    def _preflight_pitr(self, src: MariadbPitrSource, facts: dict[str, Any]) -> PreflightReport:
-        assert self.binaries is not None
-        plan = inspect_binlogs(self.binaries, src.backup, src.binlogs)
-        target = src.target_time
-        earliest, latest = plan.backup_end, plan.last_event
-        rng = f"restorable range {iso(earliest)} .. {iso(latest) if latest else '(no events)'}"
-        if isinstance(target, datetime):
-            if target < earliest:
-                raise PreflightError(
-                    f"target_time {iso(target)} is before the backup finished ({iso(earliest)}); {rng}",
-                    hint="choose a later target, or an older backup",
-                )
-            if latest is None or target > latest:
-                raise PreflightError(
-                    f"target_time {iso(target)} is after the last event in the binlogs; {rng}",
-                    hint="choose an earlier target, `latest`, or copy the newer binlogs",
-                )
-            # binlog timestamps are whole seconds: stop at the first event stamped at or after floor(target)
-            self._stop_datetime = target.astimezone(UTC).replace(microsecond=0)
+    def _preflight_pitr(self, src: MariadbPitrSource, facts: dict[str, Any], ctx: StepContext) -> PreflightReport:
+        """The backup, then every binlog the target needs: in sequence, readable by mariadb-binlog's user,
+        every event header and checksum sound (see :mod:`drills.backends.maria_binlog`)."""
+        info, plan = inspect_pitr(src, reader_for(self.run_as))
         self.plan = plan
+        target = src.target_time
+        for problem in plan.not_needed:
+            ctx.log.warning("binlog_defect_not_needed", defect=problem, requested=str(plan.requested))
+        chain = plan.facts()
         return PreflightReport(
             source={"engine": "mariadb", "identifier": str(src.backup), "binlogs": str(src.binlogs)},
             recovery_point={
                 "kind": "pitr",
-                "backup": {
-                    "path": str(src.backup),
-                    "end_time": iso(plan.backup_end),
-                    "end_time_basis": plan.backup_end_basis,
-                    "binlog_file": plan.start_file,
-                    "binlog_position": plan.start_position,
-                    "gtid": plan.gtid,
-                },
-                "binlogs": [{"file": f.name, "size_bytes": s} for f, s in zip(plan.files, plan.sizes, strict=True)],
+                "backup": info.facts(),
+                "binlogs": chain.pop("files"),
+                "binlog_chain": chain,
                 "target_time": iso(target) if isinstance(target, datetime) else "latest",
-                "effective_stop": iso(self._stop_datetime) if self._stop_datetime else "end of binlogs",
-                "stop_rule": "events stamped before effective_stop (binlog timestamps have 1 s resolution)",
-                "earliest_restorable_time": iso(plan.backup_end),
-                "latest_restorable_time": iso(plan.last_event) if plan.last_event else None,
+                "effective_stop": iso(datetime.fromtimestamp(plan.stop_ts, UTC))
+                if plan.stop_ts is not None
+                else f"end of the binlog chain ({plan.requested})",
+                "stop_rule": "events stamped before effective_stop (binlog timestamps have 1 s resolution)"
+                if plan.stop_ts is not None
+                else "every event of the contiguous valid binlog chain",
+                "requested": plan.requested.to_dict(),
+                "earliest_restorable_time": iso(info.end),
+                "latest_restorable_time": iso(datetime.fromtimestamp(plan.restorable_until.ts, UTC))
+                if plan.restorable_until.ts is not None
+                else None,
+                "restorable_range_ends": plan.chain_end,
             },
             facts=facts,
         )
 
     def _preflight_dump(self, src: MariadbDumpSource, facts: dict[str, Any]) -> PreflightReport:
-        if not src.dump.is_file():
-            raise PreflightError(f"{src.dump}: dump file not found")
-        gz, first = _sniff_dump(src.dump)
-        self._dump_gz = gz
+        dump = inspect_dump(src.dump)
+        self._dump_gz = dump.gz
+        self._dump_info = dump
         return PreflightReport(
             source={"engine": "mariadb", "identifier": str(src.dump)},
             recovery_point={
                 "kind": "dump",
-                "dump": str(src.dump),
-                "compressed": "gzip" if gz else None,
-                "size_bytes": src.dump.stat().st_size,
-                "header": first[:200],
+                **dump.facts(),
                 "taken_at": iso(src.taken_at) if src.taken_at else None,
             },
             facts=facts,
@@ -436,15 +351,29 @@ class LocalMariadb:
         except subprocess.TimeoutExpired:
             raise DeadlineExceeded(f"{what} did not finish within {timeout:.0f}s") from None
         if proc.returncode != 0:
-            raise RestoreFailed(
-                f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-800:]}"
-            )
+            out = (proc.stderr or proc.stdout).strip()
+            message = f"{what} failed (exit {proc.returncode}): {_last_lines(out, 6)}"
+            if proc.returncode < 0 or _environment_failed(None, out) or "Permission denied" in out:
+                raise RestoreFailed(message)
+            # the copy it works on is ours and was readable: what it refuses is the backup's content
+            raise BackupDefect(message, hint="the backup's data or redo log is damaged; take a new backup")
 
     def _restore_pitr(self, src: MariadbPitrSource, server: MariaServer, ctx: StepContext) -> None:
         """Copy, prepare and move the backup into a fresh datadir; the source backup is only read."""
         work = server.root / "work"
         ctx.log.info("copy_backup", source=str(src.backup), to=str(work))
-        shutil.copytree(src.backup, work, symlinks=True)
+        try:
+            shutil.copytree(src.backup, work, symlinks=True)
+        except shutil.Error as exc:  # one (src, dst, why) per file: report the first and a count, never all
+            errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else [str(exc)]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            first = errors[0]
+            raise RestoreFailed(
+                f"copying the backup failed: {first[0] if isinstance(first, tuple) else first}: "
+                f"{first[2] if isinstance(first, tuple) else ''}{more}"
+            ) from None
+        except OSError as exc:
+            raise RestoreFailed(f"copying the backup to {work} failed: {exc.filename}: {exc.strerror}") from None
         self._run(
             [self.bin("backup"), "--no-defaults", "--prepare", f"--target-dir={work}"], "mariadb-backup --prepare", ctx
         )
@@ -543,45 +472,155 @@ class LocalMariadb:
         return [*args, database] if database else args
 
     def _replay(self, server: MariaServer, ctx: StepContext) -> None:
-        """``mariadb-binlog --start-position --stop-datetime (TZ=UTC) | mariadb`` from the backup's coordinates."""
-        plan = self.plan
-        assert plan is not None
+        """``mariadb-binlog --verify-binlog-checksum --start-position ... | mariadb``, then prove where it got to.
+
+        The stream passes through a :class:`ReplayTracker` on its way to the client, so the drill
+        knows which event of which file mariadb-binlog emitted last, and compares it with what
+        preflight found: every file to its end, the last one to exactly the requested stop. A
+        time target stops with ``--stop-datetime`` (TZ=UTC), ``latest`` with ``--stop-position`` at
+        the end of the last whole event (a live copy's last file may end mid-event).
+        """
+        plan, src = self.plan, self.source
+        assert plan is not None and isinstance(src, MariadbPitrSource)
+        if plan.stop_ts is not None:
+            stop = f"--stop-datetime={datetime.fromtimestamp(plan.stop_ts, UTC):%Y-%m-%d %H:%M:%S}"
+        else:
+            stop = f"--stop-position={plan.stop_position}"
         cmd = [
             self.bin("binlog"),
             "--no-defaults",
+            "--verify-binlog-checksum",
             f"--start-position={plan.start_position}",
-            *([f"--stop-datetime={self._stop_datetime:%Y-%m-%d %H:%M:%S}"] if self._stop_datetime else []),
-            *[str(f) for f in plan.files],
+            stop,
+            *[str(src.binlogs / n) for n in plan.files],
         ]
-        ctx.log.info("replay_binlogs", files=[f.name for f in plan.files], stop=cmd[3] if self._stop_datetime else None)
+        ctx.log.info("replay_binlogs", files=list(plan.files), stop=stop, requested=str(plan.requested))
         timeout = _timeout(ctx)
-        errlog = server.log_dir / "replay.err"
-        with open_private_log(errlog) as err:
-            reader = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=err, env=_utc_mariadb_env(), cwd="/", start_new_session=True
-            )
+        tracker = ReplayTracker(plan.files, plan.start_position)
+        piped = self._pipe(cmd, self._client(server, "root", None), tracker, server.log_dir, timeout)
+        self._judge_replay(plan, tracker, piped, timeout)
+
+    def _pipe(
+        self, reader_cmd: list[str], client_cmd: list[str], tracker: ReplayTracker, log_dir: Path, timeout: float
+    ) -> _Piped:
+        """Run ``reader | client`` with the stream passing through ``tracker``; kill both at ``timeout``.
+
+        mariadb-binlog runs as the server's user when we are root: it parses files it did not
+        write, and preflight checked they are readable by that user.
+        """
+        reader_log, client_log = log_dir / "replay.err", log_dir / "client.err"
+        expired = threading.Event()
+        broken = False
+        with open_private_log(reader_log) as rerr, open_private_log(client_log) as cerr:
             try:
-                client = subprocess.run(
-                    self._client(server, "root", None),
-                    stdin=reader.stdout,
-                    capture_output=True,
-                    text=True,
-                    timeout=timeout,
-                    check=False,
+                reader = subprocess.Popen(
+                    reader_cmd,
+                    stdout=subprocess.PIPE,
+                    stderr=rerr,
+                    env=_utc_mariadb_env(),
+                    cwd="/",
+                    start_new_session=True,
+                    **_as_user(self.run_as),
+                )
+            except OSError as exc:
+                raise RestoreFailed(f"cannot start mariadb-binlog: {exc}") from None
+            try:
+                client = subprocess.Popen(
+                    client_cmd,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=cerr,
                     cwd="/",
                     start_new_session=True,
                 )
-            except subprocess.TimeoutExpired:
+            except OSError as exc:
                 reader.kill()
-                raise DeadlineExceeded(f"binlog replay did not finish within {timeout:.0f}s") from None
+                reader.wait()
+                raise RestoreFailed(f"cannot start the mariadb client: {exc}") from None
+            assert reader.stdout is not None and client.stdin is not None
+
+            def kill() -> None:
+                expired.set()
+                reader.kill()
+                client.kill()
+
+            timer = threading.Timer(timeout, kill)
+            timer.start()
+            try:
+                fd = reader.stdout.fileno()
+                while chunk := os.read(fd, 1 << 20):
+                    tracker.feed(chunk)
+                    try:
+                        client.stdin.write(chunk)
+                    except BrokenPipeError:
+                        broken = True
+                        break
+                tracker.finish()
             finally:
-                if reader.stdout is not None:
-                    reader.stdout.close()
-            reader_rc = reader.wait(timeout=30)
-        if client.returncode != 0:
-            raise RestoreFailed(f"binlog replay failed in the mariadb client: {client.stderr.strip()[-600:]}")
-        if reader_rc != 0:
-            raise RestoreFailed(f"mariadb-binlog failed (exit {reader_rc}): {errlog.read_text().strip()[-600:]}")
+                if broken:
+                    reader.kill()
+                with contextlib.suppress(OSError):
+                    client.stdin.close()
+                client_rc, reader_rc = client.wait(), reader.wait()
+                timer.cancel()
+                reader.stdout.close()
+        return _Piped(
+            reader_rc=reader_rc,
+            reader_err=reader_log.read_text(errors="replace").strip(),
+            client_rc=client_rc,
+            client_err=client_log.read_text(errors="replace").strip(),
+            timed_out=expired.is_set(),
+            broken_pipe=broken,
+        )
+
+    def _judge_replay(self, plan: ReplayPlan, tracker: ReplayTracker, piped: _Piped, timeout: float) -> None:
+        """Complete only if both processes succeeded and every file was emitted exactly as preflight found it."""
+        reached = tracker.reached()
+        short = tracker.shortfall(plan)
+        said = f" (mariadb-binlog said: {_last_lines(piped.reader_err)})" if piped.reader_err else ""
+        cause: str | None = None
+        environment = False
+        if piped.timed_out:
+            cause = f"the replay did not finish within {timeout:.0f}s"
+        elif piped.client_rc != 0 or piped.broken_pipe:
+            code, line, text = _client_error(piped.client_err)
+            failed = tracker.event_at_line(line) if line else None
+            reached = failed or reached
+            cause = f"the mariadb client failed{f' on the event at {failed}' if failed else ''}: {text}"
+            environment = _environment_failed(code, text)
+            if (
+                short is not None
+                and failed is not None
+                and plan.files.index(short[0].file) < plan.files.index(failed.file)
+            ):  # an earlier file was cut short first; the client failed on what that left
+                reached, cause, environment = (
+                    short[0],
+                    f"mariadb-binlog skipped the rest: {short[1]}{said}; then {cause}",
+                    False,
+                )
+        elif piped.reader_rc != 0:
+            cause = f"mariadb-binlog failed (exit {piped.reader_rc}): {_last_lines(piped.reader_err)}"
+        elif short is not None:
+            reached, cause = short[0], f"mariadb-binlog exited 0 but stopped early: {short[1]}{said}"
+        holds = f"; the binlogs hold events until {plan.holds_until}" if plan.holds_until else ""
+        self._proof = {
+            "requested": plan.requested.to_dict(),
+            "rule": plan.rule,
+            "reached": reached.to_dict() if reached else None,
+            "complete": cause is None,
+            "events_emitted": sum(s.headers for s in tracker.seen),
+            "holds_events_until": plan.holds_until.to_dict() if plan.holds_until else None,
+            "detail": cause
+            or f"replay reached {plan.requested}: every binlog emitted to where preflight found it ends",
+        }
+        if cause is None:
+            return
+        message = f"binlog replay ended at {reached or 'its start'}, short of {plan.requested}: {cause}{holds}"
+        if piped.timed_out:
+            raise DeadlineExceeded(message)
+        if environment:
+            raise RestoreFailed(message)
+        raise IncompleteRecovery(message)
 
     def _dump_lines(self, path: Path) -> Iterator[bytes]:
         opener: Any = gzip.open if self._dump_gz else open
@@ -589,11 +628,14 @@ class LocalMariadb:
             yield from fh
 
     def _load_dump(self, src: MariadbDumpSource, server: MariaServer, ctx: StepContext) -> None:
-        """Stream the dump into the client; a missing ``-- Dump completed`` trailer means it was cut short."""
+        """Stream the dump into the client; a dump that ends early or holds SQL that fails is a BackupDefect."""
         with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
             cur.execute(f"create database if not exists `{src.database.replace('`', '``')}`")
         timeout = _timeout(ctx)
         errpath = server.log_dir / "client.err"
+        expired = threading.Event()
+        streamed = _Streamed()
+        problem = None
         with open_private_log(errpath) as err:
             client = subprocess.Popen(
                 self._client(server, os_user(), src.database),
@@ -604,14 +646,18 @@ class LocalMariadb:
                 start_new_session=True,
             )
             assert client.stdin is not None
-            timer = threading.Timer(timeout, client.kill)
+
+            def kill() -> None:
+                expired.set()
+                client.kill()
+
+            timer = threading.Timer(timeout, kill)
             timer.start()
-            first, last, used, problem = b"", b"", None, None
             try:
-                first, last, used = self._stream_dump(src.dump, client.stdin)
+                self._stream_dump(src.dump, client.stdin, streamed)
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 if not isinstance(exc, BrokenPipeError):
-                    problem = f"cannot read {src.dump}: {exc}"
+                    problem = f"cannot read {src.dump} after line {streamed.lines}: {exc}"
                 with contextlib.suppress(OSError):
                     client.kill()
             finally:
@@ -619,36 +665,53 @@ class LocalMariadb:
                     client.stdin.close()
                 rc = client.wait()
                 timer.cancel()
-        message = errpath.read_text(errors="replace").strip()
-        if rc != 0 or problem:
-            m = _CLIENT_ERROR_LINE.search(message)
-            where = f" (dump line {m.group(1)})" if m else ""
-            errors = [ln for ln in message.splitlines() if ln.startswith("ERROR")]  # not the echoed statement
-            reason = problem or (errors[-1][:600] if errors else message[-600:]) or f"client exit {rc}"
-            if rc < 0 and not problem and not message:
-                reason = f"the mariadb client was killed after {timeout:.0f}s"
-            raise RestoreFailed(f"loading the dump {src.dump} failed{where}: {reason}")
-        commented = first.startswith((b"-- MariaDB dump", b"-- MySQL dump"))
-        if commented and not last.startswith(b"-- Dump completed"):
-            raise RestoreFailed(
-                f"the dump {src.dump} is truncated: it has no '-- Dump completed' trailer (last line: {last[:120]!r})",
-                hint="the dump was cut short while being written or copied",
-            )
-        self._database = used or src.database
+        piped = _Piped(0, problem or "", rc, errpath.read_text(errors="replace"), expired.is_set(), False)
+        self._judge_dump(src, streamed, piped, timeout)
 
-    def _stream_dump(self, path: Path, sink: IO[bytes]) -> tuple[bytes, bytes, str | None]:
-        """Write the dump to the client in 1 MiB batches; return (first line, last line, first USE db)."""
-        first = last = b""
-        used: str | None = None
+    def _judge_dump(self, src: MariadbDumpSource, streamed: _Streamed, piped: _Piped, timeout: float) -> None:
+        """Complete when the client took every line without an error, through the trailer of a commented dump.
+
+        ``piped.reader_err`` carries a read error of the dump itself (a gzip stream cut short).
+        """
+        code, line, text = _client_error(piped.client_err)
+        problem, rc = piped.reader_err, piped.client_rc
+        trailer = bool(self._dump_info and self._dump_info.commented)
+        complete = rc == 0 and not problem and (not trailer or streamed.last.startswith(DUMP_TRAILER))
+        detail = "the client loaded every line" + (" through the '-- Dump completed' trailer" if trailer else "")
+        if problem:
+            detail = problem
+        elif piped.timed_out:
+            detail = f"the mariadb client was killed after {timeout:.0f}s"
+        elif rc != 0:
+            detail = f"the mariadb client failed{f' at dump line {line}' if line else ''}: {text or f'exit {rc}'}"
+        elif not complete:
+            detail = f"the dump has no '-- Dump completed' trailer (last line: {streamed.last[:120]!r})"
+        self._proof = {
+            "requested": {"dump": str(src.dump), "until": "the '-- Dump completed' trailer" if trailer else "its end"},
+            "reached": {"lines_streamed": streamed.lines, "last_line": streamed.last[:120].decode("utf-8", "replace")},
+            "complete": complete,
+            "detail": detail,
+        }
+        if complete:
+            self._database = streamed.used or src.database
+            return
+        message = f"loading the dump {src.dump} failed: {detail}"
+        if piped.timed_out:
+            raise DeadlineExceeded(message)
+        if rc != 0 and not problem and _environment_failed(code, text):
+            raise RestoreFailed(message)
+        raise BackupDefect(message, hint="the dump itself is damaged or was cut short")
+
+    def _stream_dump(self, path: Path, sink: IO[bytes], out: _Streamed) -> None:
+        """Write the dump to the client in 1 MiB batches, noting lines, the last line and the first USE."""
         batch: list[bytes] = []
         size = 0
-        for n, line in enumerate(self._dump_lines(path)):
-            if n < 10 and line.startswith((b"-- MariaDB dump", b"-- MySQL dump")):
-                first = line  # newer dumps open with a sandbox-mode line before this header
+        for line in self._dump_lines(path):
+            out.lines += 1
             if line.strip():
-                last = line.strip()
-            if used is None and line.startswith(b"USE `"):
-                used = line[5:].split(b"`", 1)[0].decode("utf-8", errors="replace")
+                out.last = line.strip()
+            if out.used is None and line.startswith(b"USE `"):
+                out.used = line[5:].split(b"`", 1)[0].decode("utf-8", errors="replace")
             batch.append(line)
             size += len(line)
             if size >= 1 << 20:
@@ -656,7 +719,6 @@ class LocalMariadb:
                 batch, size = [], 0
         if batch:
             sink.write(b"".join(batch))
-        return first, last, used
 
     def _create_drill_user(self, server: MariaServer) -> None:
         """A user with a random in-memory password and read-only rights, for the validators."""
@@ -781,9 +843,19 @@ class LocalMariadb:
             self._isolation = self._read_isolation(self.server)
         return list(self._isolation)
 
+    def recovery_proof(self) -> dict[str, Any] | None:
+        """Where the replay (or the dump load) got to against what was asked; None before it ran.
+
+        ``{"requested", "reached", "complete", "detail"}`` plus, for PITR, the stop rule and the
+        newest event the binlogs hold. A drill whose proof is not complete has already failed
+        with IncompleteRecovery (or BackupDefect for a dump): no validator can pass it.
+        """
+        return dict(self._proof) if self._proof is not None else None
+
     def target_facts(self) -> dict[str, Any]:
         s = self.server
         return {
+            "recovery": self.recovery_proof(),
             "kind": NAME,
             "host": socket.gethostname(),
             "datadir": str(s.datadir) if s else None,

@@ -1,0 +1,173 @@
+"""What verifying a MariaDB binlog chain costs, against reading the same files.
+
+Builds a source MariaDB (``log_bin``, ``binlog_format=ROW``, ``binlog_checksum=CRC32``,
+``max_binlog_size=32M``) and writes about ``--mb`` MB of binary logs with a server-side
+procedure: many small transactions (one order row with a ~150-byte note, committed alone),
+every tenth one an update of an earlier row, like an OLTP workload. Then, page cache warm,
+each method reads the whole chain ``--repeat`` times, rotating which goes first:
+
+* ``cat``: ``cat FILES > /dev/null``, the floor.
+* ``scan``: :func:`drills.backends.maria_binlog.inspect_chain`, what preflight runs: every
+  event header and its CRC-32, in Python.
+* ``mariadb-binlog --verify-binlog-checksum``: the same files decoded and checked by the server's
+  own tool, output to ``/dev/null``.
+* ``mariadb-binlog``: the same without ``--verify-binlog-checksum`` (the decoding alone).
+* ``tracker``: :class:`~drills.backends.maria_binlog.ReplayTracker` fed the tool's output in
+  1 MiB chunks: what following a replay costs on top of the replay.
+
+    .venv/bin/python benchmarks/bench_binlog_verify.py [--mb 100] [--repeat 5] [--workdir DIR] [--keep]
+
+Prints the median and minimum per method and each one's ratio to ``cat``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from drills.backends.maria_binlog import ReplayTracker, inspect_chain  # noqa: E402
+from drills.localmaria import MariaServer, find_maria_binaries, private_dir, run_as_for_mariadb  # noqa: E402
+
+PROC = """
+create procedure fill(n int)
+begin
+  declare i int default 0;
+  while i < n do
+    start transaction;
+    insert into orders (customer_id, total_cents, note) values (i % 997, i * 7 % 50000, repeat(md5(i), 5));
+    if i % 10 = 9 then
+      update orders set status = 'paid' where id = greatest(501, last_insert_id()) - 500;
+    end if;
+    commit;
+    set i = i + 1;
+  end while;
+end
+"""
+
+
+def build(workdir: Path, mb: int) -> tuple[Path, list[Path]]:
+    bins = find_maria_binaries(need=("binlog",))
+    run_as = run_as_for_mariadb()
+    server = MariaServer(bins, workdir / "source", run_as)
+    binlogs = private_dir(workdir / "source" / "binlogs", run_as)
+    server.install_db()
+    server.start(
+        [
+            f"--log-bin={binlogs / 'mysql-bin'}",
+            "--server-id=1",
+            "--binlog-format=ROW",
+            "--binlog-checksum=CRC32",
+            "--max-binlog-size=32M",
+            "--sync-binlog=0",
+            "--innodb-flush-log-at-trx-commit=0",
+        ]
+    )
+    try:
+        server.wait_accepting(60)
+        with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
+            cur.execute("create database bench")
+            cur.execute("use bench")
+            cur.execute(
+                "create table orders (id int unsigned primary key auto_increment, customer_id int not null, "
+                "status enum('new','paid') not null default 'new', total_cents int not null, note varchar(200), "
+                "created_at datetime(6) not null default current_timestamp(6))"
+            )
+            cur.execute(PROC)
+            total = 0
+            while total < mb << 20:
+                cur.execute("call fill(20000)")
+                total = sum(p.stat().st_size for p in binlogs.glob("mysql-bin.[0-9]*"))
+                print(f"  binlogs: {total / 2**20:.0f} MB", file=sys.stderr)
+    finally:
+        server.stop()
+    files = sorted(binlogs.glob("mysql-bin.[0-9]*"))
+    return binlogs, files
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=int, default=100)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--workdir", type=Path)
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+    wd = a.workdir or Path(tempfile.mkdtemp(prefix="bench-binlog-", dir="/var/tmp"))
+    wd.chmod(0o755)
+    try:
+        binlogs = wd / "source" / "binlogs"
+        files = sorted(binlogs.glob("mysql-bin.[0-9]*")) if binlogs.is_dir() else []
+        if not files:
+            binlogs, files = build(wd, a.mb)
+        size = sum(f.stat().st_size for f in files)
+        tool = find_maria_binaries(need=("binlog",)).tool("binlog")
+        env = {"TZ": "UTC", "LC_ALL": "C", "PATH": "/usr/bin:/bin"}
+        names = [str(f) for f in files]
+
+        def cat() -> None:
+            subprocess.run(["cat", *names], stdout=subprocess.DEVNULL, check=True)
+
+        def scan() -> None:
+            chain = inspect_chain(binlogs, files[0].name, 4)
+            assert chain.broken is None, chain.broken
+
+        def tool_verify() -> None:
+            subprocess.run([tool, "--no-defaults", "--verify-binlog-checksum", *names], stdout=subprocess.DEVNULL, env=env, check=True)
+
+        def tool_plain() -> None:
+            subprocess.run([tool, "--no-defaults", *names], stdout=subprocess.DEVNULL, env=env, check=True)
+
+        def tracker() -> None:
+            t = ReplayTracker([f.name for f in files], 4)
+            with subprocess.Popen([tool, "--no-defaults", *names], stdout=subprocess.PIPE, env=env) as p:
+                assert p.stdout is not None
+                while chunk := p.stdout.read(1 << 20):
+                    t.feed(chunk)
+            assert len(t.seen) == len(files)
+
+        methods: dict[str, Callable[[], None]] = {
+            "cat": cat,
+            "scan (headers + CRC32, Python)": scan,
+            "mariadb-binlog --verify-binlog-checksum": tool_verify,
+            "mariadb-binlog (no verify)": tool_plain,
+            "mariadb-binlog | tracker": tracker,
+        }
+        cat()  # warm the page cache
+        times: dict[str, list[float]] = {k: [] for k in methods}
+        order = list(methods)
+        for r in range(a.repeat):
+            for name in order[r % len(order) :] + order[: r % len(order)]:
+                times[name].append(timed(methods[name]))
+        print(f"{len(files)} binlog files, {size / 2**20:.1f} MB, {a.repeat} rounds, warm cache")
+        base = statistics.median(times["cat"])
+        print(f"{'method':44} {'median s':>9} {'min s':>8} {'x cat':>8}")
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            print(f"{name:44} {med:9.3f} {min(ts):8.3f} {med / base:8.1f}")
+    finally:
+        if not a.keep and a.workdir is None:
+            shutil.rmtree(wd, ignore_errors=True)
+        elif a.keep:
+            print(f"kept {wd}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

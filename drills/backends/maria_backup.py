@@ -1,0 +1,244 @@
+"""A ``mariadb-backup`` backup with its binlogs, or a ``mariadb-dump`` file, checked without a server.
+
+What preflight and ``drill validate`` run before anything starts. Everything wrong with the
+backup itself is a :class:`~drills.errors.BackupDefect` (a failed drill, exit 1, with
+evidence): a backup directory that is not there because last night's backup never ran, a
+backup that did not finish, missing coordinates, a file nobody can read, a gapped or damaged
+binlog chain (:mod:`drills.backends.maria_binlog`), a target the backup does not hold, a dump
+cut short. What this tool cannot do (an incremental backup) stays a
+:class:`~drills.errors.PreflightError` (exit 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from drills.backends.maria_binlog import ReplayPlan, inspect_chain, plan_replay
+from drills.clock import iso
+from drills.errors import BackupDefect, PreflightError
+from drills.localpg import RunAs
+from drills.sources import MariadbDumpSource, MariadbPitrSource
+
+__all__ = [
+    "BackupInfo",
+    "DumpInfo",
+    "inspect_backup",
+    "inspect_dump",
+    "inspect_pitr",
+    "reader_for",
+]
+
+NO_BACKUP_HINT = "did last night's backup run? check the backup job and where it writes"
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """What a ``mariadb-backup --backup`` target directory says about itself."""
+
+    path: Path
+    start_file: str
+    start_position: int
+    gtid: str | None
+    end: datetime
+    end_basis: str
+    files: int
+    size_bytes: int
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "end_time": iso(self.end),
+            "end_time_basis": self.end_basis,
+            "binlog_file": self.start_file,
+            "binlog_position": self.start_position,
+            "gtid": self.gtid,
+            "files": self.files,
+            "size_bytes": self.size_bytes,
+        }
+
+
+def reader_for(run_as: RunAs | None) -> tuple[str, int, list[int]] | None:
+    """Who reads the binlogs: mariadb-binlog runs as the server's user when we are root (None: this process)."""
+    return (run_as.name, run_as.uid, [run_as.gid]) if run_as else None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError as exc:
+        raise BackupDefect(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _binlog_coordinates(backup: Path) -> tuple[str, int, str | None]:
+    for name in ("mariadb_backup_binlog_info", "xtrabackup_binlog_info"):
+        p = backup / name
+        if p.exists():
+            text = _read(p)
+            parts = text.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else None
+            raise BackupDefect(f"{p}: unreadable binlog coordinates: {text.strip()[:200]!r}")
+    raise BackupDefect(
+        f"{backup}: the backup recorded no binlog coordinates (xtrabackup_binlog_info), so no binlog can be "
+        "replayed onto it",
+        hint="the source must run with log_bin enabled when mariadb-backup --backup runs",
+    )
+
+
+def _backup_end(backup: Path) -> tuple[datetime, str]:
+    """When the backup finished: ``end_time`` of xtrabackup_info, in this machine's local zone.
+
+    mariadb-backup writes it as a naive local time; we assume the backup ran on a machine in
+    the same zone as this one and say so in the evidence.
+    """
+    for name in ("xtrabackup_info", "mariadb_backup_info"):
+        with contextlib.suppress(OSError, ValueError):
+            for line in (backup / name).read_text(errors="replace").splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() == "end_time":
+                    local = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S").astimezone()
+                    return local.astimezone(UTC), f"{name} end_time read as local time ({local.tzname()})"
+    mtime = (backup / "xtrabackup_checkpoints").stat().st_mtime
+    return datetime.fromtimestamp(mtime, UTC), "mtime of xtrabackup_checkpoints (no end_time recorded)"
+
+
+def _readable_tree(root: Path) -> tuple[int, int]:
+    """(files, bytes) under ``root``, each file opened for reading by this process (which copies them).
+
+    The first file or directory that cannot be read is a defect, with a count of the others.
+    """
+    problems: list[str] = []
+    files = size = 0
+
+    def onerror(exc: OSError) -> None:
+        problems.append(f"{exc.filename}: {exc.strerror}")
+
+    for d, _dirs, names in os.walk(root, onerror=onerror):
+        for n in names:
+            p = os.path.join(d, n)
+            try:
+                st = os.lstat(p)
+                if not os.path.islink(p):
+                    os.close(os.open(p, os.O_RDONLY | os.O_NONBLOCK))
+            except OSError as exc:
+                problems.append(f"{p}: {exc.strerror}")
+                continue
+            files += 1
+            size += st.st_size
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise BackupDefect(f"backup {root} is not readable: {problems[0]}{more}")
+    return files, size
+
+
+def inspect_backup(backup: Path) -> BackupInfo:
+    """The backup directory: there, finished, full, with binlog coordinates, every file readable."""
+    if not backup.exists():
+        raise BackupDefect(f"no backup at {backup} ({NO_BACKUP_HINT})")
+    if not backup.is_dir():
+        raise BackupDefect(f"{backup}: not a directory; a mariadb-backup backup is its --target-dir")
+    checkpoints = backup / "xtrabackup_checkpoints"
+    try:
+        if not checkpoints.exists():
+            raise BackupDefect(
+                f"{backup}: not a complete mariadb-backup backup (no xtrabackup_checkpoints): the backup did not "
+                "finish, or this is not its --target-dir",
+                hint=NO_BACKUP_HINT,
+            )
+    except PermissionError as exc:
+        raise BackupDefect(f"{backup}: not readable: {exc.strerror}") from None
+    if re.search(r"backup_type\s*=\s*incremental", _read(checkpoints)):
+        raise PreflightError(f"{backup}: an incremental backup; drills restore full backups only")
+    start_file, position, gtid = _binlog_coordinates(backup)
+    files, size = _readable_tree(backup)
+    end, basis = _backup_end(backup)
+    return BackupInfo(backup, start_file, position, gtid, end, basis, files, size)
+
+
+def inspect_pitr(src: MariadbPitrSource, reader: tuple[str, int, list[int]] | None) -> tuple[BackupInfo, ReplayPlan]:
+    """The backup and the binlog chain a PITR to ``src.target_time`` replays (see maria_binlog.plan_replay)."""
+    info = inspect_backup(src.backup)
+    target = src.target_time
+    stop_ts = int(target.timestamp()) if isinstance(target, datetime) else None  # whole seconds, as binlogs stamp
+    chain = inspect_chain(src.binlogs, info.start_file, info.start_position, stop_ts=stop_ts, reader=reader)
+    plan = plan_replay(chain, stop_ts, int(info.end.timestamp()))
+    return info, plan
+
+
+# ---------------------------------------------------------------- dumps
+
+DUMP_HEADERS = (b"-- MariaDB dump", b"-- MySQL dump")
+DUMP_TRAILER = b"-- Dump completed"
+
+
+@dataclass(frozen=True)
+class DumpInfo:
+    path: Path
+    gz: bool
+    header: str
+    size_bytes: int
+    commented: bool  # written with comments: it must end with the "-- Dump completed" trailer
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "dump": str(self.path),
+            "compressed": "gzip" if self.gz else None,
+            "size_bytes": self.size_bytes,
+            "header": self.header[:200],
+        }
+
+
+def _tail(path: Path, n: int = 4096) -> bytes:
+    with path.open("rb") as fh:
+        fh.seek(max(0, path.stat().st_size - n))
+        return fh.read()
+
+
+def inspect_dump(path: Path) -> DumpInfo:
+    """The dump file: there, readable, and (plain, with comments) ending with its completion trailer.
+
+    A gzip'd dump is checked to the end while it loads (its trailer is only known after
+    decompressing all of it); a cut there is a BackupDefect of the load.
+    """
+    if not path.exists():
+        raise BackupDefect(f"no dump at {path} ({NO_BACKUP_HINT})")
+    if not path.is_file():
+        raise BackupDefect(f"{path}: not a dump file")
+    size = path.stat().st_size
+    if size == 0:
+        raise BackupDefect(f"{path}: the dump is empty (0 bytes)", hint=NO_BACKUP_HINT)
+    try:
+        with path.open("rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+        opener: Any = gzip.open if gz else open
+        with opener(path, "rb") as fh:
+            head = [fh.readline(512) for _ in range(10)]
+        tail = b"" if gz else _tail(path)
+    except (OSError, EOFError) as exc:
+        raise BackupDefect(f"{path}: cannot read the dump: {exc}") from None
+    commented = any(line.startswith(DUMP_HEADERS) for line in head)
+    first = next((line for line in head if line.startswith(DUMP_HEADERS)), head[0])
+    if commented and not gz:
+        last = tail.rstrip().rsplit(b"\n", 1)[-1]
+        if not last.startswith(DUMP_TRAILER):
+            raise BackupDefect(
+                f"{path}: the dump is truncated: it has no '-- Dump completed' trailer "
+                f"(it ends at {size} bytes with {last[-80:]!r})",
+                hint="the dump was cut short while being written or copied",
+            )
+    return DumpInfo(path, gz, first.decode("utf-8", "replace").strip(), size, commented)
+
+
+def check_source(source: MariadbPitrSource | MariadbDumpSource, run_as: RunAs | None) -> dict[str, Any]:
+    """The offline checks of either kind, as facts; BackupDefect when the backup cannot be restored."""
+    if isinstance(source, MariadbDumpSource):
+        return {"dump": inspect_dump(source.dump).facts()}
+    info, plan = inspect_pitr(source, reader_for(run_as))
+    return {"backup": info.facts(), "binlog_chain": plan.facts()}

@@ -1,0 +1,820 @@
+"""MariaDB binary logs read without a server: the chain a PITR replays, and proof of where replay stopped.
+
+A binlog file is ``\\xfebin`` followed by events. Each event has a 19-byte header (timestamp in
+whole UTC seconds, type, server id, length, ``log_pos`` = its end offset, flags) and, when the
+format description event at offset 4 says ``binlog_checksum=CRC32``, a CRC-32 of the event in
+its last four bytes. :func:`scan_file` walks the events with that alone: every header consistent
+(length, end offset), every checksum right, the file ending where a file the server closed must
+end (a Rotate or Stop event). That costs little more than reading the file: no decoding of rows.
+
+:func:`inspect_chain` applies it to the files a replay reads: from the backup's coordinates,
+the contiguous numbered sequence (checked against the ``.index`` file when there is one), each
+file readable by the account that runs ``mariadb-binlog`` (the server's user when we are root).
+:func:`plan_replay` then decides what a target needs, with ``mariadb-binlog``'s own rule:
+``--stop-datetime=T`` stops at the first event stamped at or after ``T``, and everything after
+that event is not needed, so a gap or a damaged file there is a fact in the evidence, not a
+refusal. For ``latest`` the end of the contiguous valid chain is the end of the restorable
+range; a break followed by more binlogs (data the backup holds but cannot replay) or any damage
+to a file the server had closed is a :class:`~drills.errors.BackupDefect`.
+
+:class:`ReplayTracker` reads ``mariadb-binlog``'s output as it streams to the client: the
+header line it prints before each event (``#YYMMDD HH:MM:SS server id N end_log_pos P ...``)
+says which event of which file it emitted. Replay is complete only if every file it read was
+emitted to the end the scan found and the last one to exactly the requested stop. Without that
+check, a binlog whose format description has the "in use" flag (a copy of a live file, or a
+crash) lets ``mariadb-binlog`` treat any unreadable event as the end of that file and carry on
+with the next one, exit 0, having skipped the rest: exactly the false pass this module exists
+to prevent.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import stat
+import struct
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from drills.errors import BackupDefect
+
+__all__ = [
+    "MAGIC",
+    "Chain",
+    "Defect",
+    "FileScan",
+    "Position",
+    "ReplayPlan",
+    "ReplayTracker",
+    "binlog_number",
+    "inspect_chain",
+    "plan_replay",
+    "readable_by",
+    "scan_file",
+    "unreadable_reason",
+]
+
+MAGIC = b"\xfebin"
+HEADER = struct.Struct("<IBIIIH")  # timestamp, type, server id, event length, log_pos (end of the event), flags
+HEADER_LEN = HEADER.size  # 19
+CRC = struct.Struct("<I")
+CHUNK = 8 << 20
+
+FORMAT_DESCRIPTION = 15
+ROTATE = 4
+STOP = 3
+START_ENCRYPTION = 164
+IN_USE_FLAG = 0x1  # LOG_EVENT_BINLOG_IN_USE_F: set while the server writes the file, cleared when it closes it
+CHECKSUM_OFF, CHECKSUM_CRC32 = 0, 1
+
+EVENT_NAMES = {
+    2: "Query",
+    3: "Stop",
+    4: "Rotate",
+    15: "Format_description",
+    16: "Xid",
+    19: "Table_map",
+    23: "Write_rows",
+    24: "Update_rows",
+    25: "Delete_rows",
+    160: "Annotate_rows",
+    161: "Binlog_checkpoint",
+    162: "Gtid",
+    163: "Gtid_list",
+    164: "Start_encryption",
+}
+
+
+def _event_name(kind: int) -> str:
+    return EVENT_NAMES.get(kind, f"type {kind}")
+
+
+def _utc(ts: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts is not None else None
+
+
+def _iso(ts: int | None) -> str | None:
+    return _utc(ts).strftime("%Y-%m-%dT%H:%M:%SZ") if ts is not None else None  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------- one file
+
+
+@dataclass(frozen=True)
+class Defect:
+    """What is wrong with one binlog file, named the way a user finds it: ``file: problem``."""
+
+    file: str
+    kind: str  # missing | unreadable | not-binlog | truncated | corrupt | checksum | encrypted | position
+    problem: str
+    offset: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event's place: where it starts and ends in its file, its timestamp and type."""
+
+    pos: int
+    end: int
+    ts: int
+    kind: int
+
+
+@dataclass(frozen=True)
+class FileScan:
+    """What walking one binlog found. ``end`` is where the last whole valid event ends: a reader
+    gets no further in this file. ``defect`` is the first problem; nothing after it was read."""
+
+    name: str
+    size: int
+    start: int  # where the walk began (the backup's position in the first file, else 4)
+    end: int
+    events: int  # whole valid events from ``start`` (the format description counts when start is 4)
+    first_ts: int | None  # of the first event at or after ``start``
+    last_ts: int | None
+    last_kind: int | None
+    in_use: bool  # the server had not closed it: a live copy or a crash
+    checksums: bool
+    server_version: str
+    rotate_to: str | None
+    defect: Defect | None
+    stop: Event | None  # first event at or after the stop timestamp, when one was asked for
+    printed_before_stop: int  # header lines mariadb-binlog prints for this file before ``stop`` (or to ``end``)
+
+    @property
+    def closed(self) -> bool:
+        """Ends with the event the server writes last: Rotate (to the next file) or Stop (shutdown)."""
+        return self.last_kind in (ROTATE, STOP) and self.end == self.size
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "file": self.name,
+            "size_bytes": self.size,
+            "from_position": self.start,
+            "valid_until": self.end,
+            "events": self.events,
+            "first_event": _iso(self.first_ts),
+            "last_event": _iso(self.last_ts),
+            "closed_by": "Rotate" if self.last_kind == ROTATE else "Stop" if self.last_kind == STOP else None,
+            "in_use_flag": self.in_use,
+            "checksums": "CRC32" if self.checksums else "none",
+            "defect": str(self.defect) if self.defect else None,
+        }
+
+
+def _fde_crc_ok(fde: bytes) -> bool:
+    """The format description's CRC is computed with the "in use" flag clear (the server clears it in place)."""
+    buf = bytearray(fde[:-4])
+    buf[17] &= ~IN_USE_FLAG & 0xFF  # low byte of the flags field (offset 17 of the header)
+    stored: int = CRC.unpack_from(fde, len(fde) - 4)[0]
+    return zlib.crc32(buf) == stored
+
+
+class _Scan:
+    """One pass over one file; each step returns the defect that ends the walk, or None."""
+
+    def __init__(self, path: Path, start: int, stop_ts: int | None, chunk: int) -> None:
+        self.name, self.start, self.stop_ts, self.chunk = path.name, start, stop_ts, chunk
+        self.size = os.stat(path).st_size
+        self.acc: dict[str, Any] = {"name": self.name, "size": self.size, "start": start, "end": 4, "events": 0}
+        self.acc |= {"first_ts": None, "last_ts": None, "last_kind": None, "in_use": False, "checksums": False}
+        self.acc |= {"server_version": "", "rotate_to": None, "stop": None, "printed_before_stop": 0}
+        self.fde_end = 4
+
+    def defect(self, kind: str, problem: str, offset: int) -> Defect:
+        return Defect(self.name, kind, problem, offset)
+
+    def no_header(self, head: bytes) -> Defect:
+        if len(head) >= 4 and head[:4] != MAGIC:
+            return self.defect("not-binlog", f"not a binlog: starts with {head[:4].hex()}, expected fe62696e", 0)
+        what = "no binlog header" if len(head) < 4 else "no format description event"
+        return self.defect("truncated", f"truncated at {self.size} bytes: {what}", 0)
+
+    def format_description(self, fh: BinaryIO) -> Defect | None:
+        head = fh.read(4 + HEADER_LEN)
+        if len(head) < 4 + HEADER_LEN or head[:4] != MAGIC:
+            return self.no_header(head)
+        ts, kind, _sid, length, end, flags = HEADER.unpack_from(head, 4)
+        if kind != FORMAT_DESCRIPTION or length < HEADER_LEN + 57 or end != 4 + length:
+            problem = f"corrupt format description event at 4 ({_event_name(kind)}, length {length}, end {end})"
+            return self.defect("corrupt", problem, 4)
+        if 4 + length > self.size:
+            return self.defect("truncated", f"truncated at {self.size} bytes: the format description needs {length}", 4)
+        fde = head[4:] + fh.read(length - HEADER_LEN)
+        version = struct.unpack_from("<H", fde, HEADER_LEN)[0]
+        self.acc["server_version"] = fde[HEADER_LEN + 2 : HEADER_LEN + 52].split(b"\0", 1)[0].decode("ascii", "replace")
+        self.acc["in_use"] = bool(flags & IN_USE_FLAG)
+        if version != 4:
+            return self.defect("corrupt", f"binlog format version {version}, expected 4", 4)
+        alg = fde[-5]
+        if alg in (CHECKSUM_OFF, CHECKSUM_CRC32) and not _fde_crc_ok(fde):
+            return self.defect("checksum", "bad checksum in the format description event at 4", 4)
+        self.acc["checksums"] = alg == CHECKSUM_CRC32
+        self.fde_end = 4 + length
+        self.acc["printed_before_stop"] = 1  # mariadb-binlog prints the format description of every file it reads
+        if self.start <= 4:  # then it is also an event of the replay, and subject to --stop-datetime
+            self.acc |= {"start": 4, "end": self.fde_end, "events": 1, "first_ts": ts, "last_ts": ts, "last_kind": kind}
+            if self.stop_ts is not None and ts >= self.stop_ts:
+                self.acc["stop"], self.acc["printed_before_stop"] = Event(4, self.fde_end, ts, kind), 0
+        return None
+
+    def position(self) -> Defect | None:
+        if self.start <= 4:
+            return None
+        if self.start > self.size:
+            return self.defect("position", f"{self.size} bytes, shorter than the backup's position {self.start}", 4)
+        if self.start < self.fde_end:
+            return self.defect("position", f"the backup's position {self.start} is inside the header", self.start)
+        self.acc["end"] = self.start
+        return None
+
+    def events(self, fh: BinaryIO) -> Defect | None:  # noqa: PLR0912 - the hot loop stays in one frame
+        acc, size, chunk, stop_ts = self.acc, self.size, self.chunk, self.stop_ts
+        checksums = acc["checksums"]
+        trailer = 4 if checksums else 0
+        stopped = acc["stop"] is not None
+        pos = max(self.start, self.fde_end)
+        fh.seek(pos)
+        buf, base = b"", pos
+        mv = memoryview(buf)
+        while True:
+            off = pos - base
+            if off + HEADER_LEN > len(buf):
+                more = fh.read(chunk)
+                if not more and off == len(buf):
+                    return None
+                buf, base, off = buf[off:] + more, pos, 0
+                mv = memoryview(buf)
+                if len(buf) < HEADER_LEN:
+                    return self.defect("truncated", f"truncated at {size} bytes: a partial event header at {pos}", pos)
+            ts, kind, _sid, length, end, _flags = HEADER.unpack_from(buf, off)
+            if length < HEADER_LEN + trailer or end != pos + length:
+                problem = f"corrupt event header at {pos} ({_event_name(kind)}, length {length}, end {end})"
+                return self.defect("corrupt", problem, pos)
+            if off + length > len(buf):
+                more = fh.read(max(chunk, off + length - len(buf)))
+                buf, base, off = buf[off:] + more, pos, 0
+                mv = memoryview(buf)
+                if length > len(buf):
+                    problem = f"truncated at {size} bytes: the {_event_name(kind)} event at {pos} needs {length} bytes"
+                    return self.defect("truncated", problem, pos)
+            if checksums and zlib.crc32(mv[off : off + length - 4]) != CRC.unpack_from(buf, off + length - 4)[0]:
+                problem = f"bad checksum in the {_event_name(kind)} event at {pos} (corrupt bytes in {pos}..{end})"
+                return self.defect("checksum", problem, pos)
+            if kind == START_ENCRYPTION:
+                return self.defect("encrypted", "encrypted binlog: mariadb-binlog cannot read it without the key", pos)
+            if not stopped:
+                if stop_ts is not None and ts >= stop_ts:
+                    acc["stop"], stopped = Event(pos, end, ts, kind), True
+                else:
+                    acc["printed_before_stop"] += 1
+            if acc["first_ts"] is None:
+                acc["first_ts"] = ts
+            if kind == ROTATE:
+                acc["rotate_to"] = bytes(buf[off + HEADER_LEN + 8 : off + length - trailer]).decode("utf-8", "replace")
+            acc["events"] += 1
+            acc["last_ts"], acc["last_kind"], acc["end"] = ts, kind, end
+            pos = end
+
+    def closing(self) -> Defect | None:
+        """A file the server closed (in-use flag clear) ends with its Rotate or Stop event."""
+        if self.acc["in_use"] or self.acc["last_kind"] in (ROTATE, STOP):
+            return None
+        last = _event_name(self.acc["last_kind"]) if self.acc["last_kind"] is not None else "header"
+        problem = (
+            f"truncated at {self.size} bytes: the server closed this binlog, so it must end with a Rotate or Stop "
+            f"event, but it ends after a {last} event"
+        )
+        return self.defect("truncated", problem, self.size)
+
+
+def scan_file(path: Path, *, start: int = 4, stop_ts: int | None = None, chunk: int = CHUNK) -> FileScan:
+    """Walk one binlog from ``start``: every event header and checksum (see the module docstring).
+
+    ``stop_ts`` (whole UTC seconds) marks the first event a ``--stop-datetime`` replay stops at.
+    Raises OSError only; what is wrong with the file is the scan's ``defect``.
+    """
+    scan = _Scan(path, start, stop_ts, chunk)
+    with open(path, "rb") as fh:
+        defect = scan.format_description(fh) or scan.position() or scan.events(fh) or scan.closing()
+    return FileScan(**scan.acc, defect=defect)
+
+
+# ---------------------------------------------------------------- who can read it
+
+
+def readable_by(st_mode: int, st_uid: int, st_gid: int, uid: int, gids: Iterable[int]) -> bool:
+    """Whether a user may open a file for reading, from its mode bits (root reads anything)."""
+    if uid == 0:
+        return True
+    if st_uid == uid:
+        return bool(st_mode & stat.S_IRUSR)
+    if st_gid in set(gids):
+        return bool(st_mode & stat.S_IRGRP)
+    return bool(st_mode & stat.S_IROTH)
+
+
+def _traversable_by(st: os.stat_result, uid: int, gids: Sequence[int]) -> bool:
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in gids:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def unreadable_reason(path: Path, reader: tuple[str, int, Sequence[int]] | None) -> str | None:
+    """Why ``reader`` (name, uid, gids; None: this process) cannot read ``path``, or None when it can.
+
+    From mode bits and every directory on the way (ACLs are not read: a file they open is
+    reported unreadable only if the mode bits refuse it too, and the reader itself still fails
+    loudly later).
+    """
+    if reader is None:
+        return None if os.access(path, os.R_OK) else f"not readable by this process (uid {os.geteuid()})"
+    who, uid, gids = reader
+    p = path.absolute()
+    for d in reversed(p.parents):
+        try:
+            st = d.stat()
+        except OSError as exc:
+            return f"cannot stat {d}: {exc.strerror}"
+        if not _traversable_by(st, uid, gids):
+            return f"not readable by {who}: directory {d} (mode {stat.S_IMODE(st.st_mode):04o}) is not traversable"
+    try:
+        st = p.stat()
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror}"
+    if not readable_by(st.st_mode, st.st_uid, st.st_gid, uid, gids):
+        return f"not readable by {who} (mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid} gid {st.st_gid})"
+    return None
+
+
+# ---------------------------------------------------------------- the chain
+
+
+def binlog_number(name: str) -> tuple[str, int] | None:
+    """(base, number) of a binlog file name ``base.NNNNNN``."""
+    m = re.fullmatch(r"(.+)\.(\d{6,})", name)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Every binlog file from the backup's coordinates on, in sequence, and where the chain breaks.
+
+    ``prefix`` is what a replay can read: the files before the first defect, plus the damaged
+    file itself when the defect is inside it (its events before the defect are sound).
+    ``broken`` is that first defect; ``beyond`` the files present after it (events the backup
+    holds that no replay can reach); ``later`` any further defects.
+    """
+
+    directory: Path
+    start_file: str
+    start_position: int
+    names: tuple[str, ...]  # the numbered sequence from start_file to the newest file present or listed
+    scans: tuple[FileScan, ...]  # every file read, in sequence order
+    prefix: tuple[FileScan, ...]
+    broken: Defect | None
+    beyond: tuple[str, ...]
+    later: tuple[Defect, ...]
+    index: str | None  # the .index file consulted, if any
+
+    def order(self, name: str) -> int:
+        return self.names.index(name)
+
+
+def _sequence(binlogs: Path, start_file: str) -> tuple[list[str], str | None, set[str]]:
+    """Names from ``start_file`` to the newest file present or listed in the index, numbers contiguous."""
+    parsed = binlog_number(start_file)
+    if parsed is None:
+        raise BackupDefect(f"binlog file name {start_file!r} recorded by the backup is not of the form base.NNNNNN")
+    base, first = parsed
+    width = len(start_file) - len(base) - 1
+    present = {b[1]: p.name for p in binlogs.iterdir() if (b := binlog_number(p.name)) and b[0] == base}
+    index = binlogs / f"{base}.index"
+    listed: dict[int, str] = {}
+    used: str | None = None
+    if index.is_file():
+        used = str(index)
+        try:
+            lines = index.read_text(errors="replace").splitlines()
+        except OSError as exc:
+            raise BackupDefect(f"{index}: cannot read the binlog index: {exc.strerror}") from None
+        for line in lines:
+            n = Path(line.strip()).name  # the source's paths; the files may have been copied elsewhere since
+            if (b := binlog_number(n)) and b[0] == base:
+                listed[b[1]] = n
+    last = max((k for k in (*present, *listed) if k >= first), default=first)
+    names = [present.get(k) or listed.get(k) or f"{base}.{k:0{width}d}" for k in range(first, last + 1)]
+    return names, used, {n for k, n in listed.items() if k >= first}
+
+
+def inspect_chain(
+    binlogs: Path,
+    start_file: str,
+    start_position: int,
+    *,
+    stop_ts: int | None = None,
+    reader: tuple[str, int, Sequence[int]] | None = None,
+) -> Chain:
+    """Scan every binlog from the backup's coordinates on (see :class:`Chain`).
+
+    ``reader`` is the account mariadb-binlog runs as (None: this process). Raises BackupDefect
+    only when there is nothing to look at; every other problem is a :class:`Defect` in the chain.
+    """
+    if not binlogs.is_dir():
+        raise BackupDefect(
+            f"no binlog directory at {binlogs} (were the binary logs copied with the backup?)",
+            hint="a point-in-time restore replays the source's binary logs from the backup's coordinates",
+        )
+    names, index, listed = _sequence(binlogs, start_file)
+    scans: list[FileScan] = []
+    prefix: list[FileScan] = []
+    defects: list[Defect] = []
+    beyond: list[str] = []
+    for i, name in enumerate(names):
+        path = binlogs / name
+        if defects and path.exists():
+            beyond.append(name)
+        if not path.is_file():
+            where = f" (listed in {Path(index).name})" if index and name in listed else ""
+            defects.append(Defect(name, "missing", f"missing from {binlogs}{where}"))
+            continue
+        why = unreadable_reason(path, reader)
+        if why is not None:
+            defects.append(Defect(name, "unreadable", why))
+            continue
+        try:
+            scan = scan_file(path, start=start_position if i == 0 else 4, stop_ts=stop_ts)
+        except OSError as exc:
+            defects.append(Defect(name, "unreadable", f"cannot read: {exc.strerror}"))
+            continue
+        scans.append(scan)
+        if not defects:
+            prefix.append(scan)
+        if scan.defect is not None:
+            defects.append(scan.defect)
+    return Chain(
+        directory=binlogs,
+        start_file=start_file,
+        start_position=start_position,
+        names=tuple(names),
+        scans=tuple(scans),
+        prefix=tuple(prefix),
+        broken=defects[0] if defects else None,
+        beyond=tuple(beyond),
+        later=tuple(defects[1:]),
+        index=index,
+    )
+
+
+# ---------------------------------------------------------------- what a target needs
+
+
+@dataclass(frozen=True)
+class Position:
+    """A place in the binlogs: file, byte offset, and the timestamp of the event that ends or starts there."""
+
+    file: str
+    pos: int
+    ts: int | None
+
+    def __str__(self) -> str:
+        when = f" ({_iso(self.ts)})" if self.ts is not None else ""
+        return f"{self.file}:{self.pos}{when}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "position": self.pos, "event_time": _iso(self.ts)}
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """What mariadb-binlog is given and where it must get to.
+
+    ``expect`` holds, per file replayed, the position its last emitted event must end at and
+    the number of event header lines mariadb-binlog prints for it. ``stop_ts`` is the
+    ``--stop-datetime`` of a time target; ``stop_position`` the ``--stop-position`` of
+    ``latest`` (the end of the last whole event of the last file).
+    """
+
+    files: tuple[str, ...]
+    start_position: int
+    stop_ts: int | None
+    stop_position: int | None
+    requested: Position
+    rule: str
+    expect: tuple[tuple[str, int, int], ...]
+    restorable_until: Position
+    holds_until: Position | None
+    chain_end: str
+    not_needed: tuple[str, ...]
+    scans: tuple[FileScan, ...]
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "files": [s.facts() for s in self.scans],
+            "replayed_files": list(self.files),
+            "requested": self.requested.to_dict() | {"rule": self.rule},
+            "restorable_until": self.restorable_until.to_dict(),
+            "holds_events_until": self.holds_until.to_dict() if self.holds_until else None,
+            "chain_end": self.chain_end,
+            "defects_not_needed": list(self.not_needed),
+        }
+
+
+def _end_of(scan: FileScan) -> Position:
+    return Position(scan.name, scan.end, scan.last_ts)
+
+
+def _why_chain_ends(chain: Chain) -> str:
+    """Why the restorable range ends where it does, in the words the evidence uses."""
+    last = chain.prefix[-1]
+    broken = chain.broken
+    end_of_archive = broken is None or (broken.kind == "missing" and not chain.beyond)
+    if not end_of_archive:
+        assert broken is not None
+        if broken.kind == "truncated" and broken.file == last.name and last.in_use and not chain.beyond:
+            return (
+                f"{last.name} was still open on the source (in-use flag) and ends with a partial event: "
+                f"the chain ends at its last whole event, {last.end}"
+            )
+        return f"the chain breaks at {broken}"
+    if last.rotate_to and last.closed:
+        listed = " (named by the binlog index too)" if broken is not None and "listed in" in broken.problem else ""
+        return (
+            f"{last.name} ends with a Rotate to {last.rotate_to}, which is not here{listed}: the binlog the source "
+            "was writing when the binlogs were copied"
+        )
+    if last.in_use:
+        return f"{last.name} was still open on the source (in-use flag): the chain ends at its last whole event"
+    return f"{last.name} ends with a Stop event (the source was shut down)"
+
+
+def _latest_may_end_at(chain: Chain) -> bool:
+    """For ``latest``, a break is the end of the range only where the source had written nothing more
+    that we know of: files missing at the end of the sequence, or the partial last event of a file
+    that was still open (a copy of the binlog being written)."""
+    broken = chain.broken
+    if broken is None:
+        return True
+    if chain.beyond:
+        return False
+    if broken.kind == "missing":
+        return True
+    last = chain.prefix[-1] if chain.prefix else None
+    return broken.kind == "truncated" and last is not None and last.name == broken.file and last.in_use
+
+
+def plan_replay(chain: Chain, target_ts: int | None, backup_end_ts: int) -> ReplayPlan:
+    """What replaying to ``target_ts`` (whole UTC seconds; None: latest) needs, or a BackupDefect saying
+    why the binlogs cannot give it."""
+    if not chain.prefix:
+        first = chain.broken or Defect(chain.start_file, "missing", "missing")
+        raise BackupDefect(
+            f"the binlog the backup's coordinates point into is not usable: {first}",
+            hint="a point-in-time restore replays the binlogs from the backup's coordinates "
+            f"({chain.start_file}:{chain.start_position})",
+        )
+    restorable = _end_of(chain.prefix[-1])
+    newest = next((s for s in reversed(chain.scans) if s.last_ts is not None), None)
+    holds = _end_of(newest) if newest else None
+    rng = f"restorable range {_iso(backup_end_ts)} .. {_iso(restorable.ts) if restorable.ts else '(no events)'}"
+    defects = [d for d in (chain.broken, *chain.later) if d is not None]
+    common = {
+        "start_position": chain.start_position,
+        "restorable_until": restorable,
+        "holds_until": holds,
+        "chain_end": _why_chain_ends(chain),
+        "scans": chain.scans,
+    }
+    if target_ts is None:
+        if not _latest_may_end_at(chain):
+            assert chain.broken is not None
+            more = f"; the backup holds binlogs after it that replay cannot reach: {', '.join(chain.beyond)}"
+            raise BackupDefect(
+                f"the binlog chain breaks at {chain.broken}{more if chain.beyond else ''}; "
+                f"latest can only restore until {restorable}",
+                hint="restore the damaged or missing binlog from the binlog archive",
+            )
+        files = chain.prefix
+        return ReplayPlan(
+            files=tuple(s.name for s in files),
+            stop_ts=None,
+            stop_position=restorable.pos,
+            requested=restorable,
+            rule="latest: the end of the last whole event of the contiguous valid binlog chain",
+            expect=tuple((s.name, s.end, s.printed_before_stop) for s in files),
+            not_needed=tuple(str(d) for d in defects),
+            **common,  # type: ignore[arg-type]
+        )
+    if target_ts < backup_end_ts:
+        raise BackupDefect(
+            f"target_time {_iso(target_ts)} is before the backup finished ({_iso(backup_end_ts)}); {rng}",
+            hint="choose a later target, or an older backup",
+        )
+    at = next((i for i, s in enumerate(chain.prefix) if s.stop is not None), None)
+    if at is None:
+        if chain.broken is not None:
+            raise BackupDefect(
+                f"the binlog chain breaks before target_time {_iso(target_ts)}: {chain.broken}; {rng}",
+                hint="replay cannot skip a binlog or a damaged event; restore the file from the binlog archive",
+            )
+        raise BackupDefect(
+            f"target_time {_iso(target_ts)} is after the last event in the binlogs; {rng}",
+            hint="choose an earlier target, `latest`, or copy the newer binlogs",
+        )
+    last = chain.prefix[at]
+    stop = last.stop
+    assert stop is not None
+    if stop.pos == 4 and at > 0:
+        # the first event at or after the target opens the next file: all of the file before it is replayed
+        at, last = at - 1, chain.prefix[at - 1]
+        requested = _end_of(last)
+    else:
+        requested = Position(last.name, stop.pos, stop.ts)
+    files = chain.prefix[: at + 1]
+    k = chain.order(requested.file)
+    not_needed = tuple(
+        str(d)
+        for d in defects
+        if chain.order(d.file) > k or (d.file == requested.file and (d.offset or 0) >= requested.pos)
+    )
+    return ReplayPlan(
+        files=tuple(s.name for s in files),
+        stop_ts=target_ts,
+        stop_position=None,
+        requested=requested,
+        rule="a time target: the first event stamped at or after the target second (mariadb-binlog --stop-datetime)",
+        expect=tuple((s.name, requested.pos if s is last else s.end, s.printed_before_stop) for s in files),
+        not_needed=not_needed,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+# ---------------------------------------------------------------- where replay got to
+
+# the line mariadb-binlog prints before each event: "#%02d%02d%02d %2d:%02d:%02d server id %lu  end_log_pos %s ..."
+_HEADER_LINE = re.compile(rb"\n#(\d\d)(\d\d)(\d\d) ([ \d]\d):(\d\d):(\d\d) server id \d+  end_log_pos (\d+) ")
+_HEADER_COUNT = re.compile(rb"\n#\d{6} [ \d]\d:\d\d:\d\d server id \d+  end_log_pos \d+ ()")  # findall: one b"" each
+_FDE_TEXT = b"Start: binlog v"  # the format description's header line: a new file begins
+_AT_LINE = re.compile(rb"\n# at (\d+)(?=\n|\Z)")
+_AT_FOUR = re.compile(rb"\n# at 4(?=\n|\Z)")
+
+
+def _fde_starts(block: bytes, lo: int = 0, hi: int | None = None) -> list[int]:
+    """Offsets (of the newline before) each format description header line in ``block[lo:hi]``."""
+    hi = len(block) if hi is None else hi
+    out: list[int] = []
+    i = block.find(_FDE_TEXT, lo, hi)
+    while i >= 0:
+        ls = block.rfind(b"\n", lo, i)
+        if ls >= 0 and _HEADER_LINE.match(block, ls):
+            out.append(ls)
+        i = block.find(_FDE_TEXT, i + 1, hi)
+    return out
+
+
+@dataclass
+class _FileSeen:
+    last_end: int = 0
+    headers: int = 0
+    stamp: tuple[bytes, ...] = ()
+
+
+class ReplayTracker:
+    """Follows mariadb-binlog's output, fed in chunks as it streams to the client, file by file.
+
+    A file starts at the header line of its format description (``Start: binlog v 4``); each
+    header line says where its event ends (``end_log_pos``). The work per chunk is a few C-level
+    scans over the chunk in place (count, find, findall), never a Python step per event nor a
+    copy of the chunk, so following a replay costs little next to the replay. The last few MiB
+    of output are kept so that, when the client fails at line L, the event it failed on can be
+    named. Text an event carries (a statement logged in STATEMENT format) could imitate a header
+    line; that only adds lines, and replay counts as complete only when the lines match the scan
+    exactly, so it can fail a drill, never pass one.
+    """
+
+    def __init__(self, files: Sequence[str], start_position: int, keep_bytes: int = 8 << 20) -> None:
+        self.names = list(files)
+        self.start_position = start_position
+        self.seen: list[_FileSeen] = []
+        self.lines = 0  # newlines consumed so far
+        self._carry = b"\n"  # the unfinished last line, with the newline before it (header patterns start there)
+        # (newlines before, "# at 4" lines before, buffer, start, end) of the last few MiB of output
+        self._recent: collections.deque[tuple[int, int, bytes, int, int]] = collections.deque()
+        self._recent_bytes = 0
+        self._keep = keep_bytes
+        self._files_opened = 0
+
+    def feed(self, chunk: bytes) -> None:
+        first = chunk.find(b"\n")
+        if first < 0:
+            self._carry += chunk
+            return
+        last = chunk.rfind(b"\n")
+        joined = self._carry + chunk[:first]  # the line that straddles the chunks: small
+        self._block(joined, 0, len(joined))
+        if last > first:
+            self._block(chunk, first, last)
+        self._carry = chunk[last:]
+
+    def finish(self) -> None:
+        """Account for an unfinished last line (mariadb-binlog ends its output with a newline)."""
+        if len(self._carry) > 1:
+            self.feed(b"\n")
+
+    def _block(self, buf: bytes, lo: int, hi: int) -> None:
+        """Whole lines ``buf[lo:hi]``, starting with the newline before the first one."""
+        self._recent.append((self.lines, self._files_opened, buf, lo, hi))
+        self._recent_bytes += hi - lo
+        while self._recent_bytes > self._keep and len(self._recent) > 1:
+            _, _, _, a, b = self._recent.popleft()
+            self._recent_bytes -= b - a
+        self._files_opened += len(_AT_FOUR.findall(buf, lo, hi))
+        bounds = [lo, *_fde_starts(buf, lo, hi), hi]
+        for j in range(len(bounds) - 1):
+            if j > 0:
+                self.seen.append(_FileSeen())
+            self._count(buf, bounds[j], bounds[j + 1])
+        self.lines += buf.count(b"\n", lo, hi)
+
+    def _count(self, buf: bytes, start: int, end: int) -> None:
+        n = len(_HEADER_COUNT.findall(buf, start, end))
+        if n == 0:
+            return
+        if not self.seen:
+            self.seen.append(_FileSeen())
+        cur = self.seen[-1]
+        cur.headers += n
+        i = end
+        while (i := buf.rfind(b"  end_log_pos ", start, i)) >= 0:
+            ls = buf.rfind(b"\n", start, i)
+            m = _HEADER_LINE.match(buf, ls) if ls >= 0 else None
+            if m:
+                cur.last_end, cur.stamp = int(m.group(7)), m.group(1, 2, 3, 4, 5, 6)
+                return
+
+    def _pos(self, k: int) -> int:
+        seen = self.seen[k]
+        return max(seen.last_end, self.start_position) if k == 0 else seen.last_end
+
+    def reached(self) -> Position | None:
+        """The end of the last event emitted (in the first file, never before the backup's position)."""
+        if not self.seen:
+            return None
+        k = min(len(self.seen), len(self.names)) - 1
+        ts = None
+        if self.seen[k].stamp:
+            y, mo, d, h, mi, s = (int(x) for x in self.seen[k].stamp)
+            ts = int(datetime(2000 + y, mo, d, h, mi, s, tzinfo=UTC).timestamp())
+        return Position(self.names[k], self._pos(k), ts)
+
+    def event_at_line(self, line: int) -> Position | None:
+        """Where the event printed on output line ``line`` (1-based) starts: the last ``# at N`` up to that line.
+
+        Files are told apart by their ``# at 4`` line (the format description opens every file).
+        """
+        for before, opened, buf, lo, hi in reversed(self._recent):
+            if before + 1 > line:
+                continue
+            best, newlines, prev = None, before, lo
+            for m in _AT_LINE.finditer(buf, lo, hi):
+                newlines += buf.count(b"\n", prev, m.start() + 1)
+                prev = m.start() + 1
+                if newlines > line:  # counting the newline before the first line, line n follows the n-th newline
+                    break
+                best = m
+            if best is None:
+                continue
+            file_k = opened + len(_AT_FOUR.findall(buf, lo, best.end())) - 1
+            if 0 <= file_k < len(self.names):
+                return Position(self.names[file_k], int(best.group(1)), None)
+            return None
+        return None
+
+    def shortfall(self, plan: ReplayPlan) -> tuple[Position, str] | None:
+        """None when every file replayed was emitted exactly as the scan expects; else where and how it fell short."""
+        for k, (name, end, headers) in enumerate(plan.expect):
+            if k >= len(self.seen):
+                return self.reached() or Position(name, 4, None), f"{name} was never reached"
+            at = Position(name, self._pos(k), None)
+            if self._pos(k) != end:
+                return at, f"{name} was emitted until position {self._pos(k)}, the replay needs it until {end}"
+            if self.seen[k].headers != headers:
+                return at, f"{name}: mariadb-binlog emitted {self.seen[k].headers} events, the scan found {headers}"
+        if len(self.seen) > len(plan.expect):
+            return (
+                self.reached() or plan.requested,
+                f"mariadb-binlog emitted {len(self.seen)} files, not {len(plan.expect)}",
+            )
+        return None
