@@ -1,5 +1,6 @@
-"""Local MariaDB dump restores against real servers: plain and gzip dumps load; a corrupt or
-truncated dump is a clear RestoreFailed, and teardown still leaves no process and no datadir."""
+"""Local MariaDB dump restores against real servers: plain and gzip dumps load, and say they loaded to
+the end; a missing, corrupt or truncated dump is a BackupDefect (a failed drill, exit 1) naming what
+is wrong, found before a server starts when it can be, and teardown leaves no process and no datadir."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from maria_helpers import connect, requires_mariadb, scratch_dir, settings_for, 
 
 from drills.backends.local_mariadb import create
 from drills.demo_mariadb import _load_schema
-from drills.errors import RestoreFailed
+from drills.errors import BackupDefect
 from drills.localmaria import MariaServer, find_maria_binaries, os_user, pids_using, run_as_for_mariadb
 from drills.sources import MariadbDumpSource
 
@@ -83,6 +84,9 @@ def test_dump_restores(dumps: dict[str, Path], name: str, database: str) -> None
                 with pytest.raises(Exception, match="denied"):
                     cur.execute("delete from orders")  # the drill user is read-only
             assert all(f["passed"] for f in backend.isolation_facts())
+            proof = backend.recovery_proof()
+            assert proof is not None and proof["complete"] is True, proof
+            assert proof["reached"]["last_line"].startswith("-- Dump completed")
         finally:
             results = [backend.teardown(r, ctx) for r in reversed(reg)]
         assert all(r.deleted for r in results)
@@ -92,13 +96,38 @@ def test_dump_restores(dumps: dict[str, Path], name: str, database: str) -> None
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("truncated", r"loading the dump .* failed \(dump line \d+\)"),
-        ("corrupt", r"loading the dump .* failed \(dump line \d+\): ERROR 1064"),
-        ("truncated_clean", r"truncated: it has no '-- Dump completed' trailer"),
-        ("truncated_gz", r"cannot read .*truncated\.sql\.gz"),
+        ("truncated", r"the dump is truncated: it has no '-- Dump completed' trailer"),
+        ("truncated_clean", r"the dump is truncated: it has no '-- Dump completed' trailer"),
     ],
 )
-def test_damaged_dump_fails_clearly_and_teardown_removes_everything(
+def test_a_truncated_dump_is_a_backup_defect_before_anything_starts(
+    dumps: dict[str, Path], name: str, message: str
+) -> None:
+    with scratch_dir() as run_dir:
+        ctx, reg = step_ctx()
+        backend = create(MariadbDumpSource(kind="mariadb-dump", dump=dumps[name]), settings_for(run_dir))
+        with pytest.raises(BackupDefect, match=rf"{dumps[name]}: {message}"):
+            backend.preflight(ctx)
+        assert reg == [] and not (run_dir / "mariadb").exists()
+
+
+def test_a_missing_dump_is_a_backup_defect(dumps: dict[str, Path]) -> None:
+    gone = dumps["with_db"].with_name("2026-11-30.sql.gz")
+    ctx, reg = step_ctx()
+    backend = create(MariadbDumpSource(kind="mariadb-dump", dump=gone), settings_for(gone.parent / "run"))
+    with pytest.raises(BackupDefect, match=rf"no dump at {gone} \(did last night's backup run\?"):
+        backend.preflight(ctx)
+    assert reg == []
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("corrupt", r"the mariadb client failed at dump line \d+: ERROR 1064"),
+        ("truncated_gz", r"cannot read .*truncated\.sql\.gz after line \d+"),
+    ],
+)
+def test_a_damaged_dump_fails_while_loading_and_teardown_removes_everything(
     dumps: dict[str, Path], name: str, message: str
 ) -> None:
     with scratch_dir() as run_dir:
@@ -107,8 +136,11 @@ def test_damaged_dump_fails_clearly_and_teardown_removes_everything(
         backend.preflight(ctx)
         try:
             backend.restore(ctx)
-            with pytest.raises(RestoreFailed, match=message):
+            with pytest.raises(BackupDefect, match=rf"loading the dump {dumps[name]} failed: {message}"):
                 backend.await_ready(ctx)
+            proof = backend.recovery_proof()
+            assert proof is not None and proof["complete"] is False
+            assert proof["reached"]["lines_streamed"] > 0
         finally:
             results = [backend.teardown(r, ctx) for r in reversed(reg)]
         assert reg and all(r.deleted for r in results)

@@ -1,5 +1,6 @@
-"""Local MariaDB PITR against real servers: lands on the target, refuses what it cannot reach,
-and tears down from the journaled record even after the runner was SIGKILLed."""
+"""Local MariaDB PITR against real servers: lands on the target and proves it, fails (BackupDefect)
+what the backup cannot reach, and tears down from the journaled record even after the runner was
+SIGKILLed. The corruption corpus is in test_local_mariadb_corpus.py."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from maria_helpers import connect, requires_mariadb, scratch_dir, settings_for, 
 from drills.backends.local_mariadb import create
 from drills.clock import SystemClock
 from drills.demo_mariadb import DemoSource, build_demo_source
-from drills.errors import PreflightError
-from drills.localmaria import pids_using
+from drills.errors import BackupDefect
+from drills.localmaria import pids_using, run_as_for_mariadb
+from drills.localpg import chown_tree
 from drills.resources import Resource
 from drills.sources import MariadbPitrSource
 
@@ -59,8 +61,12 @@ def test_pitr_lands_exactly_on_the_target(demo: DemoSource, base: Path) -> None:
     rp = report.recovery_point
     assert rp["backup"]["binlog_file"] == "mysql-bin.000001"
     assert [b["file"] for b in rp["binlogs"]] == ["mysql-bin.000001", "mysql-bin.000002"]
-    assert all(b["size_bytes"] > 0 for b in rp["binlogs"])
+    sizes = {p.name: p.stat().st_size for p in demo.binlogs.glob("mysql-bin.0*")}
+    assert all(b["size_bytes"] == sizes[b["file"]] and b["defect"] is None for b in rp["binlogs"])
     assert rp["effective_stop"] == rp["target_time"]
+    assert rp["requested"]["file"] == "mysql-bin.000002"  # the demo flushes the binlog before the target
+    assert rp["requested"]["event_time"] == demo.target_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert rp["binlog_chain"]["defects_not_needed"] == []
 
     backend.restore(ctx)
     assert len(reg) == 1 and reg[0].kind == "mariadb-server" and reg[0].backend == "local-mariadb"
@@ -84,12 +90,19 @@ def test_pitr_lands_exactly_on_the_target(demo: DemoSource, base: Path) -> None:
     assert customers == demo.expected["customers"]
     assert demo.after_target["orders"] > 0  # the source did have rows beyond the target
 
+    proof = backend.recovery_proof()
+    assert proof is not None and proof["complete"] is True, proof
+    assert (proof["reached"]["file"], proof["reached"]["position"]) == (
+        proof["requested"]["file"],
+        proof["requested"]["position"],
+    )
     facts = backend.isolation_facts()
     assert facts and all(f["passed"] for f in facts), facts
     listen = next(f for f in facts if f["check"] == "listen")
     assert listen["value"]["skip_networking"] == 1
     target = backend.target_facts()
     assert target["datadir"] == reg[0].id and "MariaDB" in str(target["server_version"])
+    assert target["recovery"] == proof  # the proof reaches the evidence
 
     root = Path(reg[0].attrs["run_dir"])
     result = backend.teardown(reg[0], ctx)
@@ -103,46 +116,54 @@ def test_pitr_latest_replays_to_the_end(demo: DemoSource, base: Path) -> None:
     ctx, reg = step_ctx()
     backend = create(_source(demo, target_time="latest"), settings_for(base / "run-latest", "run-latest"))
     try:
-        assert backend.preflight(ctx).recovery_point["effective_stop"] == "end of binlogs"
+        rp = backend.preflight(ctx).recovery_point
+        last = demo.binlogs / "mysql-bin.000002"
+        assert rp["requested"]["file"] == last.name and rp["requested"]["position"] == last.stat().st_size
+        assert rp["effective_stop"].startswith("end of the binlog chain")
+        assert "ends with a Stop event" in rp["restorable_range_ends"]  # the demo source was shut down
         backend.restore(ctx)
         backend.await_ready(ctx)
         with connect(backend.endpoint(ctx)) as conn, conn.cursor() as cur:
             cur.execute("select count(*) from orders")
             assert cur.fetchone()[0] == demo.expected["orders"] + demo.after_target["orders"]
+        proof = backend.recovery_proof()
+        assert proof is not None and proof["complete"] and proof["reached"]["position"] == last.stat().st_size
     finally:
         for r in reversed(reg):
             assert backend.teardown(r, ctx).deleted
 
 
-def test_preflight_refuses_a_target_before_the_backup_ended(demo: DemoSource, base: Path) -> None:
+def test_a_target_before_the_backup_ended_is_a_backup_defect(demo: DemoSource, base: Path) -> None:
     ctx, reg = step_ctx()
     backend = create(_source(demo, target_time=demo.target_time - timedelta(hours=1)), settings_for(base / "x"))
-    with pytest.raises(PreflightError, match=r"before the backup finished.*restorable range \S+ \.\. \S+"):
+    with pytest.raises(BackupDefect, match=r"before the backup finished.*restorable range \S+ \.\. \S+"):
         backend.preflight(ctx)
     assert reg == [] and not (base / "x").exists()
 
 
-def test_preflight_refuses_a_target_after_the_last_binlog_event(demo: DemoSource, base: Path) -> None:
+def test_a_target_after_the_last_binlog_event_is_a_backup_defect(demo: DemoSource, base: Path) -> None:
     ctx, _ = step_ctx()
     backend = create(_source(demo, target_time=demo.target_time + timedelta(hours=1)), settings_for(base / "x"))
-    with pytest.raises(PreflightError, match=r"after the last event in the binlogs; restorable range"):
+    with pytest.raises(BackupDefect, match=r"after the last event in the binlogs; restorable range"):
         backend.preflight(ctx)
 
 
-def test_preflight_lists_missing_binlogs(demo: DemoSource, base: Path) -> None:
+def test_a_missing_binlog_the_target_needs_is_a_backup_defect(demo: DemoSource, base: Path) -> None:
     partial = base / "partial-binlogs"
     shutil.copytree(demo.binlogs, partial)
+    chown_tree(partial, run_as_for_mariadb())  # the binlogs belong to the server's user, as on the source
     (partial / "mysql-bin.000002").unlink()
-    ctx, _ = step_ctx()
+    ctx, reg = step_ctx()
     backend = create(_source(demo, binlogs=partial), settings_for(base / "x"))
-    with pytest.raises(PreflightError, match=r"missing from .*: mysql-bin\.000002"):
+    with pytest.raises(BackupDefect, match=r"chain breaks before target_time .*mysql-bin\.000002: missing from"):
         backend.preflight(ctx)
+    assert reg == []
 
 
-def test_preflight_refuses_a_directory_that_is_not_a_backup(demo: DemoSource, base: Path) -> None:
+def test_a_directory_that_is_not_a_backup_is_a_backup_defect(demo: DemoSource, base: Path) -> None:
     ctx, _ = step_ctx()
     backend = create(_source(demo, backup=demo.binlogs), settings_for(base / "x"))
-    with pytest.raises(PreflightError, match="xtrabackup_checkpoints"):
+    with pytest.raises(BackupDefect, match=r"not a complete mariadb-backup backup.*xtrabackup_checkpoints"):
         backend.preflight(ctx)
 
 
