@@ -129,7 +129,12 @@ def main() -> int:
             assert chain.broken is None, chain.broken
 
         def tool_verify() -> None:
-            subprocess.run([tool, "--no-defaults", "--verify-binlog-checksum", *names], stdout=subprocess.DEVNULL, env=env, check=True)
+            subprocess.run(
+                [tool, "--no-defaults", "--verify-binlog-checksum", *names],
+                stdout=subprocess.DEVNULL,
+                env=env,
+                check=True,
+            )
 
         def tool_plain() -> None:
             subprocess.run([tool, "--no-defaults", *names], stdout=subprocess.DEVNULL, env=env, check=True)

@@ -60,7 +60,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
-from drills.backends.maria_backup import DUMP_TRAILER, DumpInfo, check_source, inspect_dump, inspect_pitr, reader_for
+from drills.backends.maria_backup import (
+    DUMP_TRAILER,
+    DumpInfo,
+    as_user,
+    check_source,
+    inspect_dump,
+    inspect_pitr,
+    reader_for,
+    tool_pass,
+    utc_env,
+)
 from drills.backends.maria_binlog import ReplayPlan, ReplayTracker
 from drills.clock import iso
 from drills.errors import (
@@ -126,12 +136,11 @@ def check_backup(source: MariadbPitrSource | MariadbDumpSource) -> dict[str, Any
     Raises :class:`~drills.errors.BackupDefect` naming the defect (a missing backup directory,
     a gapped or damaged binlog chain, a target the backup does not hold, a truncated dump).
     """
-    return check_source(source, run_as_for_mariadb())
-
-
-def _utc_mariadb_env() -> dict[str, str]:
-    """mariadb-binlog prints and parses datetimes in the process's local zone: pin it to UTC."""
-    return {"TZ": "UTC", "LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    tool = None
+    if isinstance(source, MariadbPitrSource):
+        with contextlib.suppress(PreflightError):
+            tool = find_maria_binaries(need=("binlog",)).tool("binlog")
+    return check_source(source, run_as_for_mariadb(), tool)
 
 
 # client errors that say the environment failed, not the SQL the backup holds: connection lost,
@@ -155,10 +164,6 @@ def _environment_failed(code: int | None, text: str) -> bool:
 
 def _last_lines(text: str, n: int = 3) -> str:
     return " | ".join(text.strip().splitlines()[-n:])[-600:]
-
-
-def _as_user(run_as: RunAs | None) -> dict[str, Any]:
-    return {"user": run_as.uid, "group": run_as.gid, "extra_groups": []} if run_as else {}
 
 
 @dataclass(frozen=True)
@@ -251,6 +256,7 @@ class LocalMariadb:
         """The backup, then every binlog the target needs: in sequence, readable by mariadb-binlog's user,
         every event header and checksum sound (see :mod:`drills.backends.maria_binlog`)."""
         info, plan = inspect_pitr(src, reader_for(self.run_as))
+        facts["mariadb_binlog_check"] = tool_pass(self.bin("binlog"), src.binlogs, plan, self.run_as, _timeout(ctx))
         self.plan = plan
         target = src.target_time
         for problem in plan.not_needed:
@@ -517,10 +523,10 @@ class LocalMariadb:
                     reader_cmd,
                     stdout=subprocess.PIPE,
                     stderr=rerr,
-                    env=_utc_mariadb_env(),
+                    env=utc_env(),
                     cwd="/",
                     start_new_session=True,
-                    **_as_user(self.run_as),
+                    **as_user(self.run_as),
                 )
             except OSError as exc:
                 raise RestoreFailed(f"cannot start mariadb-binlog: {exc}") from None

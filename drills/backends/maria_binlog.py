@@ -236,53 +236,79 @@ class _Scan:
         self.acc["end"] = self.start
         return None
 
-    def events(self, fh: BinaryIO) -> Defect | None:  # noqa: PLR0912 - the hot loop stays in one frame
+    def events(self, fh: BinaryIO) -> Defect | None:
+        """Every event from the start: the hot loop keeps its state in locals and hands it back at the end."""
+        acc = self.acc
+        state = [acc["events"], acc["printed_before_stop"], acc["first_ts"], acc["last_ts"], acc["last_kind"]]
+        try:
+            return self._walk(fh, state)
+        finally:
+            acc["events"], acc["printed_before_stop"], acc["first_ts"], acc["last_ts"], acc["last_kind"] = state
+
+    def _walk(self, fh: BinaryIO, state: list[Any]) -> Defect | None:  # noqa: PLR0912, PLR0915 - one frame, locals
         acc, size, chunk, stop_ts = self.acc, self.size, self.chunk, self.stop_ts
+        unpack, crc32, stored_crc = HEADER.unpack_from, zlib.crc32, CRC.unpack_from
         checksums = acc["checksums"]
         trailer = 4 if checksums else 0
-        stopped = acc["stop"] is not None
+        events, printed, first_ts, last_ts, last_kind = state
+        stopped = acc["stop"] is not None or stop_ts is None
         pos = max(self.start, self.fde_end)
         fh.seek(pos)
-        buf, base = b"", pos
+        buf, base, blen = b"", pos, 0
         mv = memoryview(buf)
+        defect: Defect | None = None
         while True:
             off = pos - base
-            if off + HEADER_LEN > len(buf):
+            if off + HEADER_LEN > blen:
                 more = fh.read(chunk)
-                if not more and off == len(buf):
-                    return None
+                if not more and off == blen:
+                    break
                 buf, base, off = buf[off:] + more, pos, 0
-                mv = memoryview(buf)
-                if len(buf) < HEADER_LEN:
-                    return self.defect("truncated", f"truncated at {size} bytes: a partial event header at {pos}", pos)
-            ts, kind, _sid, length, end, _flags = HEADER.unpack_from(buf, off)
+                mv, blen = memoryview(buf), len(buf)
+                if blen < HEADER_LEN:
+                    defect = self.defect(
+                        "truncated", f"truncated at {size} bytes: a partial event header at {pos}", pos
+                    )
+                    break
+            ts, kind, _sid, length, end, _flags = unpack(buf, off)
             if length < HEADER_LEN + trailer or end != pos + length:
                 problem = f"corrupt event header at {pos} ({_event_name(kind)}, length {length}, end {end})"
-                return self.defect("corrupt", problem, pos)
-            if off + length > len(buf):
-                more = fh.read(max(chunk, off + length - len(buf)))
+                defect = self.defect("corrupt", problem, pos)
+                break
+            if off + length > blen:
+                more = fh.read(max(chunk, off + length - blen))
                 buf, base, off = buf[off:] + more, pos, 0
-                mv = memoryview(buf)
-                if length > len(buf):
+                mv, blen = memoryview(buf), len(buf)
+                if length > blen:
                     problem = f"truncated at {size} bytes: the {_event_name(kind)} event at {pos} needs {length} bytes"
-                    return self.defect("truncated", problem, pos)
-            if checksums and zlib.crc32(mv[off : off + length - 4]) != CRC.unpack_from(buf, off + length - 4)[0]:
+                    defect = self.defect("truncated", problem, pos)
+                    break
+            if checksums and crc32(mv[off : off + length - 4]) != stored_crc(buf, off + length - 4)[0]:
                 problem = f"bad checksum in the {_event_name(kind)} event at {pos} (corrupt bytes in {pos}..{end})"
-                return self.defect("checksum", problem, pos)
+                defect = self.defect("checksum", problem, pos)
+                break
             if kind == START_ENCRYPTION:
-                return self.defect("encrypted", "encrypted binlog: mariadb-binlog cannot read it without the key", pos)
+                defect = self.defect(
+                    "encrypted", "encrypted binlog: mariadb-binlog cannot read it without the key", pos
+                )
+                break
             if not stopped:
-                if stop_ts is not None and ts >= stop_ts:
+                if ts >= stop_ts:
                     acc["stop"], stopped = Event(pos, end, ts, kind), True
                 else:
-                    acc["printed_before_stop"] += 1
-            if acc["first_ts"] is None:
-                acc["first_ts"] = ts
+                    printed += 1
+            elif acc["stop"] is None:  # no stop asked for: mariadb-binlog prints every event
+                printed += 1
+            if first_ts is None:
+                first_ts = ts
             if kind == ROTATE:
                 acc["rotate_to"] = bytes(buf[off + HEADER_LEN + 8 : off + length - trailer]).decode("utf-8", "replace")
-            acc["events"] += 1
-            acc["last_ts"], acc["last_kind"], acc["end"] = ts, kind, end
+            events += 1
+            last_ts, last_kind = ts, kind
             pos = end
+        acc["end"] = pos
+        state[:] = [events, printed, first_ts, last_ts, last_kind]
+        return defect
 
     def closing(self) -> Defect | None:
         """A file the server closed (in-use flag clear) ends with its Rotate or Stop event."""

@@ -42,7 +42,7 @@ from drills.runbook import load_runbook
 
 pytestmark = [*requires_mariadb, pytest.mark.slow]
 
-ROTATE, TABLE_MAP, WRITE_ROWS, GTID = 4, 19, 23, 162
+ROTATE, TABLE_MAP, WRITE_ROWS, ANNOTATE_ROWS, GTID = 4, 19, 23, 160, 162
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +210,26 @@ def test_a_binlog_the_server_user_cannot_read_fails_the_drill(corpus: BinlogCorp
     src = load_runbook(_runbook(corpus, case, binlogs=binlogs)).runbook.source
     with pytest.raises(BackupDefect, match=rf"mysql-bin\.000003: not readable by {run_as.name} \(mode 0600"):
         check_backup(src)
+
+
+def test_an_event_mariadb_binlog_cannot_decode_is_found_before_a_server_starts(
+    corpus: BinlogCorpus, base: Path
+) -> None:
+    """A checksum that matches an event of a type this mariadb-binlog does not know (as a newer server
+    might write): the scan cannot tell, the preflight pass of mariadb-binlog over the same range can."""
+    case = _case(base, "undecodable")
+    binlogs = copy_binlogs(corpus, case / "binlogs")
+    f = binlogs / "mysql-bin.000002"
+    data = bytearray(f.read_bytes())
+    pos, length, _ = [e for e in binlog_events(bytes(data)) if e[2] == ANNOTATE_ROWS][1]
+    data[pos + 4] = 200  # the event type byte
+    fix_crc(data, pos, length)
+    f.write_bytes(bytes(data))
+    src = load_runbook(_runbook(corpus, case, binlogs=binlogs)).runbook.source
+    with pytest.raises(BackupDefect, match=r"mysql-bin\.000002: mariadb-binlog --verify-binlog-checksum cannot read"):
+        check_backup(src)
+    res = _drill(case, _runbook(corpus, case, binlogs=binlogs))
+    _failed_with_evidence(res, corpus, case, "BackupDefect", "Found invalid event", f"offset {pos}")
 
 
 # ---------------------------------------------------------------- what a target does not need
