@@ -530,7 +530,8 @@ class ReplayPlan:
     ``expect`` holds, per file replayed, the position its last emitted event must end at and
     the number of event header lines mariadb-binlog prints for it. ``stop_ts`` is the
     ``--stop-datetime`` of a time target; ``stop_position`` the ``--stop-position`` of
-    ``latest`` (the end of the last whole event of the last file).
+    ``latest`` (the end of the last whole event of the last file). ``partial_tail``: that last
+    file is a live copy ending mid-event, which mariadb-binlog will try to read and report.
     """
 
     files: tuple[str, ...]
@@ -545,6 +546,7 @@ class ReplayPlan:
     chain_end: str
     not_needed: tuple[str, ...]
     scans: tuple[FileScan, ...]
+    partial_tail: bool = False
 
     def facts(self) -> dict[str, Any]:
         return {
@@ -641,6 +643,7 @@ def plan_replay(chain: Chain, target_ts: int | None, backup_end_ts: int) -> Repl
             rule="latest: the end of the last whole event of the contiguous valid binlog chain",
             expect=tuple((s.name, s.end, s.printed_before_stop) for s in files),
             not_needed=tuple(str(d) for d in defects),
+            partial_tail=chain.broken is not None and chain.broken.kind == "truncated",
             **common,  # type: ignore[arg-type]
         )
     if target_ts < backup_end_ts:

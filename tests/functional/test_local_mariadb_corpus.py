@@ -62,11 +62,13 @@ def _case(base: Path, name: str) -> Path:
     return d
 
 
-def _runbook(corpus: BinlogCorpus, case: Path, *, target: str | None = None, **paths: Path) -> Path:
+def _runbook(
+    corpus: BinlogCorpus, case: Path, *, target: str | None = None, rows: int | None = None, **paths: Path
+) -> Path:
     """A runbook for the case: the corpus backup and binlogs unless replaced, two smoke checks on the rows."""
     t = corpus.target.strftime("%Y-%m-%d %H:%M:%S")
     latest = target == "latest"
-    rows = corpus.rows_total if latest else corpus.rows_before_target
+    rows = rows if rows is not None else corpus.rows_total if latest else corpus.rows_before_target
     doc: dict[str, Any] = {
         "name": f"corpus-{case.name}",
         "source": {
@@ -83,7 +85,7 @@ def _runbook(corpus: BinlogCorpus, case: Path, *, target: str | None = None, **p
                 {
                     "name": "nothing at or after the target",
                     "sql": f"select count(*) from corpus.orders where created_at >= '{t}'",
-                    "expect": corpus.rows_total - rows if latest else 0,
+                    "expect": rows - corpus.rows_before_target if latest else 0,
                 },
             ]
         },
@@ -277,6 +279,42 @@ def test_latest_ends_where_the_copied_binlogs_end(corpus: BinlogCorpus, base: Pa
     assert chain["restorable_until"]["file"] == "mysql-bin.000004"
     assert chain["restorable_until"]["position"] == (binlogs / "mysql-bin.000004").stat().st_size
     assert "mysql-bin.000004 ends with a Rotate to mysql-bin.000005, which is not here" in chain["chain_end"]
+
+
+def test_latest_restores_a_live_copy_to_its_last_whole_event(corpus: BinlogCorpus, base: Path) -> None:
+    """The last binlog copied while the source wrote it: in-use flag, a partial last event. The range ends
+    at the last whole event, the replay stops exactly there, and the drill passes with what that holds."""
+    case = _case(base, "live-copy")
+    binlogs = copy_binlogs(corpus, case / "binlogs")
+    f = binlogs / "mysql-bin.000005"
+    data = bytearray(f.read_bytes())
+    data[4 + 17] |= 0x01  # in use: the server had not closed it
+    last_tx = [e for e in binlog_events(bytes(data)) if e[2] == GTID][-1]
+    cut = last_tx[0] + 20  # inside the GTID event that opens the last transaction (one order)
+    f.write_bytes(bytes(data[:cut]))
+    res = _drill(case, _runbook(corpus, case, target="latest", rows=corpus.rows_total - 1, binlogs=binlogs))
+    assert res.verdict == "passed", (res.error, [f for f in res.findings if not f["passed"]])
+    assert res.findings and all(f["passed"] for f in res.findings)
+    assert res.evidence is not None
+    predicate = read_and_verify(res.evidence, [load_public_key(corpus.key.with_suffix(".pub"))])["predicate"]
+    rp = predicate["recovery_point"]
+    assert rp["requested"]["file"] == "mysql-bin.000005" and rp["requested"]["position"] == last_tx[0]
+    assert "still open on the source (in-use flag) and ends with a partial event" in rp["restorable_range_ends"]
+    proof = predicate["target"]["recovery"]
+    assert proof["complete"] is True and proof["reached"]["position"] == last_tx[0]
+    _nothing_left(case)
+
+
+def test_latest_refuses_a_closed_binlog_that_lost_its_end(corpus: BinlogCorpus, base: Path) -> None:
+    case = _case(base, "latest-cut")
+    binlogs = copy_binlogs(corpus, case / "binlogs")
+    f = binlogs / "mysql-bin.000005"
+    last_tx = [e for e in _events(f) if e[2] == GTID][-1]
+    with f.open("r+b") as fh:
+        fh.truncate(last_tx[0] + 20)
+    src = load_runbook(_runbook(corpus, case, target="latest", binlogs=binlogs)).runbook.source
+    with pytest.raises(BackupDefect, match=rf"mysql-bin\.000005: truncated at {last_tx[0] + 20} bytes"):
+        check_backup(src)
 
 
 def test_target_outside_the_binlogs_is_a_backup_defect(corpus: BinlogCorpus, base: Path) -> None:
