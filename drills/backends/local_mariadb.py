@@ -43,6 +43,7 @@ account over ``unix_socket``: no password exists anywhere on disk.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import os
 import pwd
@@ -554,6 +555,9 @@ class LocalMariadb:
             timer.start()
             try:
                 fd = reader.stdout.fileno()
+                for pipe in (fd, client.stdin.fileno()):  # fewer, larger reads and writes through this process
+                    with contextlib.suppress(OSError):
+                        fcntl.fcntl(pipe, fcntl.F_SETPIPE_SZ, 1 << 20)
                 while chunk := os.read(fd, 1 << 20):
                     tracker.feed(chunk)
                     try:
