@@ -132,7 +132,8 @@ def create(source: Any, settings: BackendSettings) -> LocalMariadb:
 
 
 def check_backup(source: MariadbPitrSource | MariadbDumpSource) -> dict[str, Any]:
-    """What ``drill validate`` runs: the checks preflight makes that need no server and no binaries.
+    """What ``drill validate`` runs: the checks preflight makes that need no server (the mariadb-binlog
+    pass over the binlogs only where it is installed; the facts say when it was skipped).
 
     Raises :class:`~drills.errors.BackupDefect` naming the defect (a missing backup directory,
     a gapped or damaged binlog chain, a target the backup does not hold, a truncated dump).
@@ -161,6 +162,13 @@ def _client_error(stderr: str) -> tuple[int | None, int | None, str]:
 
 def _environment_failed(code: int | None, text: str) -> bool:
     return (code is not None and code in _ENVIRONMENT_ERRORS) or bool(_ENVIRONMENT_TEXT.search(text))
+
+
+def _first_copy_error(exc: shutil.Error) -> str:
+    errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) and exc.args[0] else [("", "", str(exc))]
+    src, _dst, why = errors[0] if isinstance(errors[0], tuple) and len(errors[0]) == 3 else ("", "", errors[0])
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{src}: {why}{more}" if src else f"{why}{more}"
 
 
 def _last_lines(text: str, n: int = 3) -> str:
@@ -371,14 +379,8 @@ class LocalMariadb:
         ctx.log.info("copy_backup", source=str(src.backup), to=str(work))
         try:
             shutil.copytree(src.backup, work, symlinks=True)
-        except shutil.Error as exc:  # one (src, dst, why) per file: report the first and a count, never all
-            errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else [str(exc)]
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            first = errors[0]
-            raise RestoreFailed(
-                f"copying the backup failed: {first[0] if isinstance(first, tuple) else first}: "
-                f"{first[2] if isinstance(first, tuple) else ''}{more}"
-            ) from None
+        except shutil.Error as exc:  # one (src, dst, why) per file: the first and a count, never all of them
+            raise RestoreFailed(f"copying the backup to {work} failed: {_first_copy_error(exc)}") from None
         except OSError as exc:
             raise RestoreFailed(f"copying the backup to {work} failed: {exc.filename}: {exc.strerror}") from None
         self._run(
