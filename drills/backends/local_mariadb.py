@@ -171,6 +171,10 @@ def _first_copy_error(exc: shutil.Error) -> str:
     return f"{src}: {why}{more}" if src else f"{why}{more}"
 
 
+def _iso_ts(ts: int | None) -> str | None:
+    return iso(datetime.fromtimestamp(ts, UTC)) if ts is not None else None
+
+
 def _last_lines(text: str, n: int = 3) -> str:
     return " | ".join(text.strip().splitlines()[-n:])[-600:]
 
@@ -291,6 +295,8 @@ class LocalMariadb:
                 if plan.restorable_until.ts is not None
                 else None,
                 "restorable_range_ends": plan.chain_end,
+                # for latest, the archive's newest commit (results.archive_lag_ms / loss_in_archive_ms)
+                "last_archived_commit": _iso_ts(plan.last_commit_ts) if plan.stop_ts is None else None,
             },
             facts=facts,
         )
@@ -621,6 +627,8 @@ class LocalMariadb:
             "reached": reached.to_dict() if reached else None,
             "complete": cause is None,
             "events_emitted": sum(s.headers for s in tracker.seen),
+            "newest_replayed_transaction_at": _iso_ts(tracker.last_commit()),
+            "expected_last_transaction_at": _iso_ts(plan.last_commit_ts),
             "holds_events_until": plan.holds_until.to_dict() if plan.holds_until else None,
             "detail": cause
             or f"replay reached {plan.requested}: every binlog emitted to where preflight found it ends",

@@ -68,6 +68,9 @@ CHUNK = 8 << 20
 FORMAT_DESCRIPTION = 15
 ROTATE = 4
 STOP = 3
+QUERY = 2
+XID = 16
+COMMITS = frozenset({QUERY, XID})  # what ends a transaction: an Xid, or a Query (COMMIT, or DDL that commits)
 START_ENCRYPTION = 164
 IN_USE_FLAG = 0x1  # LOG_EVENT_BINLOG_IN_USE_F: set while the server writes the file, cleared when it closes it
 CHECKSUM_OFF, CHECKSUM_CRC32 = 0, 1
@@ -148,6 +151,7 @@ class FileScan:
     defect: Defect | None
     stop: Event | None  # first event at or after the stop timestamp, when one was asked for
     printed_before_stop: int  # header lines mariadb-binlog prints for this file before ``stop`` (or to ``end``)
+    last_commit_ts: int | None = None  # of the last Xid / Query event (before ``stop`` when one was asked for)
 
     @property
     def closed(self) -> bool:
@@ -163,6 +167,7 @@ class FileScan:
             "events": self.events,
             "first_event": _iso(self.first_ts),
             "last_event": _iso(self.last_ts),
+            "last_commit": _iso(self.last_commit_ts),
             "closed_by": "Rotate" if self.last_kind == ROTATE else "Stop" if self.last_kind == STOP else None,
             "in_use_flag": self.in_use,
             "checksums": "CRC32" if self.checksums else "none",
@@ -187,6 +192,7 @@ class _Scan:
         self.acc: dict[str, Any] = {"name": self.name, "size": self.size, "start": start, "end": 4, "events": 0}
         self.acc |= {"first_ts": None, "last_ts": None, "last_kind": None, "in_use": False, "checksums": False}
         self.acc |= {"server_version": "", "rotate_to": None, "stop": None, "printed_before_stop": 0}
+        self.acc["last_commit_ts"] = None
         self.fde_end = 4
 
     def defect(self, kind: str, problem: str, offset: int) -> Defect:
@@ -239,18 +245,19 @@ class _Scan:
     def events(self, fh: BinaryIO) -> Defect | None:
         """Every event from the start: the hot loop keeps its state in locals and hands it back at the end."""
         acc = self.acc
-        state = [acc["events"], acc["printed_before_stop"], acc["first_ts"], acc["last_ts"], acc["last_kind"]]
+        keys = ("events", "printed_before_stop", "first_ts", "last_ts", "last_kind", "last_commit_ts")
+        state = [acc[k] for k in keys]
         try:
             return self._walk(fh, state)
         finally:
-            acc["events"], acc["printed_before_stop"], acc["first_ts"], acc["last_ts"], acc["last_kind"] = state
+            acc.update(zip(keys, state, strict=True))
 
     def _walk(self, fh: BinaryIO, state: list[Any]) -> Defect | None:  # noqa: PLR0912, PLR0915 - one frame, locals
         acc, size, chunk, stop_ts = self.acc, self.size, self.chunk, self.stop_ts
         unpack, crc32, stored_crc = HEADER.unpack_from, zlib.crc32, CRC.unpack_from
         checksums = acc["checksums"]
         trailer = 4 if checksums else 0
-        events, printed, first_ts, last_ts, last_kind = state
+        events, printed, first_ts, last_ts, last_kind, last_commit = state
         stopped = acc["stop"] is not None or stop_ts is None
         pos = max(self.start, self.fde_end)
         fh.seek(pos)
@@ -297,8 +304,12 @@ class _Scan:
                     acc["stop"], stopped = Event(pos, end, ts, kind), True
                 else:
                     printed += 1
+                    if kind in COMMITS:
+                        last_commit = ts
             elif acc["stop"] is None:  # no stop asked for: mariadb-binlog prints every event
                 printed += 1
+                if kind in COMMITS:
+                    last_commit = ts
             if first_ts is None:
                 first_ts = ts
             if kind == ROTATE:
@@ -307,7 +318,7 @@ class _Scan:
             last_ts, last_kind = ts, kind
             pos = end
         acc["end"] = pos
-        state[:] = [events, printed, first_ts, last_ts, last_kind]
+        state[:] = [events, printed, first_ts, last_ts, last_kind, last_commit]
         return defect
 
     def closing(self) -> Defect | None:
@@ -547,6 +558,7 @@ class ReplayPlan:
     not_needed: tuple[str, ...]
     scans: tuple[FileScan, ...]
     partial_tail: bool = False
+    last_commit_ts: int | None = None  # the newest transaction the replay must apply (before the stop)
 
     def facts(self) -> dict[str, Any]:
         return {
@@ -557,7 +569,12 @@ class ReplayPlan:
             "holds_events_until": self.holds_until.to_dict() if self.holds_until else None,
             "chain_end": self.chain_end,
             "defects_not_needed": list(self.not_needed),
+            "last_transaction_replayed_at": _iso(self.last_commit_ts),
         }
+
+
+def _last_commit(files: Sequence[FileScan]) -> int | None:
+    return next((s.last_commit_ts for s in reversed(files) if s.last_commit_ts is not None), None)
 
 
 def _end_of(scan: FileScan) -> Position:
@@ -644,6 +661,7 @@ def plan_replay(chain: Chain, target_ts: int | None, backup_end_ts: int) -> Repl
             expect=tuple((s.name, s.end, s.printed_before_stop) for s in files),
             not_needed=tuple(str(d) for d in defects),
             partial_tail=chain.broken is not None and chain.broken.kind == "truncated",
+            last_commit_ts=_last_commit(files),
             **common,  # type: ignore[arg-type]
         )
     if target_ts < backup_end_ts:
@@ -686,6 +704,7 @@ def plan_replay(chain: Chain, target_ts: int | None, backup_end_ts: int) -> Repl
         rule="a time target: the first event stamped at or after the target second (mariadb-binlog --stop-datetime)",
         expect=tuple((s.name, requested.pos if s is last else s.end, s.printed_before_stop) for s in files),
         not_needed=not_needed,
+        last_commit_ts=_last_commit(files),
         **common,  # type: ignore[arg-type]
     )
 
@@ -697,6 +716,20 @@ _HEADER_LINE = re.compile(rb"\n#(\d\d)(\d\d)(\d\d) ([ \d]\d):(\d\d):(\d\d) serve
 _HEADER_COUNT = re.compile(rb"\n#\d{6} [ \d]\d:\d\d:\d\d server id \d+  end_log_pos \d+ ()")  # findall: one b"" each
 _FDE_TEXT = b"Start: binlog v"  # the format description's header line: a new file begins
 _AT_LINE = re.compile(rb"\n# at (\d+)(?=\n|\Z)")
+_COMMIT_TEXTS = (b" \tXid = ", b" \tQuery\t")  # the header lines of the events that end a transaction
+
+
+def _last_header(buf: bytes, start: int, end: int, text: bytes) -> re.Match[bytes] | None:
+    """The last header line in ``buf[start:end]`` holding ``text``."""
+    i = end
+    while (i := buf.rfind(text, start, i)) >= 0:
+        ls = buf.rfind(b"\n", start, i)
+        m = _HEADER_LINE.match(buf, ls) if ls >= 0 else None
+        if m and buf.find(b"\n", ls + 1, i) < 0:  # on that header line itself
+            return m
+    return None
+
+
 _AT_FOUR = re.compile(rb"\n# at 4(?=\n|\Z)")
 
 
@@ -718,6 +751,14 @@ class _FileSeen:
     last_end: int = 0
     headers: int = 0
     stamp: tuple[bytes, ...] = ()
+    commit_stamp: tuple[bytes, ...] = ()
+
+
+def _stamp_ts(stamp: tuple[bytes, ...]) -> int | None:
+    if not stamp:
+        return None
+    y, mo, d, h, mi, s = (int(x) for x in stamp)
+    return int(datetime(2000 + y, mo, d, h, mi, s, tzinfo=UTC).timestamp())
 
 
 class ReplayTracker:
@@ -785,13 +826,12 @@ class ReplayTracker:
             self.seen.append(_FileSeen())
         cur = self.seen[-1]
         cur.headers += n
-        i = end
-        while (i := buf.rfind(b"  end_log_pos ", start, i)) >= 0:
-            ls = buf.rfind(b"\n", start, i)
-            m = _HEADER_LINE.match(buf, ls) if ls >= 0 else None
-            if m:
-                cur.last_end, cur.stamp = int(m.group(7)), m.group(1, 2, 3, 4, 5, 6)
-                return
+        m = _last_header(buf, start, end, b"  end_log_pos ")
+        if m:
+            cur.last_end, cur.stamp = int(m.group(7)), m.group(1, 2, 3, 4, 5, 6)
+        commits = [c for text in _COMMIT_TEXTS if (c := _last_header(buf, start, end, text))]
+        if commits:
+            cur.commit_stamp = max(commits, key=lambda c: c.start()).group(1, 2, 3, 4, 5, 6)
 
     def _pos(self, k: int) -> int:
         seen = self.seen[k]
@@ -802,11 +842,11 @@ class ReplayTracker:
         if not self.seen:
             return None
         k = min(len(self.seen), len(self.names)) - 1
-        ts = None
-        if self.seen[k].stamp:
-            y, mo, d, h, mi, s = (int(x) for x in self.seen[k].stamp)
-            ts = int(datetime(2000 + y, mo, d, h, mi, s, tzinfo=UTC).timestamp())
-        return Position(self.names[k], self._pos(k), ts)
+        return Position(self.names[k], self._pos(k), _stamp_ts(self.seen[k].stamp))
+
+    def last_commit(self) -> int | None:
+        """Timestamp of the last transaction-ending event emitted (an Xid, or a Query: COMMIT or DDL)."""
+        return next((t for f in reversed(self.seen) if (t := _stamp_ts(f.commit_stamp)) is not None), None)
 
     def event_at_line(self, line: int) -> Position | None:
         """Where the event printed on output line ``line`` (1-based) starts: the last ``# at N`` up to that line.
