@@ -269,6 +269,8 @@ class LocalMariadb:
         """The backup, then every binlog the target needs: in sequence, readable by mariadb-binlog's user,
         every event header and checksum sound (see :mod:`drills.backends.maria_binlog`)."""
         info, plan = inspect_pitr(src, reader_for(self.run_as))
+        binlog_bytes = sum(s.end - s.start for s in plan.scans if s.name in plan.files)
+        self._check_space(info.size_bytes + binlog_bytes, "backup and binlogs to replay")
         facts["mariadb_binlog_check"] = tool_pass(self.bin("binlog"), src.binlogs, plan, self.run_as, _timeout(ctx))
         self.plan = plan
         target = src.target_time
@@ -301,8 +303,25 @@ class LocalMariadb:
             facts=facts,
         )
 
+    def _check_space(self, needed: int, what: str) -> None:
+        """Refuse up front when the scratch filesystem cannot hold the restore (with a margin for the server)."""
+        scratch = self.settings.run_dir.parent
+        try:
+            free = shutil.disk_usage(scratch).free
+        except OSError as exc:
+            raise PreflightError(f"scratch {scratch}: {exc.strerror}", hint="set --scratch DIR") from None
+        want = int(needed * 1.1) + (128 << 20)
+        if free < want:
+            raise PreflightError(
+                f"scratch {scratch} has {free / 2**20:.0f} MiB free; this restore needs about {want / 2**20:.0f} MiB "
+                f"({needed / 2**20:.0f} MiB of {what}, plus 10 % and 128 MiB)",
+                hint="free space there, or point --scratch / RESTORE_DRILLS_SCRATCH at a larger filesystem",
+            )
+
     def _preflight_dump(self, src: MariadbDumpSource, facts: dict[str, Any]) -> PreflightReport:
         dump = inspect_dump(src.dump)
+        if not dump.gz:  # a gzip'd dump's loaded size is not known before reading it all
+            self._check_space(dump.size_bytes, "dump to load")
         self._dump_gz = dump.gz
         self._dump_info = dump
         return PreflightReport(

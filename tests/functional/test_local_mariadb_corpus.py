@@ -257,6 +257,9 @@ def test_a_gap_after_the_target_is_reported_and_the_drill_passes(corpus: BinlogC
     assert requested["file"] == "mysql-bin.000003"
     assert requested["event_time"] == corpus.target.strftime("%Y-%m-%dT%H:%M:%SZ")  # the first event at the target
     assert reached["event_time"] < requested["event_time"]  # the last event replayed is before it
+    # the newest transaction mariadb-binlog emitted is the one the scan found last before the target
+    assert proof["newest_replayed_transaction_at"] == proof["expected_last_transaction_at"]
+    assert proof["newest_replayed_transaction_at"] < requested["event_time"]
     _nothing_left(case)
 
 
@@ -300,8 +303,10 @@ def test_latest_restores_a_live_copy_to_its_last_whole_event(corpus: BinlogCorpu
     rp = predicate["recovery_point"]
     assert rp["requested"]["file"] == "mysql-bin.000005" and rp["requested"]["position"] == last_tx[0]
     assert "still open on the source (in-use flag) and ends with a partial event" in rp["restorable_range_ends"]
-    proof = predicate["target"]["recovery"]
+    proof = predicate["recovery"]
     assert proof["complete"] is True and proof["reached"]["position"] == last_tx[0]
+    assert rp["last_archived_commit"] == proof["newest_replayed_transaction_at"] is not None
+    assert predicate["results"]["loss_in_archive_ms"] == 0  # latest: nothing the binlogs hold was left out
     _nothing_left(case)
 
 
@@ -393,6 +398,27 @@ def test_replay_that_silently_skips_the_rest_of_a_binlog_is_caught(
     proof = predicate["target"]["recovery"]
     assert proof["complete"] is False
     assert (proof["reached"]["file"], proof["reached"]["position"]) == ("mysql-bin.000002", pos)
+
+
+def test_a_scratch_too_small_for_the_backup_is_refused_with_the_numbers(corpus: BinlogCorpus, base: Path) -> None:
+    small = Path(tempfile.mkdtemp(prefix="rdm-small-", dir="/var/tmp"))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        small.rmdir()
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        small.chmod(0o755)
+        case = _case(base, "small-scratch")
+        opts = RunOptions(home=case / "home", scratch_root=small)
+        res = run_drill(load_runbook(_runbook(corpus, case)), opts)
+        assert res.exit_code == 2 and res.failed_state == "preflight", res.error
+        assert "MiB free; this restore needs about" in (res.error or "") and "backup and binlogs" in (res.error or "")
+        assert not pids_using(small) and not list(small.iterdir())
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+        small.rmdir()
 
 
 # ---------------------------------------------------------------- following the replay
