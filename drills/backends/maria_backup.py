@@ -15,6 +15,7 @@ import contextlib
 import gzip
 import os
 import re
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -142,22 +143,30 @@ def _readable_tree(root: Path) -> tuple[int, int]:
     return files, size
 
 
+def _stat(path: Path) -> os.stat_result | None:
+    """``stat`` of a backup path: None when it is not there, a BackupDefect when it cannot be looked at."""
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BackupDefect(f"{path}: cannot be read: {exc.strerror}") from None
+
+
 def inspect_backup(backup: Path) -> BackupInfo:
     """The backup directory: there, finished, full, with binlog coordinates, every file readable."""
-    if not backup.exists():
+    st = _stat(backup)
+    if st is None:
         raise BackupDefect(f"no backup at {backup} ({NO_BACKUP_HINT})")
-    if not backup.is_dir():
+    if not stat.S_ISDIR(st.st_mode):
         raise BackupDefect(f"{backup}: not a directory; a mariadb-backup backup is its --target-dir")
     checkpoints = backup / "xtrabackup_checkpoints"
-    try:
-        if not checkpoints.exists():
-            raise BackupDefect(
-                f"{backup}: not a complete mariadb-backup backup (no xtrabackup_checkpoints): the backup did not "
-                "finish, or this is not its --target-dir",
-                hint=NO_BACKUP_HINT,
-            )
-    except PermissionError as exc:
-        raise BackupDefect(f"{backup}: not readable: {exc.strerror}") from None
+    if _stat(checkpoints) is None:
+        raise BackupDefect(
+            f"{backup}: not a complete mariadb-backup backup (no xtrabackup_checkpoints): the backup did not "
+            "finish, or this is not its --target-dir",
+            hint=NO_BACKUP_HINT,
+        )
     if re.search(r"backup_type\s*=\s*incremental", _read(checkpoints)):
         raise PreflightError(f"{backup}: an incremental backup; drills restore full backups only")
     start_file, position, gtid = _binlog_coordinates(backup)
@@ -268,11 +277,12 @@ def inspect_dump(path: Path) -> DumpInfo:
     A gzip'd dump is checked to the end while it loads (its trailer is only known after
     decompressing all of it); a cut there is a BackupDefect of the load.
     """
-    if not path.exists():
+    st = _stat(path)
+    if st is None:
         raise BackupDefect(f"no dump at {path} ({NO_BACKUP_HINT})")
-    if not path.is_file():
+    if not stat.S_ISREG(st.st_mode):
         raise BackupDefect(f"{path}: not a dump file")
-    size = path.stat().st_size
+    size = st.st_size
     if size == 0:
         raise BackupDefect(f"{path}: the dump is empty (0 bytes)", hint=NO_BACKUP_HINT)
     try:

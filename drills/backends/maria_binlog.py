@@ -469,12 +469,15 @@ def inspect_chain(
     ``reader`` is the account mariadb-binlog runs as (None: this process). Raises BackupDefect
     only when there is nothing to look at; every other problem is a :class:`Defect` in the chain.
     """
-    if not binlogs.is_dir():
-        raise BackupDefect(
-            f"no binlog directory at {binlogs} (were the binary logs copied with the backup?)",
-            hint="a point-in-time restore replays the source's binary logs from the backup's coordinates",
-        )
-    names, index, listed = _sequence(binlogs, start_file)
+    try:
+        if not binlogs.is_dir():
+            raise BackupDefect(
+                f"no binlog directory at {binlogs} (were the binary logs copied with the backup?)",
+                hint="a point-in-time restore replays the source's binary logs from the backup's coordinates",
+            )
+        names, index, listed = _sequence(binlogs, start_file)
+    except OSError as exc:
+        raise BackupDefect(f"{binlogs}: the binlog directory cannot be read: {exc.strerror}") from None
     scans: list[FileScan] = []
     prefix: list[FileScan] = []
     defects: list[Defect] = []
