@@ -9,6 +9,7 @@ with no server.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -211,6 +212,36 @@ def test_a_binlog_the_server_user_cannot_read_fails_the_drill(corpus: BinlogCorp
     f.chmod(0o600)
     src = load_runbook(_runbook(corpus, case, binlogs=binlogs)).runbook.source
     with pytest.raises(BackupDefect, match=rf"mysql-bin\.000003: not readable by {run_as.name} \(mode 0600"):
+        check_backup(src)
+
+
+def _magic(data: bytearray) -> str:
+    data[:4] = b"GARB"
+    return "not a binlog: starts with 47415242, expected fe62696e"
+
+
+def _algorithm(data: bytearray) -> str:
+    length = int.from_bytes(data[4 + 9 : 4 + 13], "little")
+    data[4 + length - 5] = 7
+    return "format description at 4 names checksum algorithm 7"
+
+
+def _length(data: bytearray) -> str:
+    pos = [e for e in binlog_events(bytes(data)) if e[2] == WRITE_ROWS][1][0]
+    data[pos + 9 : pos + 13] = (12).to_bytes(4, "little")  # the event length field
+    return f"corrupt event header at {pos} (Write_rows, length 12"
+
+
+@pytest.mark.parametrize("mangle", [_magic, _algorithm, _length])
+def test_a_damaged_binlog_is_named_with_what_is_wrong(corpus: BinlogCorpus, base: Path, mangle: Any) -> None:
+    case = _case(base, f"damaged-{mangle.__name__.strip('_')}")
+    binlogs = copy_binlogs(corpus, case / "binlogs")
+    f = binlogs / "mysql-bin.000002"
+    data = bytearray(f.read_bytes())
+    problem = mangle(data)
+    f.write_bytes(bytes(data))
+    src = load_runbook(_runbook(corpus, case, binlogs=binlogs)).runbook.source
+    with pytest.raises(BackupDefect, match=re.escape(f"mysql-bin.000002: {problem}")):
         check_backup(src)
 
 
