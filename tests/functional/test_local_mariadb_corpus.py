@@ -265,6 +265,22 @@ def test_an_event_mariadb_binlog_cannot_decode_is_found_before_a_server_starts(
     _failed_with_evidence(res, corpus, case, "BackupDefect", "Found invalid event", f"offset {pos}")
 
 
+def test_a_backup_whose_redo_log_is_damaged_fails_the_drill(corpus: BinlogCorpus, base: Path) -> None:
+    """mariadb-backup --prepare refuses the copy: the backup's content, not the machine, so exit 1."""
+    case = _case(base, "bad-redo")
+    backup = case / "backup"
+    shutil.copytree(corpus.backup, backup)
+    log = backup / "ib_logfile0"
+    data = bytearray(log.read_bytes())
+    for i in range(12288, 16384):  # the first log block after the header and checkpoints
+        data[i] ^= 0xFF
+    log.write_bytes(bytes(data))
+    res = _drill(case, _runbook(corpus, case, backup=backup))
+    predicate = _failed_with_evidence(res, corpus, case, "BackupDefect", "mariadb-backup --prepare failed")
+    assert predicate["error"]["state"] == "restore"
+    assert len(res.error or "") < 1500  # the last lines of its output, not all of it
+
+
 # ---------------------------------------------------------------- what a target does not need
 
 
