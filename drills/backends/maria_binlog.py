@@ -663,7 +663,8 @@ def plan_replay(chain: Chain, target_ts: int | None, backup_end_ts: int) -> Repl
     if target_ts is None:
         if not _latest_may_end_at(chain):
             assert chain.broken is not None
-            more = f"; the backup holds binlogs after it that replay cannot reach: {', '.join(chain.beyond)}"
+            named = ", ".join(chain.beyond) if len(chain.beyond) <= 3 else f"{chain.beyond[0]} .. {chain.beyond[-1]}"
+            more = f"; the backup holds {len(chain.beyond)} binlog(s) after it that replay cannot reach: {named}"
             raise BackupDefect(
                 f"the binlog chain breaks at {chain.broken}{more if chain.beyond else ''}; "
                 f"latest can only restore until {restorable}",
