@@ -637,6 +637,8 @@ class LocalMariadb:
                 )
         elif piped.reader_rc != 0:
             cause = f"mariadb-binlog failed (exit {piped.reader_rc}): {_last_lines(piped.reader_err)}"
+            if short is not None and reached is not None and short[0].file != reached.file:
+                reached, cause = short[0], f"mariadb-binlog skipped the rest: {short[1]}; then {cause}"
         elif short is not None:
             reached, cause = short[0], f"mariadb-binlog exited 0 but stopped early: {short[1]}{said}"
         holds = f"; the binlogs hold events until {plan.holds_until}" if plan.holds_until else ""
@@ -646,7 +648,9 @@ class LocalMariadb:
             "reached": reached.to_dict() if reached else None,
             "complete": cause is None,
             "events_emitted": sum(s.headers for s in tracker.seen),
-            "newest_replayed_transaction_at": _iso_ts(tracker.last_commit()),
+            # emitted is applied only when the client took everything: the newest replayed is known then
+            "newest_replayed_transaction_at": _iso_ts(tracker.last_commit()) if cause is None else None,
+            "newest_emitted_transaction_at": _iso_ts(tracker.last_commit()),
             "expected_last_transaction_at": _iso_ts(plan.last_commit_ts),
             "holds_events_until": plan.holds_until.to_dict() if plan.holds_until else None,
             "detail": cause
