@@ -35,6 +35,7 @@ from drills.errors import (
 from drills.journal import Journal, new_run_id, secure_home, state_home
 from drills.machine import Drill, default_states, run_machine
 from drills.measure import Measurement, measure, rpo_ms
+from drills.reader import ReaderProvisioner
 from drills.record import build_predicate, verdict_of
 from drills.resources import Resource
 from drills.runbook import LoadedRunbook
@@ -307,6 +308,7 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
         measure=_measure,
         keep=opts.keep_seconds is not None,
         keep_seconds=opts.keep_seconds,
+        provision_reader=ReaderProvisioner(),
     )
     d.register(Resource(kind=SCRATCH_KIND, id=str(scratch), backend=SCRATCH_BACKEND, attrs={}))
     scratch.mkdir(parents=True, exist_ok=False)

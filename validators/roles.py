@@ -19,8 +19,8 @@ PostgreSQL::
       pg_read_all_data does not bypass row-level security)
 
 The password, when there is one, is sent as a SCRAM verifier computed on the
-client (``PQencryptPasswordConn``), so the clear text never appears in a
-statement the server could log.
+client (``PQencryptPasswordConn``, SCRAM-SHA-256), so the clear text never
+appears in a statement the server could log.
 
 MySQL / MariaDB::
 
@@ -115,7 +115,9 @@ def _create_postgres(
     exists = conn.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone() is not None
     attrs: sql.Composable = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION INHERIT")
     if password is not None:
-        verifier = conn.pgconn.encrypt_password(password.reveal().encode(), name.encode()).decode()
+        # The algorithm is named: with None, libpq asks the server (a blocking round trip inside a call that
+        # holds the GIL). md5 hba lines accept SCRAM verifiers; every supported server speaks SCRAM.
+        verifier = conn.pgconn.encrypt_password(password.reveal().encode(), name.encode(), b"scram-sha-256").decode()
         attrs = sql.SQL("{} PASSWORD {}").format(attrs, sql.Literal(verifier))
     verb = "ALTER" if exists else "CREATE"
     conn.execute(sql.SQL(verb + " ROLE {} {}").format(role, attrs))

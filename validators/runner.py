@@ -39,7 +39,7 @@ from validators.freshness import CHECK as FRESHNESS_CHECK
 from validators.freshness import check_freshness
 from validators.pool import ConnectionPool, Outcome, Task, run_tasks
 from validators.rowcount import finding_for
-from validators.schema import capture_catalog, compare, filter_catalog
+from validators.schema import capture_catalog, compare, filter_catalog, unverifiable_triggers, without_triggers
 from validators.session import CHECK as SESSION_CHECK
 from validators.session import VALIDATOR as SESSION
 from validators.session import check_session
@@ -58,7 +58,13 @@ class _Result:
 
 
 def _schema_task(
-    conn: Connection, *, dialect: Dialect, cfg: SchemaConfig, baseline: dict[str, Any] | None, problem: str | None
+    conn: Connection,
+    *,
+    dialect: Dialect,
+    cfg: SchemaConfig,
+    baseline: dict[str, Any] | None,
+    problem: str | None,
+    triggers_visible: bool,
 ) -> _Result:
     if baseline is None:
         return _Result([Finding("schema", "schema matches baseline", False, detail=problem or "no baseline")])
@@ -67,7 +73,19 @@ def _schema_task(
         return _Result([Finding("schema", "schema matches baseline", False, detail=detail)])
     actual = capture_catalog(conn, dialect, cfg.schemas)
     expected = filter_catalog(baseline["schema"], cfg.schemas)
-    return _Result(compare(expected, actual, ignore=cfg.ignore))
+    if triggers_visible:
+        return _Result(compare(expected, actual, ignore=cfg.ignore))
+    unverified = unverifiable_triggers(expected, cfg.ignore)
+    found = compare(without_triggers(expected), without_triggers(actual), ignore=cfg.ignore)
+    return _Result([*found, unverified] if unverified else found)
+
+
+def _triggers_visible(dialect: Dialect, session: Finding) -> bool:
+    """PostgreSQL shows every trigger; MySQL only to a holder of TRIGGER, which a read-only session lacks."""
+    if dialect.engine != "mysql":
+        return True
+    facts = session.actual if isinstance(session.actual, dict) else {}
+    return "TRIGGER" in (facts.get("privileges") or ())
 
 
 def _count_task(
@@ -158,11 +176,7 @@ def run_validators(
     when None it is read from ``config.baseline`` / ``config.schema.baseline``.
     """
     started = time.monotonic_ns()
-    if endpoint.admin:
-        raise ValidatorError(
-            f"refusing to run checks as {endpoint.user}: these are admin credentials",
-            hint="checks run as the read-only role created with them (validators.roles.create_reader)",
-        )
+    _refuse_admin(endpoint)
     params = dict(params or {})
     dialect = get_dialect(endpoint.engine)
     first = connect(endpoint, timeout_s=timeout_s, read_only=True)  # the one failure that raises
@@ -180,7 +194,15 @@ def run_validators(
             tasks.append(Task(template.check, fn, disposable))
 
         if config.schema_ is not None:
-            fn = partial(_schema_task, dialect=dialect, cfg=config.schema_, baseline=base, problem=problem)
+            visible = _triggers_visible(dialect, session)
+            fn = partial(
+                _schema_task,
+                dialect=dialect,
+                cfg=config.schema_,
+                baseline=base,
+                problem=problem,
+                triggers_visible=visible,
+            )
             add(Finding("schema", "schema matches baseline", False), fn)
         refused: list[Finding] = []  # runbook SQL is not run by a session that may write
         for q in config.smoke:
@@ -200,8 +222,13 @@ def run_validators(
             add(Finding("row_counts", f"{table} rows", False, expected=rule.model_dump(exclude_defaults=True)), fn)
         outcomes = run_tasks(pool, tasks, config.parallelism)
 
-    per_kind: dict[str, list[Finding]] = {SESSION: [session], "schema": [], "row_counts": [], "freshness": []}
-    per_kind["smoke"] = refused
+    per_kind: dict[str, list[Finding]] = {
+        SESSION: [session],
+        "schema": [],
+        "row_counts": [],
+        "smoke": refused,
+        "freshness": [],
+    }
     newest: str | None = None
     for template, outcome in zip(templates, outcomes, strict=True):
         kind = template.validator
@@ -213,17 +240,29 @@ def run_validators(
         per_kind[kind].extend(replace(f, duration_ms=outcome.duration_ms) for f in found)
     if problem and counts is None and config.schema_ is None and _needs_baseline(config):
         per_kind["row_counts"].insert(0, Finding("row_counts", "baseline", False, detail=problem))
-    order = {f"{t} rows": i for i, t in enumerate(config.row_counts)}
-    per_kind["row_counts"].sort(key=lambda f: order.get(f.check, -1))
-    smoke_order = {q.name: i for i, q in enumerate(config.smoke)}
-    per_kind["smoke"].sort(key=lambda f: smoke_order.get(f.check, 0))
-    findings = tuple(f for kind in (SESSION, "schema", "row_counts", "smoke", "freshness") for f in per_kind[kind])
     return ValidationReport(
-        findings=findings,
+        findings=_in_runbook_order(per_kind, config),
         newest_commit_at=newest,
         freshness_method=config.freshness.method if config.freshness else None,
         duration_ms=(time.monotonic_ns() - started) // 1_000_000,
     )
+
+
+def _refuse_admin(endpoint: Endpoint) -> None:
+    if endpoint.admin:
+        raise ValidatorError(
+            f"refusing to run checks as {endpoint.user}: these are admin credentials",
+            hint="checks run as the read-only role created with them (validators.roles.create_reader)",
+        )
+
+
+def _in_runbook_order(per_kind: dict[str, list[Finding]], config: ValidatorsConfig) -> tuple[Finding, ...]:
+    """Session first, then kind by kind; counts and smoke queries in the runbook's order, whatever ran first."""
+    order = {f"{t} rows": i for i, t in enumerate(config.row_counts)}
+    per_kind["row_counts"].sort(key=lambda f: order.get(f.check, -1))
+    smoke_order = {q.name: i for i, q in enumerate(config.smoke)}
+    per_kind["smoke"].sort(key=lambda f: smoke_order.get(f.check, 0))
+    return tuple(f for kind in (SESSION, "schema", "row_counts", "smoke", "freshness") for f in per_kind[kind])
 
 
 def _needs_baseline(config: ValidatorsConfig) -> bool:

@@ -613,6 +613,7 @@ class AwsBackend:
             user=self._user,
             password=password,
             options=options,
+            admin=True,  # the master user: the drill creates the validators' read-only role with it
         )
 
     def connection_hint(self) -> str:
