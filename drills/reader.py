@@ -6,7 +6,8 @@ marks its endpoint ``admin``. The connect state routes it (``connect:``
 override, an SSM tunnel) and hands it to a :class:`ReaderProvisioner`, which
 creates the role with :func:`validators.roles.create_reader` and returns the
 endpoint the validators get. The admin endpoint is dropped right there: it is
-not stored on the drill, recorded or logged.
+not stored on the drill, recorded or logged; only its password stays in this
+object's memory, so the evidence writer can refuse a record that contains it.
 
 The role name and password are chosen once per run, so a retried connect
 state re-asserts the same role instead of leaving several. Its password is
@@ -44,12 +45,18 @@ class ReaderProvisioner:
 
         self.name = new_reader_name()
         self._password = new_reader_password()
+        self._admin_password: Secret | None = None
         self.facts: dict[str, Any] | None = None
+
+    def secrets(self) -> list[str]:
+        """The admin's password (once used): the evidence writer refuses a record that contains it."""
+        return [self._admin_password.reveal()] if self._admin_password is not None else []
 
     def __call__(self, admin: Endpoint) -> Endpoint:
         from validators.errors import ValidatorError
         from validators.roles import create_reader
 
+        self._admin_password = admin.password
         password: Secret | None = self._password
         if admin.engine == "postgres" and admin.password is None:
             password = None  # trust over the private socket: see the module docstring

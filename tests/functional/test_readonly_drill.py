@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,15 @@ import pytest
 import yaml
 from servers import MariaDbServer, PgServer, load_shop
 
-from drills.api import default_key_path, run_drill
+from drills.api import RunOptions, default_key_path, run_drill
+from drills.backends.base import StepContext
+from drills.backends.local_postgres import LocalPostgres
 from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
 from drills.localmaria import find_maria_binaries
 from drills.localpg import find_pg_binaries
 from drills.runbook import load_runbook
+from validators.endpoint import Endpoint, Secret
 from validators.sqlerrors import PRIVILEGE, SERVER_SETTING, WRITE
 
 PG_HOSTILE = {
@@ -111,10 +115,12 @@ def _drill_and_check(runbook: Path, hostile: dict[str, tuple[str, str]], out: Pa
     return p
 
 
-def test_postgres_drill_with_hostile_smoke_queries(pg_server: PgServer, tmp_path: Path, outdir: Path) -> None:
+@pytest.fixture(scope="module")
+def shop_pgc(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pg_dump -Fc of the test shop (customers 50, orders 200)."""
     ep = load_shop(pg_server)
+    archive = tmp_path_factory.mktemp("pgc") / "shop.pgc"
     try:
-        archive = tmp_path / "shop.pgc"
         where = ["-h", ep.host, "-p", str(ep.port), "-U", ep.user, "-d", ep.database]
         subprocess.run(
             [find_pg_binaries().tool("pg_dump"), "-Fc", *where, "-f", str(archive)],
@@ -123,12 +129,36 @@ def test_postgres_drill_with_hostile_smoke_queries(pg_server: PgServer, tmp_path
         )
     finally:
         pg_server.drop_database(ep.database)
-    source = {"kind": "postgres-dump", "archive": str(archive), "database": "shop"}
+    return archive
+
+
+def test_postgres_drill_with_hostile_smoke_queries(shop_pgc: Path, tmp_path: Path, outdir: Path) -> None:
+    source = {"kind": "postgres-dump", "archive": str(shop_pgc), "database": "shop"}
     p = _drill_and_check(_runbook(tmp_path, source, PG_HOSTILE, outdir, []), PG_HOSTILE, outdir)
     assert p["endpoint"]["user"].startswith("drill_reader_")
     session = next(f for f in p["validation"]["findings"] if f["validator"] == "session")["actual"]
     assert session["superuser"] is False and session["member_of"] == ["pg_read_all_data"]
     assert session["transaction_read_only"] == "on"
+
+
+class _AdminWithPassword(LocalPostgres):
+    """Hands out the superuser with a password, as AWS hands out the master user."""
+
+    SECRET = "Adm1n-pass-the-evidence-must-refuse"
+
+    def endpoint(self, ctx: StepContext) -> Endpoint:
+        return replace(super().endpoint(ctx), password=Secret(self.SECRET))
+
+
+def test_the_admin_password_is_still_a_secret_the_evidence_refuses(shop_pgc: Path, tmp_path: Path) -> None:
+    """The validators hold the reader's password; the admin's must stay on the evidence writer's list."""
+    source = {"kind": "postgres-dump", "archive": str(shop_pgc), "database": "shop"}
+    echo = {"name": "echo", "sql": f"select '{_AdminWithPassword.SECRET}'", "expect": "x"}
+    runbook = _runbook(tmp_path, source, {}, tmp_path, [echo])
+    res = run_drill(load_runbook(runbook), RunOptions(backend_factory=_AdminWithPassword))
+    assert res.drill.endpoint is not None and res.drill.endpoint.user.startswith("drill_reader_")
+    assert res.evidence is None and res.exit_code == 3
+    assert "appears in the evidence" in (res.error or "") and _AdminWithPassword.SECRET not in (res.error or "")
 
 
 def test_mariadb_drill_with_hostile_smoke_queries(mariadb_server: MariaDbServer, tmp_path: Path, outdir: Path) -> None:
