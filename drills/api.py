@@ -35,6 +35,7 @@ from drills.errors import (
 from drills.journal import Journal, new_run_id, secure_home, state_home
 from drills.machine import Drill, default_states, run_machine
 from drills.measure import Measurement, measure, rpo_ms
+from drills.reader import ReaderProvisioner
 from drills.record import build_predicate, verdict_of
 from drills.resources import Resource
 from drills.runbook import LoadedRunbook
@@ -227,7 +228,7 @@ def _executor() -> dict[str, Any]:
     return {"tool": "restore-drills", "version": __version__}
 
 
-def _finish(drill: Drill, opts: RunOptions, signer: Any, written: list[Path]) -> None:
+def _finish(drill: Drill, opts: RunOptions, signer: Any, written: list[Path], more_secrets: list[str]) -> None:
     """Sign and write the evidence; a failure here is recorded, never raised past teardown."""
     from drills.evidence.statement import subject_for_bytes
     from drills.evidence.store import write_evidence
@@ -244,6 +245,7 @@ def _finish(drill: Drill, opts: RunOptions, signer: Any, written: list[Path]) ->
     drill.regression = regression(past, m.achieved_rto_ms if m else None)
     predicate["regression"] = drill.regression
     secrets = [drill.endpoint.password.reveal()] if drill.endpoint and drill.endpoint.password else []
+    secrets += more_secrets  # the admin password the validators' role was created with
     try:
         path = write_evidence(
             predicate,
@@ -297,6 +299,7 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     )
     factory = opts.backend_factory or backend_factory(backend_name)
     backend: Backend = factory(rb.source, settings)
+    provisioner = ReaderProvisioner()
     d = Drill(
         loaded=loaded,
         backend=backend,
@@ -307,13 +310,19 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
         measure=_measure,
         keep=opts.keep_seconds is not None,
         keep_seconds=opts.keep_seconds,
+        provision_reader=provisioner,
     )
     d.register(Resource(kind=SCRATCH_KIND, id=str(scratch), backend=SCRATCH_BACKEND, attrs={}))
     scratch.mkdir(parents=True, exist_ok=False)
     scratch.chmod(0o755)  # the server's unprivileged user must traverse it; what is inside is private
     evidence_path: list[Path] = []
     dispatch = Dispatch(backend, settings, {backend_name: rb.source})
-    run_machine(d, default_states(loaded), lambda drill: _finish(drill, opts, signer, evidence_path), dispatch)
+    run_machine(
+        d,
+        default_states(loaded),
+        lambda drill: _finish(drill, opts, signer, evidence_path, provisioner.secrets()),
+        dispatch,
+    )
     verdict = verdict_of(d)
     exit_code = _exit_code(d, verdict)
     journal.append("run_finished", verdict=verdict, exit_code=exit_code, interrupted=d.interrupted)

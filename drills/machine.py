@@ -83,6 +83,8 @@ class Drill:
     measure: Callable[[Drill], Measurement]
     keep: bool = False
     keep_seconds: int | None = None  # incident mode: how long kept resources live after the drill passed
+    # turns an admin endpoint into the validators' read-only one (drills.reader.ReaderProvisioner)
+    provision_reader: Callable[[Endpoint], Endpoint] | None = None
     preflight: PreflightReport | None = None
     endpoint: Endpoint | None = None
     server_version: str | None = None
@@ -159,6 +161,10 @@ def _connect(d: Drill, ctx: StepContext) -> None:
     override = d.loaded.runbook.connect
     if override is not None:
         ep = ep.routed_to(override.host, override.port)
+    if ep.admin:  # used once, to create the validators' read-only role, then dropped
+        if d.provision_reader is None:
+            raise InfrastructureError(f"{d.backend.name} hands out admin credentials and nothing creates a reader")
+        ep = d.provision_reader(ep)
     d.endpoint = ep
     d.server_version = d.probe(ep)
 

@@ -73,3 +73,15 @@ def shop(db_server: PgServer | MariaDbServer) -> Iterator[tuple[PgServer | Maria
     ep = load_shop(db_server)
     yield db_server, ep
     db_server.drop_database(ep.database)
+
+
+@pytest.fixture
+def shop_reader(
+    shop: tuple[PgServer | MariaDbServer, Endpoint],
+) -> Iterator[tuple[PgServer | MariaDbServer, Endpoint, Endpoint]]:
+    """The shop plus the validators' read-only role on it: ``(server, admin endpoint, reader endpoint)``."""
+    from readers import reader_for
+
+    server, ep = shop
+    with reader_for(server, ep) as (reader, _):
+        yield server, ep, reader

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from validators.dsn import endpoint_from_dsn
     from validators.endpoint import Endpoint, Secret
     from validators.errors import ValidatorError
+    from validators.roles import create_reader
     from validators.runner import run_validators
     from validators.schema import compare
 
@@ -39,6 +40,7 @@ __all__ = [
     "capture_baseline",
     "compare",
     "connect",
+    "create_reader",
     "endpoint_from_dsn",
     "load_baseline",
     "probe",
@@ -65,6 +67,7 @@ _WHERE = {
     "probe": "connect",
     "endpoint_from_dsn": "dsn",
     "run_validators": "runner",
+    "create_reader": "roles",
 }
 
 

@@ -38,7 +38,7 @@ def capture_baseline(
 ) -> dict[str, Any]:
     """Catalog and exact row counts of every table in ``schemas`` (default: all user schemas)."""
     dialect = get_dialect(endpoint.engine)
-    first = connect(endpoint, timeout_s=timeout_s)
+    first = connect(endpoint, timeout_s=timeout_s, read_only=True)  # production: read-only sessions, always
     with ConnectionPool(endpoint, timeout_s=timeout_s, first=first) as pool:
         try:
             version_row = fetch_one(first, dialect.version_sql)

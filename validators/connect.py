@@ -9,6 +9,14 @@ conninfo string or a message, and every driver error is translated into a
 
 Sessions run in UTC (``TimeZone`` / ``time_zone``) so timestamps read by the
 freshness and smoke checks mean the same on both engines.
+
+``read_only=True`` (what the validators and baseline capture use) makes every
+transaction of the session READ ONLY: ``default_transaction_read_only=on`` as
+a startup option on PostgreSQL, ``SET SESSION TRANSACTION READ ONLY`` on
+MySQL/MariaDB. A statement can change a session default for the statements
+after it, so this is one line of defence, not the boundary: the boundary is
+the role's privileges (:mod:`validators.roles`), and the runner gives each
+runbook-written query a connection of its own.
 """
 
 from __future__ import annotations
@@ -86,7 +94,7 @@ def _tls_mysql(options: dict[str, str]) -> dict[str, Any]:
     return {}
 
 
-def _connect_postgres(endpoint: Endpoint, autocommit: bool, timeout_s: int) -> Connection:
+def _connect_postgres(endpoint: Endpoint, autocommit: bool, timeout_s: int, read_only: bool) -> Connection:
     import psycopg  # lazy: keep the CLI start fast
 
     kwargs: dict[str, Any] = {
@@ -96,7 +104,9 @@ def _connect_postgres(endpoint: Endpoint, autocommit: bool, timeout_s: int) -> C
         "user": endpoint.user,
         "connect_timeout": max(2, int(timeout_s)),
         "application_name": APPLICATION_NAME,
-        "options": "-c TimeZone=UTC" + _pg_statement_timeout(endpoint.options),
+        "options": "-c TimeZone=UTC"
+        + (" -c default_transaction_read_only=on" if read_only else "")
+        + _pg_statement_timeout(endpoint.options),
     }
     kwargs.update(_tls_postgres(endpoint.options))
     if endpoint.password is not None:
@@ -108,7 +118,18 @@ def _connect_postgres(endpoint: Endpoint, autocommit: bool, timeout_s: int) -> C
     return cast(Connection, conn)
 
 
-def _connect_mysql(endpoint: Endpoint, autocommit: bool, timeout_s: int) -> Connection:
+def _mysql_read_only(conn: Any, endpoint: Endpoint) -> None:
+    """Every later transaction of the session READ ONLY (autocommit statements included)."""
+    try:
+        conn.cursor().execute("SET SESSION TRANSACTION READ ONLY")
+    except Exception as exc:
+        conn.close()
+        raise ValidatorError(
+            f"connected to {_where(endpoint)} but cannot make the session read-only: {describe_error(exc, endpoint)}"
+        ) from None
+
+
+def _connect_mysql(endpoint: Endpoint, autocommit: bool, timeout_s: int, read_only: bool) -> Connection:
     import pymysql  # lazy: keep the CLI start fast
 
     kwargs: dict[str, Any] = {
@@ -133,20 +154,23 @@ def _connect_mysql(endpoint: Endpoint, autocommit: bool, timeout_s: int) -> Conn
     except (pymysql.err.Error, OSError, TypeError) as exc:
         raise ValidatorError(f"cannot connect to {_where(endpoint)}: {describe_error(exc, endpoint)}") from None
     _mysql_statement_timeout(conn, endpoint.options)
+    if read_only:
+        _mysql_read_only(conn, endpoint)
     return cast(Connection, conn)
 
 
-def connect(endpoint: Endpoint, *, autocommit: bool = True, timeout_s: int = 10) -> Connection:
+def connect(endpoint: Endpoint, *, autocommit: bool = True, timeout_s: int = 10, read_only: bool = False) -> Connection:
     """A DB-API connection to ``endpoint`` (psycopg 3 or pymysql), or :class:`ValidatorError`.
 
     Autocommit is the default because validators only read: no transaction
     is left open on the restored server, and a failed query does not poison
-    the connection for the next check.
+    the connection for the next check. ``read_only`` makes each of those
+    autocommit transactions READ ONLY (see the module docstring).
     """
     if endpoint.engine == "postgres":
-        return _connect_postgres(endpoint, autocommit, timeout_s)
+        return _connect_postgres(endpoint, autocommit, timeout_s, read_only)
     if endpoint.engine == "mysql":
-        return _connect_mysql(endpoint, autocommit, timeout_s)
+        return _connect_mysql(endpoint, autocommit, timeout_s, read_only)
     raise ValidatorError(f"unsupported engine {endpoint.engine!r}")
 
 
@@ -159,7 +183,7 @@ def probe(endpoint: Endpoint, *, timeout_s: int = 10) -> str:
     Returns e.g. ``"15.14 (Debian 15.14-0+deb12u1)"`` or
     ``"10.11.19-MariaDB-0+deb12u1"``.
     """
-    conn = connect(endpoint, timeout_s=timeout_s)
+    conn = connect(endpoint, timeout_s=timeout_s, read_only=True)
     try:
         row = fetch_one(conn, _VERSION_SQL[endpoint.engine])
     except Exception as exc:

@@ -19,7 +19,7 @@ __all__ = ["Connection", "Cursor", "fetch_all", "fetch_one", "jsonable", "redact
 
 
 class Cursor(Protocol):
-    def execute(self, query: Any, params: Any = ..., /) -> Any: ...
+    def execute(self, query: Any, params: Any = ..., /, **options: Any) -> Any: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> Sequence[Any]: ...
     def close(self) -> None: ...
@@ -48,14 +48,16 @@ def fetch_all(conn: Connection, sql: str, params: Mapping[str, Any] | None = Non
         cur.close()
 
 
-def fetch_one(conn: Connection, sql: str, params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
-    """The first row of ``sql`` (or None when it returns no row)."""
+def fetch_one(
+    conn: Connection, sql: str, params: Mapping[str, Any] | None = None, **options: Any
+) -> tuple[Any, ...] | None:
+    """The first row of ``sql`` (or None when it returns no row); ``options`` go to ``cursor.execute``."""
     cur = conn.cursor()
     try:
-        if params is None:
+        if params is None and not options:
             cur.execute(sql)
         else:
-            cur.execute(sql, params)
+            cur.execute(sql, params, **options)
         row = cur.fetchone()
         return None if row is None else tuple(row)
     finally:

@@ -46,6 +46,11 @@ class Endpoint:
     path for MySQL (``unix_socket``). ``reported_host``/``reported_port`` keep
     what the backend reported (e.g. the RDS endpoint) when the connection is
     routed elsewhere (a tunnel); evidence records the reported one.
+
+    ``admin`` marks credentials that can write (a superuser, the RDS master
+    user). The drill uses them only to create the validators' read-only role
+    (:mod:`validators.roles`); :func:`~validators.runner.run_validators`
+    refuses to run a single check with them.
     """
 
     engine: Engine
@@ -58,6 +63,7 @@ class Endpoint:
     reported_host: str | None = None
     reported_port: int | None = None
     options: dict[str, str] = field(default_factory=dict)
+    admin: bool = False
 
     def routed_to(self, host: str, port: int) -> Endpoint:
         """The same database reached through another address (e.g. an SSM tunnel)."""

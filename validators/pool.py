@@ -8,6 +8,12 @@ server, whatever the mix of schema, count, smoke and freshness checks.
 Connections are opened lazily (a run with two checks opens at most two), and
 one that saw an error is closed rather than reused, so a killed session
 cannot poison the checks after it.
+
+Connections are READ ONLY sessions (:func:`validators.connect.connect`). A
+task marked ``disposable`` (runbook-written SQL) gets its connection closed
+afterwards whatever happened: a query may change a session default (such as
+``default_transaction_read_only``) and must not hand that session to the
+next check.
 """
 
 from __future__ import annotations
@@ -30,20 +36,26 @@ T = TypeVar("T")
 
 
 class ConnectionPool:
-    def __init__(self, endpoint: Endpoint, *, timeout_s: int = 10, first: Connection | None = None) -> None:
+    def __init__(
+        self, endpoint: Endpoint, *, timeout_s: int = 10, first: Connection | None = None, read_only: bool = True
+    ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self.read_only = read_only
         self._idle: list[Connection] = [first] if first is not None else []
         self._lock = threading.Lock()
         self.opened = 1 if first is not None else 0  # how many connections this pool ever opened
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[Connection]:
-        """Borrow a connection (opening one if none is idle) for the duration of a block."""
+    def connection(self, *, disposable: bool = False) -> Iterator[Connection]:
+        """Borrow a connection (opening one if none is idle) for the duration of a block.
+
+        ``disposable``: close it afterwards instead of giving it back.
+        """
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
-            conn = connect(self.endpoint, timeout_s=self.timeout_s)
+            conn = connect(self.endpoint, timeout_s=self.timeout_s, read_only=self.read_only)
             with self._lock:
                 self.opened += 1
         try:
@@ -52,6 +64,10 @@ class ConnectionPool:
             with contextlib.suppress(Exception):
                 conn.close()
             raise
+        if disposable:
+            with contextlib.suppress(Exception):
+                conn.close()
+            return
         with self._lock:
             self._idle.append(conn)
 
@@ -75,6 +91,7 @@ class Task(Generic[T]):
 
     name: str
     fn: Callable[[Connection], T]
+    disposable: bool = False  # runs SQL we did not write: its connection is closed afterwards
 
 
 @dataclass(frozen=True)
@@ -90,7 +107,7 @@ class Outcome(Generic[T]):
 def _timed(pool: ConnectionPool, task: Task[T]) -> Outcome[T]:
     started = time.monotonic_ns()
     try:
-        with pool.connection() as conn:
+        with pool.connection(disposable=task.disposable) as conn:
             t0 = time.monotonic_ns()  # the check's own time, not the connection setup
             value = task.fn(conn)
             return Outcome(task, value, None, (time.monotonic_ns() - t0) // 1_000_000)

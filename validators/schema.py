@@ -32,7 +32,7 @@ from validators.base import Finding
 from validators.dbapi import Connection, fetch_all
 from validators.dialects import Dialect
 
-__all__ = ["capture_catalog", "compare", "filter_catalog", "user_schemas"]
+__all__ = ["capture_catalog", "compare", "filter_catalog", "unverifiable_triggers", "user_schemas", "without_triggers"]
 
 VALIDATOR = "schema"
 
@@ -135,6 +135,40 @@ def filter_catalog(catalog: dict[str, Any], schemas: Iterable[str] | None) -> di
     for section in ("tables", "sequences", "views", "routines"):
         out[section] = {k: v for k, v in catalog.get(section, {}).items() if inside(k)}
     return out
+
+
+def without_triggers(catalog: dict[str, Any]) -> dict[str, Any]:
+    """``catalog`` with every table's triggers removed (a copy)."""
+    out = dict(catalog)
+    out["tables"] = {name: {**t, "triggers": {}} for name, t in catalog.get("tables", {}).items()}
+    return out
+
+
+def unverifiable_triggers(baseline: dict[str, Any], ignore: Iterable[str] = ()) -> Finding | None:
+    """A failed finding naming the baseline's triggers, for a session that cannot read triggers.
+
+    MySQL and MariaDB list a trigger in ``information_schema`` only to a user
+    holding the TRIGGER privilege, which also lets a single ``SET STATEMENT
+    tx_read_only=0 FOR CREATE TRIGGER ...`` write: the validators' read-only
+    user does not get it. Triggers then cannot be compared, and saying nothing
+    would pass a restore that lost them; the runbook accepts that explicitly by
+    listing them under ``schema.ignore``.
+    """
+    d = _Diff(ignore)
+    names = [
+        f"{table}.{trigger}"
+        for table, t in sorted(baseline.get("tables", {}).items())
+        for trigger in sorted(t.get("triggers", {}))
+        if not d.ignored(f"{table}.{trigger}")
+    ]
+    if not names:
+        return None
+    detail = (
+        f"{len(names)} trigger(s) in the baseline cannot be verified: MySQL/MariaDB show triggers only to users "
+        "with the TRIGGER privilege, which the validators' read-only user must not hold (it can create triggers); "
+        "list them under schema.ignore to accept that"
+    )
+    return Finding(VALIDATOR, "triggers", False, expected=names, actual="not readable", detail=detail)
 
 
 class _Diff:

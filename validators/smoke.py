@@ -6,6 +6,11 @@ placeholder marker only when parameters are passed, so parameters are passed
 only to queries that name one (a query without placeholders may use ``LIKE
 'a%'`` as written; one with placeholders writes ``%%``).
 
+The query runs as the validators' read-only role, in a READ ONLY session of
+its own, as exactly one statement (:attr:`Dialect.single_statement`): what it
+may do is read. A query that tries more fails, and the runner says why
+(:mod:`validators.sqlerrors`).
+
 Drivers return ``Decimal``, ``datetime``, ``1``/``0`` for booleans on MySQL;
 :func:`matches` normalizes those against the runbook's scalar before
 comparing, so ``expect: true`` works on both engines.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
+import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -22,6 +28,7 @@ from typing import Any
 from validators.base import Finding
 from validators.config import Scalar, SmokeQuery
 from validators.dbapi import Connection, fetch_one, jsonable, sha256_text
+from validators.dialects import Dialect
 
 __all__ = ["driver_params", "matches", "run_smoke"]
 
@@ -74,9 +81,14 @@ def driver_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v.astimezone(dt.UTC) if isinstance(v, dt.datetime) and v.tzinfo else v for k, v in params.items()}
 
 
-def run_smoke(conn: Connection, query: SmokeQuery, params: Mapping[str, Any]) -> Finding:
-    """Run one smoke query and compare its first value."""
-    row = fetch_one(conn, query.sql, driver_params(params) if "%(" in query.sql else None)
+# MySQL's LOAD_FILE() answers NULL, not an error, when the user lacks the FILE privilege.
+_LOAD_FILE = re.compile(r"\bload_file\s*\(", re.IGNORECASE)
+
+
+def run_smoke(conn: Connection, query: SmokeQuery, params: Mapping[str, Any], dialect: Dialect) -> Finding:
+    """Run one smoke query (one statement only) and compare its first value."""
+    bound = driver_params(params) if "%(" in query.sql else None
+    row = fetch_one(conn, query.sql, bound, **dialect.single_statement)
     actual = row[0] if row else None
     sha = sha256_text(query.sql)
     expected = f"{query.op} {query.expect!r}"
@@ -87,6 +99,8 @@ def run_smoke(conn: Connection, query: SmokeQuery, params: Mapping[str, Any]) ->
         ok, detail = False, f"cannot compare {jsonable(actual)!r} with {query.expect!r}: {exc}"
     if not ok and not detail:
         detail = f"got {jsonable(actual)!r}, expected {expected}"
+    if not ok and actual is None and dialect.engine == "mysql" and _LOAD_FILE.search(query.sql):
+        detail += "; LOAD_FILE() reads no file without the FILE privilege, which the validators' read-only user lacks"
     return Finding(
         VALIDATOR, query.name, ok, expected=expected, actual=jsonable(actual), detail=detail, query_sha256=sha
     )

@@ -613,6 +613,10 @@ class AwsBackend:
             user=self._user,
             password=password,
             options=options,
+            # the master user and the password the drill set: used only to create the validators' read-only role.
+            # With IAM auth the drill set nothing: master_username names a read-only user, which the validators'
+            # session check proves (or fails the drill)
+            admin=not self.source.iam_auth,
         )
 
     def connection_hint(self) -> str:

@@ -520,6 +520,7 @@ class LocalPostgres:
     # ------------------------------------------------------------ endpoint & facts
 
     def endpoint(self, ctx: StepContext) -> Endpoint:
+        """The superuser over the private socket, marked admin: the drill makes the validators' reader with it."""
         assert self.cluster is not None
         ep = Endpoint(
             engine="postgres",
@@ -527,6 +528,7 @@ class LocalPostgres:
             port=self.cluster.port,
             database=self.source.database,
             user=self.source.user,
+            admin=True,
         )
         self._isolation = self._read_isolation()
         return ep

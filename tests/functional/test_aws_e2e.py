@@ -163,22 +163,47 @@ def set_master_password(server: PgServer | MariaDbServer, user: str, password: s
             verb = "create user" if create else "alter user"
             cur.execute(f"{verb} %s@'localhost' identified by %s", (user, password))
             if create:
-                cur.execute("grant all privileges on *.* to %s@'localhost'", (user,))
+                cur.execute("grant all privileges on *.* to %s@'localhost' with grant option", (user,))  # as RDS
     finally:
         conn.close()
 
 
 def drop_master(server: PgServer | MariaDbServer, user: str) -> None:
+    """Drop the master and every validators' role the drills created on the shared server."""
     conn: Any = connect(server.endpoint)
     try:
         if isinstance(server, PgServer):
             from psycopg import sql
 
             conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(user)))
+            for (reader,) in conn.execute("select rolname from pg_roles where rolname like 'drill\\_reader\\_%'"):
+                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(reader)))
         else:
-            conn.cursor().execute("drop user if exists %s@'localhost'", (user,))
+            cur = conn.cursor()
+            cur.execute("drop user if exists %s@'localhost'", (user,))
+            cur.execute("select user, host from mysql.user where user like 'drill\\_reader\\_%'")
+            for reader, host in cur.fetchall():
+                cur.execute("drop user %s@%s", (reader, host))
     finally:
         conn.close()
+
+
+def reader_role(server: PgServer | MariaDbServer, name: str) -> dict[str, Any]:
+    """What the local server says about the validators' role the drill created."""
+    if isinstance(server, PgServer):
+        rows = server.sql(
+            "select rolsuper, rolcreaterole, rolcreatedb, coalesce(rolconfig, '{}'),"
+            " array(select b.rolname::text from pg_roles b where pg_has_role(r.oid, b.oid, 'MEMBER')"
+            " and b.oid <> r.oid order by 1) from pg_roles r where rolname = %s",
+            (name,),
+        )
+        if not rows:
+            return {}
+        sup, createrole, createdb, config, member_of = rows[0]
+        return {"superuser": sup or createrole or createdb, "config": list(config), "member_of": list(member_of)}
+    rows = server.sql("select host from mysql.user where user = %s order by host", (name,))
+    grants = server.sql("show grants for %s@'localhost'", (name,)) if rows else []
+    return {"hosts": [r[0] for r in rows], "grants": [g[0] for g in grants]}
 
 
 @dataclass
@@ -446,7 +471,7 @@ def test_drill_validates_real_data_behind_the_restored_endpoint(
     assert d.db.tunnel.connections >= 2  # the connect probe and the validators
     findings = {(f["validator"], f["check"]): f for f in r.findings}
     assert all(f["passed"] for f in r.findings), [f for f in r.findings if not f["passed"]]
-    assert {v for v, _ in findings} == {"schema", "row_counts", "smoke", "freshness"}
+    assert {v for v, _ in findings} == {"session", "schema", "row_counts", "smoke", "freshness"}
     assert findings[("row_counts", "customers rows")]["actual"] == CUSTOMERS
     assert findings[("row_counts", "orders rows")]["actual"] == ORDERS
     assert findings[("smoke", "paid orders")]["actual"] == PAID
@@ -468,7 +493,24 @@ def test_drill_validates_real_data_behind_the_restored_endpoint(
     assert ep["host"].endswith(".us-east-1.rds.amazonaws.com") and ep["host"].startswith("drill-orders-e2e-")
     assert ep["port"] == (5432 if "postgres" in engine else 3306)
     assert ep["connected_via"] == {"host": "127.0.0.1", "port": d.db.tunnel.port}
-    assert ep["user"] == d.db.master and ep["database"] == d.db.database
+    assert ep["database"] == d.db.database
+
+    # the validators ran as a read-only role the drill created with the master password, never as the master
+    reader = ep["user"]
+    assert reader.startswith("drill_reader_") and reader != d.db.master
+    session = findings[("session", "validators' role is read-only")]
+    assert session["passed"] and session["actual"]["role"].split("@")[0] == reader
+    assert session["actual"]["transaction_read_only"] in ("on", 1)
+    role = reader_role(d.db.server, reader)
+    if "postgres" in engine:
+        assert role == {
+            "superuser": False,
+            "config": ["default_transaction_read_only=on"],
+            "member_of": ["pg_read_all_data"],
+        }
+    else:
+        assert role["hosts"] == ["%", "localhost"]
+        assert role["grants"][0].startswith(f"GRANT SELECT, SHOW VIEW ON *.* TO `{reader}`@`localhost`")
     assert p["target"]["endpoint"]["address"] == ep["host"]
 
     # isolation proven before and after the restore

@@ -188,7 +188,7 @@ class _SecretBackend(LocalPostgres):
         ctx.log.info(
             "connecting", dsn=f"postgresql://postgres:{self.SECRET}@{ep.host}/shop", note=f"password={self.SECRET}"
         )
-        return Endpoint(ep.engine, ep.host, ep.port, ep.database, ep.user, password=Secret(self.SECRET))
+        return Endpoint(ep.engine, ep.host, ep.port, ep.database, ep.user, password=Secret(self.SECRET), admin=True)
 
 
 def test_no_password_in_logs_journal_or_evidence(demo_source: DemoSource, tmp_path: Path, drill_home: Path) -> None:

@@ -12,7 +12,9 @@ from validators.runner import run_validators
 def _run(ep, rules, baseline=None):  # type: ignore[no-untyped-def]
     cfg = ValidatorsConfig(row_counts={t: RowCountRule(**r) for t, r in rules.items()}, parallelism=3)
     report = run_validators(ep, cfg, params={}, baseline=baseline)
-    return {f.check: f for f in report.findings}, report
+    session, *counts = report.findings
+    assert (session.validator, session.passed) == ("session", True), session
+    return {f.check: f for f in counts}, counts
 
 
 @pytest.mark.parametrize(
@@ -28,8 +30,8 @@ def _run(ep, rules, baseline=None):  # type: ignore[no-untyped-def]
         ({"min": 100, "max": 150}, False),
     ],
 )
-def test_absolute_rules(shop, rule, passes):  # type: ignore[no-untyped-def]
-    _, ep = shop
+def test_absolute_rules(shop_reader, rule, passes):  # type: ignore[no-untyped-def]
+    _, _, ep = shop_reader
     by, _ = _run(ep, {"orders": rule})
     f = by["orders rows"]
     assert f.passed is passes, f
@@ -39,13 +41,13 @@ def test_absolute_rules(shop, rule, passes):  # type: ignore[no-untyped-def]
     assert f.duration_ms is not None
 
 
-def test_baseline_rules_and_qualified_names(shop):  # type: ignore[no-untyped-def]
-    server, ep = shop
-    baseline = capture_baseline(ep)
+def test_baseline_rules_and_qualified_names(shop_reader):  # type: ignore[no-untyped-def]
+    server, admin, ep = shop_reader
+    baseline = capture_baseline(admin)
     schema = "public" if ep.engine == "postgres" else ep.database
     assert baseline["row_counts"] == {f"{schema}.customers": 50, f"{schema}.orders": 200}
     server.run("delete from orders where id <= 10", database=ep.database)  # 190 rows: 5 % below baseline
-    by, report = _run(
+    by, counts = _run(
         ep,
         {
             "orders": {"within_pct": 10},
@@ -61,18 +63,18 @@ def test_baseline_rules_and_qualified_names(shop):  # type: ignore[no-untyped-de
     by, _ = _run(ep, {"orders": {"equals_baseline": True}}, baseline)
     assert not by["orders rows"].passed and by["orders rows"].actual == 190
     # the order of findings is the runbook's, whatever order the counts ran in
-    assert [f.check for f in report.findings] == ["orders rows", f"{schema}.orders rows", "customers rows"]
+    assert [f.check for f in counts] == ["orders rows", f"{schema}.orders rows", "customers rows"]
 
 
-def test_baseline_rule_without_baseline_fails_clearly(shop):  # type: ignore[no-untyped-def]
-    _, ep = shop
+def test_baseline_rule_without_baseline_fails_clearly(shop_reader):  # type: ignore[no-untyped-def]
+    _, _, ep = shop_reader
     by, _ = _run(ep, {"orders": {"equals_baseline": True}})
     assert not by["orders rows"].passed
     assert "no count" in by["orders rows"].detail
 
 
-def test_missing_table_is_a_failed_finding_not_an_exception(shop):  # type: ignore[no-untyped-def]
-    _, ep = shop
+def test_missing_table_is_a_failed_finding_not_an_exception(shop_reader):  # type: ignore[no-untyped-def]
+    _, _, ep = shop_reader
     by, _ = _run(ep, {"no_such_table": {"min": 0}, "orders": {"min": 1}, 'we"ird`name': {"min": 0}})
     assert not by["no_such_table rows"].passed
     assert "no_such_table" in by["no_such_table rows"].detail

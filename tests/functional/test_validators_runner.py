@@ -21,8 +21,8 @@ def _sleep_sql(engine: str) -> str:
     return "select 0 from pg_sleep(0.5)" if engine == "postgres" else "select sleep(0.5)"
 
 
-def test_checks_run_in_parallel(shop):  # type: ignore[no-untyped-def]
-    _, ep = shop
+def test_checks_run_in_parallel(shop_reader):  # type: ignore[no-untyped-def]
+    _, _, ep = shop_reader
     smoke = tuple(SmokeQuery(name=f"sleep {i}", sql=_sleep_sql(ep.engine), expect=0) for i in range(3))
     cfg = ValidatorsConfig(smoke=smoke, row_counts={"orders": RowCountRule(min=1)}, parallelism=4)
     report = run_validators(ep, cfg, params={}, baseline=None)
@@ -33,8 +33,8 @@ def test_checks_run_in_parallel(shop):  # type: ignore[no-untyped-def]
     assert report.duration_ms < 1200, (report.duration_ms, durations)
 
 
-def test_parallelism_bounds_connections(shop):  # type: ignore[no-untyped-def]
-    _, ep = shop
+def test_parallelism_bounds_connections(shop_reader):  # type: ignore[no-untyped-def]
+    _, _, ep = shop_reader
     busy, peak, lock = [0], [0], threading.Lock()
 
     def task(conn):  # type: ignore[no-untyped-def]
@@ -56,10 +56,10 @@ def test_parallelism_bounds_connections(shop):  # type: ignore[no-untyped-def]
     assert len({o.value for o in outcomes}) <= 2
 
 
-def test_a_broken_check_hides_nothing_and_no_secret_leaks(shop):  # type: ignore[no-untyped-def]
-    server, ep = shop
-    baseline = capture_baseline(ep)
-    pw = server.password
+def test_a_broken_check_hides_nothing_and_no_secret_leaks(shop_reader):  # type: ignore[no-untyped-def]
+    _, admin, ep = shop_reader
+    baseline = capture_baseline(admin)  # production's view, as `drill baseline capture` reads it
+    pw = ep.password.reveal()  # the secret the validators hold
     cfg = ValidatorsConfig.model_validate(
         {
             "schema": {"baseline": "unused.json"},
@@ -75,6 +75,7 @@ def test_a_broken_check_hides_nothing_and_no_secret_leaks(shop):  # type: ignore
     )
     report = run_validators(ep, cfg, params={}, baseline=baseline)
     by = {f.check: f for f in report.findings}
+    assert by["validators' role is read-only"].passed
     assert by["schema matches baseline"].passed
     assert by["orders rows"].passed and by["customers"].passed
     assert not by["missing_table rows"].passed
@@ -105,8 +106,8 @@ def test_cannot_connect_raises_without_the_password(db_server):  # type: ignore[
         probe(nowhere)
 
 
-def test_probe_and_schema_without_baseline(shop):  # type: ignore[no-untyped-def]
-    _, ep = shop
+def test_probe_and_schema_without_baseline(shop_reader):  # type: ignore[no-untyped-def]
+    _, _, ep = shop_reader
     version = probe(ep)
     assert version[:2].isdigit()
     cfg = ValidatorsConfig.model_validate(

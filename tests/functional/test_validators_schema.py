@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 from validators.baseline import capture_baseline
+from validators.config import ValidatorsConfig
 from validators.connect import connect
 from validators.dialects import get_dialect
-from validators.schema import capture_catalog, compare
+from validators.runner import run_validators
+from validators.schema import capture_catalog, compare, without_triggers
 
 
 def _catalog(ep):  # type: ignore[no-untyped-def]
@@ -107,3 +109,48 @@ def test_schemas_filter(pg_server):  # type: ignore[no-untyped-def]
         conn.close()
     assert cat["schemas"] == ["app"]
     assert list(cat["tables"]) == ["app.t"]
+
+
+def test_the_read_only_role_reads_the_catalog_the_owner_reads(shop_reader):  # type: ignore[no-untyped-def]
+    _, admin, reader = shop_reader
+    as_owner, as_reader = _catalog(admin), _catalog(reader)
+    assert len(as_owner["tables"]) == 2 and as_owner["views"] and as_owner["routines"]
+    if reader.engine == "postgres":
+        assert as_reader == as_owner
+    else:
+        # MySQL lists triggers only to holders of TRIGGER, which the reader must not hold
+        assert as_owner["tables"][f"{reader.database}.orders"]["triggers"]
+        assert as_reader == without_triggers(as_owner)
+
+
+def test_triggers_the_reader_cannot_read_fail_the_schema_check_unless_ignored(shop_reader):  # type: ignore[no-untyped-def]
+    server, admin, reader = shop_reader
+    if reader.engine == "postgres":
+        server.run(
+            "create function keep() returns trigger language plpgsql as 'begin return new; end'",
+            "create trigger orders_keep before insert on orders for each row execute function keep()",
+            database=admin.database,
+        )
+    baseline = capture_baseline(admin)
+    s = "public" if reader.engine == "postgres" else reader.database
+    trigger = "orders_keep" if reader.engine == "postgres" else "orders_note"
+    server.run(
+        f"drop trigger {trigger}" + (" on orders" if reader.engine == "postgres" else ""), database=admin.database
+    )
+
+    def schema(ignore):  # type: ignore[no-untyped-def]
+        cfg = ValidatorsConfig.model_validate({"schema": {"baseline": "unused.json", "ignore": ignore}})
+        report = run_validators(reader, cfg, params={}, baseline=baseline)
+        assert report.findings[0].passed  # the session
+        return _checks(report.findings[1:])
+
+    found = schema([])
+    if reader.engine == "postgres":  # PostgreSQL shows the reader every trigger: the lost one is caught
+        assert found[f"trigger {s}.orders.{trigger}"].actual == "missing"
+    else:  # the reader cannot tell; it says so, naming the baseline's triggers
+        assert found["schema matches baseline"].passed
+        unverified = found["triggers"]
+        assert not unverified.passed and unverified.expected == [f"{s}.orders.{trigger}"]
+        assert "TRIGGER privilege" in unverified.detail and "schema.ignore" in unverified.detail
+    accepted = schema([trigger])
+    assert list(accepted) == ["schema matches baseline"] and accepted["schema matches baseline"].passed

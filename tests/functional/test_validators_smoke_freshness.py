@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -13,12 +14,16 @@ T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
 def _report(ep, **cfg):  # type: ignore[no-untyped-def]
+    """The report without its first finding, which must say the session is read-only."""
     params = cfg.pop("params", {})
-    return run_validators(ep, ValidatorsConfig(**cfg), params=params, baseline=None)
+    report = run_validators(ep, ValidatorsConfig(**cfg), params=params, baseline=None)
+    session = report.findings[0]
+    assert (session.validator, session.passed) == ("session", True), session
+    return dataclasses.replace(report, findings=report.findings[1:])
 
 
-def test_smoke_with_target_time(shop):  # type: ignore[no-untyped-def]
-    _, ep = shop
+def test_smoke_with_target_time(shop_reader):  # type: ignore[no-untyped-def]
+    _, _, ep = shop_reader
     # 01:40 UTC given as 03:40+02:00: the driver must see the same instant on both engines
     target = (T0 + dt.timedelta(minutes=100)).astimezone(dt.timezone(dt.timedelta(hours=2)))
     smoke = (
@@ -59,8 +64,8 @@ def test_smoke_with_target_time(shop):  # type: ignore[no-untyped-def]
     assert wrong.query_sha256 == hashlib.sha256(b"select count(*) from customers").hexdigest()
 
 
-def test_freshness_newest_timestamp(shop):  # type: ignore[no-untyped-def]
-    _, ep = shop
+def test_freshness_newest_timestamp(shop_reader):  # type: ignore[no-untyped-def]
+    _, _, ep = shop_reader
     report = _report(ep, freshness=FreshnessConfig(column="orders.updated_at"))
     (f,) = report.findings
     assert f.passed and report.newest_commit_at == "2024-01-01T03:20:00Z"
@@ -70,8 +75,8 @@ def test_freshness_newest_timestamp(shop):  # type: ignore[no-untyped-def]
     assert qualified.newest_commit_at == "2024-01-01T03:20:00Z"
 
 
-def test_freshness_after_target_fails(shop):  # type: ignore[no-untyped-def]
-    _, ep = shop
+def test_freshness_after_target_fails(shop_reader):  # type: ignore[no-untyped-def]
+    _, _, ep = shop_reader
     report = _report(
         ep, freshness=FreshnessConfig(column="orders.updated_at"), params={"target_time": T0 + dt.timedelta(hours=1)}
     )
@@ -80,16 +85,16 @@ def test_freshness_after_target_fails(shop):  # type: ignore[no-untyped-def]
     assert report.newest_commit_at == "2024-01-01T03:20:00Z"  # still reported for RPO
 
 
-def test_freshness_empty_table(shop):  # type: ignore[no-untyped-def]
-    server, ep = shop
+def test_freshness_empty_table(shop_reader):  # type: ignore[no-untyped-def]
+    server, _, ep = shop_reader
     server.run("create table events (at timestamp)", database=ep.database)
     report = _report(ep, freshness=FreshnessConfig(column="events.at"))
     assert not report.findings[0].passed and "empty" in report.findings[0].detail
     assert report.newest_commit_at is None
 
 
-def test_replay_timestamp(shop):  # type: ignore[no-untyped-def]
-    _, ep = shop
+def test_replay_timestamp(shop_reader):  # type: ignore[no-untyped-def]
+    _, _, ep = shop_reader
     report = _report(ep, freshness=FreshnessConfig(method="replay_timestamp"))
     (f,) = report.findings
     assert not f.passed  # a primary that never replayed WAL / MySQL has no such function
@@ -98,8 +103,8 @@ def test_replay_timestamp(shop):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("sql", ["select count(*) from nowhere", "select 1/0"])
-def test_broken_smoke_query_is_a_finding(shop, sql):  # type: ignore[no-untyped-def]
-    _, ep = shop
+def test_broken_smoke_query_is_a_finding(shop_reader, sql):  # type: ignore[no-untyped-def]
+    _, _, ep = shop_reader
     report = _report(
         ep, smoke=(SmokeQuery(name="broken", sql=sql, expect=1), SmokeQuery(name="ok", sql="select 1", expect=1))
     )

@@ -38,6 +38,9 @@ class Dialect(Protocol):
     sizes_sql: str
     #: one row (timestamp or NULL); None when the engine has no such notion
     replay_timestamp_sql: str | None
+    #: keyword arguments for ``cursor.execute`` of runbook-written SQL that make the driver run exactly one
+    #: statement (a ``COMMIT; SET SESSION ...; DELETE`` string must not get past the READ ONLY session)
+    single_statement: dict[str, Any]
 
     def schemas_param(self, schemas: Sequence[str]) -> Any:
         """``schemas`` in the form this driver expands for ``%(schemas)s``."""

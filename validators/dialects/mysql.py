@@ -103,6 +103,8 @@ class MySQLDialect:
     }
     sizes_sql = _SIZES
     replay_timestamp_sql: str | None = None
+    # pymysql never sets CLIENT.MULTI_STATEMENTS unless asked: the server refuses a second statement as is.
+    single_statement: dict[str, Any] = {}  # noqa: RUF012 - read-only class-level constant
 
     def schemas_param(self, schemas: Sequence[str]) -> Any:
         return tuple(schemas)  # pymysql renders a tuple as ('a', 'b') for `in %(schemas)s`

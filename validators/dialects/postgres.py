@@ -138,6 +138,9 @@ class PostgresDialect:
     # On a server restored to a point in time, this is the commit time of the
     # last transaction replayed from WAL; it stays set after promotion.
     replay_timestamp_sql: str | None = "select pg_last_xact_replay_timestamp()"
+    # Without parameters psycopg uses the simple query protocol, which runs several statements;
+    # a prepared statement (extended protocol) refuses more than one.
+    single_statement = {"prepare": True}  # noqa: RUF012 - read-only class-level constant
 
     def schemas_param(self, schemas: Sequence[str]) -> Any:
         return list(schemas)  # psycopg adapts a list to an array for = any(...)

@@ -1,0 +1,58 @@
+"""What RDS and Aurora hand the connect state (moto): the master user is marked admin, an IAM user is not.
+
+Marked admin, the endpoint is used only to create the validators' read-only
+role (drills/reader.py; the data-plane path is in test_aws_e2e.py). With
+``iam_auth`` the drill sets no password: ``master_username`` names a
+read-only database user, and the validators' session check proves it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from drills.backends import backend_factory
+from drills.clock import FakeClock
+from drills.sources import AuroraSnapshotSource, RdsSnapshotSource
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the shared aws_fakes helpers
+from aws_fakes import REGION, Fakes, drive, isolation, make_world, settings
+
+
+@pytest.fixture
+def session() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.Session(region_name=REGION)
+
+
+@pytest.mark.parametrize("iam", [False, True])
+@pytest.mark.parametrize("family", ["rds", "aurora"])
+def test_master_credentials_are_admin_an_iam_user_is_not(session: Any, family: str, iam: bool) -> None:
+    clock = FakeClock()
+    w = make_world(session, aurora=family == "aurora", rds=family == "rds")
+    fields: dict[str, Any] = {"region": REGION, "database": "orders", "isolation": isolation(w), "iam_auth": iam}
+    if iam:
+        fields["master_username"] = "drill_reader"
+    if family == "rds":
+        src: Any = RdsSnapshotSource.model_validate(
+            {"kind": "rds-snapshot", "engine": "postgres", "snapshot": w.snapshot, **fields}
+        )
+    else:
+        src = AuroraSnapshotSource.model_validate(
+            {"kind": "aurora-snapshot", "engine": "aurora-postgresql", "snapshot": w.cluster_snapshot, **fields}
+        )
+    Fakes(clock).install(session)
+    out = drive(backend_factory(family)(src, settings(session, clock)), clock)
+    assert out.error is None, out.error
+    ep = out.endpoint
+    assert ep is not None
+    if iam:
+        assert (ep.admin, ep.user, ep.options.get("auth")) == (False, "drill_reader", "iam")
+    else:
+        assert ep.admin is True and ep.password is not None and len(ep.password.reveal()) >= 32
