@@ -151,7 +151,10 @@ def _walk(path: Path, depth: int = 0, *, home: bool = True) -> bool:
             cur = Path(os.path.realpath(nxt))
             continue
         if not stat.S_ISDIR(st.st_mode):
-            raise PreflightError(f"{nxt}: not a directory (on the way to the state home {path})")
+            raise PreflightError(
+                f"{nxt}: not a directory (on the way to the state home {path})",
+                hint="point RESTORE_DRILLS_HOME at a directory you own",
+            )
         if last and home:
             _check_private(nxt, st, "state home")
         else:
