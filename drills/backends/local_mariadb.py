@@ -46,7 +46,6 @@ import contextlib
 import fcntl
 import gzip
 import os
-import pwd
 import re
 import secrets
 import shutil
@@ -101,6 +100,7 @@ from drills.localmaria import (
 )
 from drills.procs import ProcessIdentity, identity_of, start_wall_time, stop_proven, user_name, why_not_ours
 from drills.resources import Resource, TeardownResult
+from drills.server_record import server_started, server_uid
 from drills.sources import MariadbDumpSource, MariadbPitrSource
 from validators.endpoint import Endpoint, Secret
 
@@ -918,20 +918,6 @@ class LocalMariadb:
         return result
 
 
-def server_started(resource: Resource, ident: ProcessIdentity) -> Resource:
-    """The server's record with the identity of the running ``mariadbd``, journaled right after it starts."""
-    return Resource(resource.kind, resource.id, resource.backend, {**resource.attrs, **ident.to_attrs()})
-
-
-def _server_uid(run_as: Any) -> int:
-    if not run_as:
-        return os.geteuid()
-    try:
-        return pwd.getpwnam(str(run_as)).pw_uid
-    except KeyError:
-        raise TeardownError(f"the server user {run_as!r} of the journal does not exist here") from None
-
-
 def _helper_of_run(pid: int, uids: set[int], since: float | None) -> str | None:
     """None when ``pid`` (which names the run's directory) is provably a process of this run; else why not.
 
@@ -1018,7 +1004,7 @@ def _stop_run_processes(
     a: dict[str, Any], root: Path, datadir: Path, since: float | None
 ) -> tuple[list[int], list[str], int | None]:
     """Stop the proven server, then the proven helpers; (stopped, notes, pid that would not stop)."""
-    uid = _server_uid(a.get("run_as"))
+    uid = server_uid(a.get("run_as"))
     expected = ProcessIdentity.from_attrs(a)
     notes: list[str] = []
     stopped: list[int] = []

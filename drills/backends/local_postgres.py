@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -61,6 +60,7 @@ from drills.localpg import (
 )
 from drills.procs import ProcessIdentity, identity_of, pids_naming, stop_proven, why_not_ours
 from drills.resources import Resource, TeardownResult
+from drills.server_record import server_started, server_uid
 from drills.sources import PostgresDumpSource, PostgresPitrSource
 from validators.endpoint import Endpoint
 
@@ -612,20 +612,6 @@ class LocalPostgres:
         return teardown_server(resource, ctx)
 
 
-def server_started(resource: Resource, ident: ProcessIdentity) -> Resource:
-    """The server's record with the identity of its postmaster, journaled right after it starts."""
-    return Resource(resource.kind, resource.id, resource.backend, {**resource.attrs, **ident.to_attrs()})
-
-
-def _server_uid(run_as: Any) -> int:
-    if not run_as:
-        return os.geteuid()
-    try:
-        return pwd.getpwnam(str(run_as)).pw_uid
-    except KeyError:
-        raise TeardownError(f"the server user {run_as!r} of the journal does not exist here") from None
-
-
 def _pid_file_pid(datadir: Path) -> int | None:
     try:
         return int((datadir / "postmaster.pid").read_text().split("\n", 1)[0])
@@ -659,7 +645,7 @@ def teardown_server(resource: Resource, ctx: StepContext) -> TeardownResult:
         or root.is_symlink()
     ):
         raise TeardownError(f"refusing to remove {root}: not a directory this tool laid out")
-    uid = _server_uid(a.get("run_as"))
+    uid = server_uid(a.get("run_as"))
     expected = ProcessIdentity.from_attrs(a)
     notes: list[str] = []
     stopped: list[int] = []
