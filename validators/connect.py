@@ -28,7 +28,7 @@ from validators.dbapi import Connection, fetch_one, redact
 from validators.endpoint import Endpoint
 from validators.errors import ValidatorError
 
-__all__ = ["connect", "describe_error", "probe"]
+__all__ = ["cancel_query", "connect", "describe_error", "probe"]
 
 APPLICATION_NAME = "restore-drills"
 
@@ -191,3 +191,28 @@ def probe(endpoint: Endpoint, *, timeout_s: int = 10) -> str:
     finally:
         conn.close()
     return re.sub(r"\s+", " ", str(row[0])).strip() if row else "unknown"
+
+
+def cancel_query(conn: Connection, endpoint: Endpoint, *, timeout_s: float = 3.0) -> None:
+    """Ask the server to cancel whatever ``conn`` is running now; safe to call from another thread.
+
+    Closing a busy connection is not enough: the server goes on running the
+    statement until it next writes to the socket or its statement timeout ends
+    (up to the drill's whole deadline). PostgreSQL takes a libpq cancel request
+    on a connection of its own (``cancel_safe``); MySQL/MariaDB takes
+    ``KILL QUERY <thread id>`` from a second session of the same user, which
+    needs no privilege beyond owning both sessions. Errors are swallowed: a
+    cancel is best effort, and teardown stops the server anyway.
+    """
+    try:
+        if endpoint.engine == "postgres":
+            cast(Any, conn).cancel_safe(timeout=timeout_s)
+        elif endpoint.engine == "mysql":
+            thread_id = int(cast(Any, conn).thread_id())
+            killer = _connect_mysql(endpoint, True, max(1, int(timeout_s)), read_only=False)
+            try:
+                killer.cursor().execute(f"KILL QUERY {thread_id}")
+            finally:
+                killer.close()
+    except Exception:  # noqa: S110 - best effort by design (see docstring)
+        pass

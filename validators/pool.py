@@ -14,6 +14,14 @@ task marked ``disposable`` (runbook-written SQL) gets its connection closed
 afterwards whatever happened: a query may change a session default (such as
 ``default_transaction_read_only``) and must not hand that session to the
 next check.
+
+A signal must stop the checks at once (systemd and Kubernetes follow SIGTERM
+with SIGKILL, and a killed drill leaks its server). The checks therefore
+always run on worker threads, never on the caller's: the caller waits on
+futures, where the signal's exception lands; :func:`run_tasks` then cancels
+every borrowed connection's statement on the server
+(:func:`validators.connect.cancel_query`), drops the checks not yet started
+and waits only a few seconds for the cancelled ones to return.
 """
 
 from __future__ import annotations
@@ -23,16 +31,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from validators.connect import connect
+from validators.connect import cancel_query, connect
 from validators.dbapi import Connection
 from validators.endpoint import Endpoint
+from validators.errors import ValidatorError
 
 __all__ = ["ConnectionPool", "Outcome", "Task", "run_tasks"]
 
 T = TypeVar("T")
+
+CANCEL_GRACE_S = 5.0  # how long an interrupted run waits for cancelled checks to return
 
 
 class ConnectionPool:
@@ -44,6 +56,8 @@ class ConnectionPool:
         self.read_only = read_only
         self._idle: list[Connection] = [first] if first is not None else []
         self._lock = threading.Lock()
+        self._busy: dict[int, Connection] = {}  # borrowed right now, by id: what an interrupt cancels
+        self._cancelled = False  # once set, nothing more is lent: a task that starts late must not run
         self.opened = 1 if first is not None else 0  # how many connections this pool ever opened
 
     @contextlib.contextmanager
@@ -53,23 +67,46 @@ class ConnectionPool:
         ``disposable``: close it afterwards instead of giving it back.
         """
         with self._lock:
+            if self._cancelled:
+                raise ValidatorError("not run: the drill was interrupted")
             conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = connect(self.endpoint, timeout_s=self.timeout_s, read_only=self.read_only)
             with self._lock:
                 self.opened += 1
+        with self._lock:
+            self._busy[id(conn)] = conn
+            late = self._cancelled
+        if late:  # interrupted while this connection was being opened
+            with self._lock:
+                self._busy.pop(id(conn), None)
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise ValidatorError("not run: the drill was interrupted")
         try:
             yield conn
         except BaseException:
             with contextlib.suppress(Exception):
                 conn.close()
             raise
+        finally:
+            with self._lock:
+                self._busy.pop(id(conn), None)
         if disposable:
             with contextlib.suppress(Exception):
                 conn.close()
             return
         with self._lock:
             self._idle.append(conn)
+
+    def cancel_running(self) -> int:
+        """Cancel the statement of every borrowed connection on the server; how many were asked."""
+        with self._lock:
+            self._cancelled = True
+            busy = list(self._busy.values())
+        for conn in busy:
+            cancel_query(conn, self.endpoint)
+        return len(busy)
 
     def close(self) -> None:
         with self._lock:
@@ -119,12 +156,22 @@ def run_tasks(pool: ConnectionPool, tasks: Sequence[Task[T]], workers: int) -> l
     """Run ``tasks`` on ``workers`` threads (one borrowed connection each); outcomes in task order.
 
     A task that raises becomes an :class:`Outcome` with ``error`` set: one
-    broken check never stops the others.
+    broken check never stops the others. An exception in the caller's thread
+    while it waits (a signal) cancels the running statements, drops the tasks
+    not started and is re-raised after at most :data:`CANCEL_GRACE_S`.
     """
     if not tasks:
         return []
     workers = max(1, min(workers, len(tasks)))
-    if workers == 1:
-        return [_timed(pool, t) for t in tasks]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="validator") as ex:
-        return list(ex.map(lambda t: _timed(pool, t), tasks))
+    ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="validator")
+    futures = [ex.submit(_timed, pool, t) for t in tasks]
+    try:
+        return [f.result() for f in futures]
+    except BaseException:
+        started = [f for f in futures if not f.cancel()]  # a cancelled future never counts as done in wait()
+        pool.cancel_running()
+        ex.shutdown(wait=False, cancel_futures=True)
+        wait_futures(started, timeout=CANCEL_GRACE_S)
+        raise
+    finally:
+        ex.shutdown(wait=False)

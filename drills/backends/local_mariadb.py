@@ -593,6 +593,10 @@ class LocalMariadb:
                         broken = True
                         break
                 tracker.finish()
+            except BaseException:
+                # a signal (or a bug) ends the replay now: waiting would block on a reader nobody reads
+                kill()
+                raise
             finally:
                 if broken:
                     reader.kill()
@@ -703,6 +707,10 @@ class LocalMariadb:
                     problem = f"cannot read {src.dump} after line {streamed.lines}: {exc}"
                 with contextlib.suppress(OSError):
                     client.kill()
+            except BaseException:  # a signal: the client must not go on loading what it already holds
+                with contextlib.suppress(OSError):
+                    client.kill()
+                raise
             finally:
                 with contextlib.suppress(OSError):
                     client.stdin.close()
