@@ -112,6 +112,7 @@ def test_sigterm_during_a_60s_query_exits_130_within_10s_torn_down_with_evidence
     out, _ = proc.communicate(timeout=60)
     took = time.monotonic() - sent
     assert proc.returncode == 130, out[-2000:]
+    print(f"drill exited {took:.2f}s after SIGTERM")
     assert took < 10, f"exit {took:.1f}s after SIGTERM"
     assert gone(postmaster) and not datadir.exists()
     result = json.loads(out)
