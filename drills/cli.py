@@ -16,6 +16,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -152,11 +153,57 @@ def cmd_verify(a: argparse.Namespace) -> int:
     from drills.evidence.keys import load_verifiers
     from drills.evidence.store import read_and_verify, summary
 
+    if a.pack is not None:
+        return _verify_pack(a)
+    if a.file is None or a.key is None:
+        raise InputError("give an evidence FILE and --key (or --pack PACK)", hint="drill verify FILE --key drill.pub")
     _given_file(a.file, "evidence file")
     _given_file(a.key, "--key")
     statement = read_and_verify(a.file, load_verifiers(a.key))
     print(f"{a.file}: signature and payload OK")
     print(summary(statement))
+    return 0
+
+
+def _verify_pack(a: argparse.Namespace) -> int:
+    from drills.evidence.keys import load_verifiers
+    from drills.evidence.pack import verify_pack
+
+    if not a.pack.exists():
+        raise InputError(f"--pack {a.pack} does not exist")
+    if a.key is not None:
+        _given_file(a.key, "--key")
+    check = verify_pack(a.pack, load_verifiers(a.key) if a.key else None)
+    for w in check.warnings:
+        print(f"warning: {w}")
+    for problem in check.problems:
+        print(f"FAIL {problem}")
+    if check.problems:
+        print(f"{a.pack}: {len(check.problems)} problem(s); {check.records} record(s) verified")
+        return 1
+    print(f"{a.pack}: every file matches its manifest, {check.records} record(s) verified, report.html re-rendered")
+    return 0
+
+
+def cmd_pack(a: argparse.Namespace) -> int:
+    from drills.evidence.keys import load_verifiers
+    from drills.evidence.pack import build_pack, parse_when
+
+    _given_file(a.key, "--key")
+    since = parse_when(a.since, "--since")
+    until = parse_when(a.until, "--until") if a.until else datetime.now(UTC)
+    res = build_pack(
+        a.evidence_dir,
+        load_verifiers(a.key),
+        since=since,
+        until=until,
+        out=a.out,
+        tool_version=__version__,
+        runbooks=a.runbook or None,
+    )
+    print(f"pack written to {res.out}: {res.records} verified record(s), signed by {', '.join(res.keyids) or 'none'}")
+    for name, why in res.unverified:
+        print(f"not included (did not verify): {name}: {why}")
     return 0
 
 
@@ -395,6 +442,24 @@ def _add_data_commands(add: Callable[[str, Callable[[argparse.Namespace], int], 
     )
 
 
+def _add_evidence_commands(
+    add: Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser],
+) -> None:
+    sp = add("verify", cmd_verify, "verify a signed evidence file, or an evidence pack, offline")
+    sp.add_argument("file", type=Path, nargs="?")
+    sp.add_argument("--key", type=Path, help="public key PEM or keyring JSON (required for a FILE)")
+    sp.add_argument("--pack", type=Path, metavar="PACK", help="verify an evidence pack (directory or .zip)")
+    sp.set_defaults(logs=False)
+    sp = add("pack", cmd_pack, "collect a period's verified evidence into a pack for auditors (HTML report)")
+    sp.add_argument("--evidence-dir", type=Path, required=True, help="where the drills wrote their evidence")
+    sp.add_argument("--key", type=Path, required=True, help="public key PEM or keyring JSON the records must verify")
+    sp.add_argument("--since", required=True, help="period start: YYYY-MM-DD (UTC) or an ISO 8601 time")
+    sp.add_argument("--until", help="period end, excluded (default: now)")
+    sp.add_argument("--runbook", action="append", help="only this runbook (repeatable)")
+    sp.add_argument("--out", type=Path, required=True, help="a new directory, or FILE.zip")
+    sp.set_defaults(logs=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="drill",
@@ -437,10 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, required=True, help="private key path; the public key gets .pub")
     sp.add_argument("--force", action="store_true")
     sp.set_defaults(logs=False)
-    sp = add("verify", cmd_verify, "verify a signed evidence file offline")
-    sp.add_argument("file", type=Path)
-    sp.add_argument("--key", type=Path, required=True, help="public key PEM or keyring JSON")
-    sp.set_defaults(logs=False)
+    _add_evidence_commands(add)
     sp = add("kms-pubkey", cmd_kms_pubkey, "export the public key of a KMS evidence key, for auditors")
     sp.add_argument("--key-id", required=True, help="KMS key id or ARN (ECC_NIST_P256, SIGN_VERIFY)")
     sp.add_argument("--out", type=Path, required=True)

@@ -85,6 +85,30 @@ class EvidenceConfig(_Frozen):
         return self
 
 
+_DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+#: Longest drill cadence a schedule may require (a year): beyond that no control framework counts it.
+MAX_SCHEDULE_SECONDS = 366 * 86400
+
+
+class Schedule(_Frozen):
+    """How often the runbook must be drilled: what `drill pack` and `drill doctor` hold the history to."""
+
+    every: str = Field(
+        pattern=r"^[1-9][0-9]{0,5}[mhdw]$",
+        description="Required cadence: a number and a unit, m(inutes), h(ours), d(ays) or w(eeks): `30d`, `12h`.",
+    )
+
+    @property
+    def every_seconds(self) -> int:
+        return int(self.every[:-1]) * _DURATION_UNITS[self.every[-1]]
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Schedule:
+        if self.every_seconds > MAX_SCHEDULE_SECONDS:
+            raise ValueError(f"every {self.every} is longer than a year; drill at least yearly (e.g. 365d)")
+        return self
+
+
 class ConnectOverride(_Frozen):
     """Route the data-plane connection elsewhere (an SSM port-forwarding tunnel)."""
 
@@ -116,6 +140,7 @@ class Runbook(_Frozen):
     )
     states: dict[StateName, StatePolicy] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
+    schedule: Schedule | None = None
     scratch_dir: Path | None = Field(
         default=None,
         description="Where local restores are laid out (data directories, staged WAL); "

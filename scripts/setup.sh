@@ -17,6 +17,10 @@ if [ "${WITH_MARIADB:-1}" = 1 ]; then
   command -v mariadb-backup >/dev/null 2>&1 || need+=(mariadb-backup)
   command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 fi
+# the tests open evidence-pack reports in a real headless browser (scripts/test.sh sets WITH_BROWSER=1)
+if [ "${WITH_BROWSER:-0}" = 1 ]; then
+  command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-liberation)
+fi
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ -x /usr/bin/python3 ]; then
   /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)

@@ -2,7 +2,7 @@
 # The whole check, as CI runs it: set-up, lint, types, then every test (real servers started by the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+WITH_BROWSER=1 bash scripts/setup.sh
 export RESTORE_DRILLS_HOME="${RESTORE_DRILLS_HOME:-$(mktemp -d)}"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
