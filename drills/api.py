@@ -74,6 +74,7 @@ class RunResult:
     error: str | None
     failed_state: str | None
     drill: Drill
+    evidence_storage: dict[str, Any] | None = None  # the S3 copy: status and what S3 reported (evidence.s3)
 
     def to_json(self) -> dict[str, Any]:
         from drills.record import failure_reasons, latest_rpo_split
@@ -94,6 +95,7 @@ class RunResult:
             "reasons": failure_reasons(self.drill),
             **{k.replace("_ms", "_seconds"): (v / 1000 if v is not None else None) for k, v in split.items()},
             "evidence": str(self.evidence) if self.evidence else None,
+            "evidence_storage": self.evidence_storage,
             "findings": self.findings,
             "rto_regression": self.drill.regression,
             "error": self.error,
@@ -228,7 +230,36 @@ def _executor() -> dict[str, Any]:
     return {"tool": "restore-drills", "version": __version__}
 
 
-def _finish(drill: Drill, opts: RunOptions, signer: Any, written: list[Path], more_secrets: list[str]) -> None:
+def _evidence_store(loaded: LoadedRunbook, opts: RunOptions) -> Any:
+    """The runbook's S3 evidence store (``evidence.s3``), or None."""
+    cfg = loaded.runbook.evidence.s3
+    if cfg is None:
+        return None
+    from drills.evidence.s3 import S3Store
+
+    return S3Store(cfg.bucket, cfg.prefix, cfg.retention_days, cfg.kms_key_id, session=opts.aws_session)
+
+
+def _store_copy(drill: Drill, store: Any, path: Path, stored: list[dict[str, Any]]) -> None:
+    """Put the written envelope on S3 under lock; a failure keeps the local copy and is reported, never raised."""
+    doc = store.push(path, drill.loaded.runbook.name, drill.run_id)  # retention counts on S3's clock, not ours
+    stored.append(doc)
+    event = "evidence_stored" if doc["status"] in ("stored", "already-stored") else "evidence_not_stored"
+    drill.journal.append(event, status=doc["status"], error=doc["error"], key=doc["facts"].get("key"))
+    if event == "evidence_not_stored":
+        log.warning(event, run_id=drill.run_id, status=doc["status"], error=doc["error"], hint="drill evidence push")
+
+
+def _finish(
+    drill: Drill,
+    opts: RunOptions,
+    signer: Any,
+    written: list[Path],
+    more_secrets: list[str],
+    *,
+    store: Any = None,
+    stored: list[dict[str, Any]] | None = None,
+) -> None:
     """Sign and write the evidence; a failure here is recorded, never raised past teardown."""
     from drills.evidence.statement import subject_for_bytes
     from drills.evidence.store import write_evidence
@@ -244,6 +275,8 @@ def _finish(drill: Drill, opts: RunOptions, signer: Any, written: list[Path], mo
     m = drill.measurement
     drill.regression = regression(past, m.achieved_rto_ms if m else None)
     predicate["regression"] = drill.regression
+    if store is not None and past:  # S3 attests the previous record's lock now; this record signs what it said
+        predicate["previous_drill_storage"] = store.storage_facts(rb.name, past[-1].run_id)
     secrets = [drill.endpoint.password.reveal()] if drill.endpoint and drill.endpoint.password else []
     secrets += more_secrets  # the admin password the validators' role was created with
     try:
@@ -264,6 +297,8 @@ def _finish(drill: Drill, opts: RunOptions, signer: Any, written: list[Path], mo
         return
     written.append(path)
     journal.append("evidence_written", path=str(path))
+    if store is not None:
+        _store_copy(drill, store, path, stored if stored is not None else [])
 
 
 def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunResult:
@@ -274,6 +309,9 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     secure_home(opts.home)  # checked and made 0700 before anything (a default key) is written into it
     signer = _signer(loaded, opts)
     _probe_writable(opts.evidence_dir or rb.evidence.dir, "evidence directory")
+    store = _evidence_store(loaded, opts)
+    if store is not None:
+        store.check_bucket()  # a bucket that cannot lock records is refused before anything starts
     run_id = new_run_id(clock.now())
     journal = Journal.create(run_id, clock, opts.home)
     source_dump = rb.source.model_dump(mode="json")
@@ -316,11 +354,12 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     scratch.mkdir(parents=True, exist_ok=False)
     scratch.chmod(0o755)  # the server's unprivileged user must traverse it; what is inside is private
     evidence_path: list[Path] = []
+    stored: list[dict[str, Any]] = []
     dispatch = Dispatch(backend, settings, {backend_name: rb.source})
     run_machine(
         d,
         default_states(loaded),
-        lambda drill: _finish(drill, opts, signer, evidence_path, provisioner.secrets()),
+        lambda drill: _finish(drill, opts, signer, evidence_path, provisioner.secrets(), store=store, stored=stored),
         dispatch,
     )
     verdict = verdict_of(d)
@@ -339,6 +378,7 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
         error=f"{type(d.error).__name__}: {d.error}" if d.error else None,
         failed_state=d.failed_state,
         drill=d,
+        evidence_storage=stored[0] if stored else None,
     )
 
 

@@ -207,6 +207,30 @@ def cmd_pack(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evidence_push(a: argparse.Namespace) -> int:
+    from drills.api import RunOptions, _evidence_store
+    from drills.errors import InfrastructureError
+    from drills.evidence.keys import load_verifiers
+    from drills.evidence.s3 import push_pending
+    from drills.runbook import load_runbook
+
+    loaded = load_runbook(a.file, check_paths=False)
+    store = _evidence_store(loaded, RunOptions())
+    if store is None:
+        raise InputError(f"{a.file}: the runbook has no evidence.s3 to push to")
+    _given_file(a.key, "--key")
+    verifiers = load_verifiers(a.key)
+    store.check_bucket()
+    results = push_pending(store, a.evidence_dir or loaded.runbook.evidence.dir, loaded.runbook.name, verifiers)
+    for path, status, error in results:
+        print(f"{status:<14} {path.name}" + (f": {error}" if error else ""))
+    left = [r for r in results if r[1] not in ("stored", "already-stored")]
+    if left:
+        raise InfrastructureError(f"{len(left)} record(s) not stored on s3://{store.bucket}", hint="run it again")
+    print(f"every record of {loaded.runbook.name} is on s3://{store.bucket} under lock ({len(results)} pushed now)")
+    return 0
+
+
 def cmd_kms_pubkey(a: argparse.Namespace) -> int:
     from drills.evidence.kms import KmsSigner, export_public_key
 
@@ -458,6 +482,17 @@ def _add_evidence_commands(
     sp.add_argument("--runbook", action="append", help="only this runbook (repeatable)")
     sp.add_argument("--out", type=Path, required=True, help="a new directory, or FILE.zip")
     sp.set_defaults(logs=False)
+    sp = add("evidence", cmd_evidence_push, "evidence storage: `drill evidence push RUNBOOK` (evidence.s3)")
+    esub = sp.add_subparsers(dest="evidence_command", required=True)
+    push = esub.add_parser("push", help="put the runbook's records that are not on S3 yet, under Object Lock")
+    push.set_defaults(fn=cmd_evidence_push, logs=False)
+    push.add_argument("file", type=Path, metavar="RUNBOOK")
+    push.add_argument("--key", type=Path, required=True, help="public key or keyring the records must verify against")
+    push.add_argument("--evidence-dir", type=Path, help="default: the runbook's evidence.dir")
+    sp = add("kms-pubkey", cmd_kms_pubkey, "export the public key of a KMS evidence key, for auditors")
+    sp.add_argument("--key-id", required=True, help="KMS key id or ARN (ECC_NIST_P256, SIGN_VERIFY)")
+    sp.add_argument("--out", type=Path, required=True)
+    sp.set_defaults(logs=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -503,10 +538,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true")
     sp.set_defaults(logs=False)
     _add_evidence_commands(add)
-    sp = add("kms-pubkey", cmd_kms_pubkey, "export the public key of a KMS evidence key, for auditors")
-    sp.add_argument("--key-id", required=True, help="KMS key id or ARN (ECC_NIST_P256, SIGN_VERIFY)")
-    sp.add_argument("--out", type=Path, required=True)
-    sp.set_defaults(logs=False)
     sp = add("report", cmd_report, "render a verified evidence file as a Markdown report for auditors")
     sp.add_argument("file", type=Path)
     sp.add_argument("--key", type=Path, required=True, help="public key PEM or keyring JSON")

@@ -69,6 +69,17 @@ class Objectives(_Frozen):
     )
 
 
+class S3Evidence(_Frozen):
+    """A copy of every envelope on S3 under Object Lock (COMPLIANCE) and SSE-KMS (docs/evidence.md)."""
+
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", description="An Object Lock enabled bucket.")
+    prefix: str = Field(
+        default="", pattern=r"^([A-Za-z0-9!_.*'()/-]{0,512}/)?$", description="Key prefix, empty or ending in /."
+    )
+    retention_days: int = Field(ge=1, le=36500, strict=True, description="COMPLIANCE retention of each record.")
+    kms_key_id: str | None = Field(default=None, description="KMS key for SSE-KMS (default: the bucket's).")
+
+
 class EvidenceConfig(_Frozen):
     dir: Path = Field(default=Path("evidence"), description="Where evidence envelopes are written.")
     signing_key: Path | None = Field(default=None, description="Ed25519 private key (PEM) from `drill keygen`.")
@@ -77,6 +88,7 @@ class EvidenceConfig(_Frozen):
         pattern=r"^(arn:aws[\w-]*:kms:[\w-]+:\d{12}:key/)?[0-9a-f-]{36}$|^mrk-[0-9a-f]{32}$",
         description="Sign with this AWS KMS key (ECC_NIST_P256, SIGN_VERIFY): key id or ARN, never an alias.",
     )
+    s3: S3Evidence | None = None
 
     @model_validator(mode="after")
     def _one_key(self) -> EvidenceConfig:

@@ -28,12 +28,19 @@ POLICY = ROOT / "docs" / "iam-policy.json"
 IAM_AUTH_ADDENDUM = ROOT / "docs" / "iam-policy-iam-auth.json"
 SOURCES = [ROOT / "drills", ROOT / "validators"]
 
-SERVICES = ("rds", "ec2", "kms", "sts")
-# boto3 client methods that are not one API operation, and the action they need
-CUSTOM = {("rds", "generate_db_auth_token"): "rds-db:connect"}
+SERVICES = ("rds", "ec2", "kms", "sts", "s3")
+# boto3 client methods that are not one API operation, or whose IAM action is not named after it
+CUSTOM = {
+    ("rds", "generate_db_auth_token"): "rds-db:connect",
+    ("s3", "head_object"): "s3:GetObject",
+    ("s3", "get_object_lock_configuration"): "s3:GetBucketObjectLockConfiguration",
+}
 NO_PERMISSION = {"sts:GetCallerIdentity"}  # answers for any principal; no policy can deny it
 # Granted for AWS to use on the drill's behalf (RDS decrypting a restored backup), never called by the code.
 ON_BEHALF = {"kms:CreateGrant", "kms:Decrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"}
+# Checked by AWS on a call the code makes: PutObject with Object Lock headers needs PutObjectRetention,
+# and with SSE-KMS the caller's kms:GenerateDataKey on the bucket key.
+ON_BEHALF |= {"s3:PutObjectRetention", "kms:GenerateDataKey"}
 PLACEHOLDERS = {
     "REGION": "us-east-1",
     "ACCOUNT": "123456789012",
@@ -42,6 +49,8 @@ PLACEHOLDERS = {
     "DRILL-VPC-ID": "vpc-0drill",
     "BACKUP-KEY-ID": "backup-key",
     "EVIDENCE-KEY-ID": "evidence-key",
+    "EVIDENCE-BUCKET": "drill-evidence",
+    "EVIDENCE-BUCKET-KEY-ID": "evidence-bucket-key",
     "REVIEWED-ISOLATED-SUBNET-GROUP": "isolated",
     "DRILL-IAM-USER": "drill_iam",
     "PRODUCTION-DBI-RESOURCE-ID": "db-PRODUCTION",

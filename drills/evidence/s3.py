@@ -1,0 +1,210 @@
+"""Evidence on S3 with Object Lock: a copy no one, root included, can delete before its retention ends.
+
+Each envelope is written locally first (that copy is the one the drill
+signs and the one kept when the upload fails), then put to
+``s3://BUCKET/PREFIX<runbook>/<run_id>.evidence.json`` with:
+
+- Object Lock in COMPLIANCE mode until ``retention_days`` from now (not
+  GOVERNANCE: a governance lock yields to ``s3:BypassGovernanceRetention``);
+- SSE-KMS, with the runbook's key when given;
+- its SHA-256 as an S3 checksum, so S3 refuses a body damaged in transit;
+- ``If-None-Match: *``: the put fails if the key exists, so a retried push
+  never replaces a record, and a planted object at our key is found, not
+  overwritten.
+
+What S3 says it stored is read back with ``head_object`` (moto's
+``get_object_retention`` is broken; ``head_object`` carries the same facts)
+and written beside the envelope as ``<run_id>.s3.json``. That sidecar is only
+bookkeeping for ``drill evidence push``: the next drill of the runbook asks
+S3 again and signs the answer into its own record (``previous_drill.storage``),
+so the retention of record N is attested by record N+1.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from drills.errors import DrillError, PreflightError
+from drills.evidence.keys import VerifyingKey
+
+__all__ = ["S3Store", "pending_runs", "push_pending", "sidecar_path"]
+
+_SUFFIX = ".evidence.json"
+
+
+def sidecar_path(evidence_path: Path) -> Path:
+    return evidence_path.with_name(evidence_path.name.removesuffix(_SUFFIX) + ".s3.json")
+
+
+def _code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str((response.get("Error") or {}).get("Code") or type(exc).__name__)
+    return type(exc).__name__
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(doc, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+@dataclass
+class S3Store:
+    """One runbook's evidence location on S3."""
+
+    bucket: str
+    prefix: str
+    retention_days: int
+    kms_key_id: str | None
+    session: Any = None  # a boto3.Session (tests inject one); default: the environment's
+
+    def _client(self) -> Any:
+        import boto3  # lazy: the CLI starts without boto3
+
+        return (self.session or boto3.Session()).client("s3")
+
+    def key_for(self, runbook: str, run_id: str) -> str:
+        return f"{self.prefix}{runbook}/{run_id}{_SUFFIX}"
+
+    def check_bucket(self) -> None:
+        """Before anything starts: the bucket exists, is reachable and has Object Lock enabled."""
+        s3 = self._client()
+        try:
+            conf = s3.get_object_lock_configuration(Bucket=self.bucket)["ObjectLockConfiguration"]
+        except Exception as exc:
+            code = _code(exc)
+            if code == "ObjectLockConfigurationNotFoundError":
+                raise PreflightError(
+                    f"evidence.s3.bucket {self.bucket} does not have Object Lock enabled",
+                    hint="create the bucket with Object Lock (it cannot be added to a bucket without versioning)",
+                ) from None
+            raise PreflightError(
+                f"evidence.s3.bucket {self.bucket}: cannot read its Object Lock configuration ({code})",
+                hint="check the bucket name, region and credentials (s3:GetBucketObjectLockConfiguration)",
+            ) from None
+        if conf.get("ObjectLockEnabled") != "Enabled":
+            raise PreflightError(f"evidence.s3.bucket {self.bucket} does not have Object Lock enabled")
+
+    def storage_facts(self, runbook: str, run_id: str) -> dict[str, Any]:
+        """What S3 says about a stored record now: version, lock mode and date, encryption, checksum."""
+        key = self.key_for(runbook, run_id)
+        s3 = self._client()
+        try:
+            head = s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except Exception as exc:
+            return {"bucket": self.bucket, "key": key, "stored": False, "error": _code(exc)}
+        until = head.get("ObjectLockRetainUntilDate")
+        return {
+            "bucket": self.bucket,
+            "key": key,
+            "stored": True,
+            "version_id": head.get("VersionId"),
+            "object_lock_mode": head.get("ObjectLockMode"),
+            "retain_until": until.astimezone(UTC).isoformat().replace("+00:00", "Z") if until else None,
+            "server_side_encryption": head.get("ServerSideEncryption"),
+            "kms_key_id": head.get("SSEKMSKeyId"),
+            "checksum_sha256": head.get("ChecksumSHA256"),
+            "size": head.get("ContentLength"),
+        }
+
+    def push(self, evidence: Path, runbook: str, run_id: str, *, now: datetime | None = None) -> dict[str, Any]:
+        """Put one envelope under lock; the facts read back, also written to its sidecar. Never raises."""
+        body = evidence.read_bytes()
+        digest = hashlib.sha256(body).digest()
+        want = base64.b64encode(digest).decode()
+        until = (now or datetime.now(UTC)) + timedelta(days=self.retention_days)
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self.key_for(runbook, run_id),
+            "Body": body,
+            "ContentType": "application/json",
+            "ObjectLockMode": "COMPLIANCE",
+            "ObjectLockRetainUntilDate": until,
+            "ServerSideEncryption": "aws:kms",
+            "ChecksumAlgorithm": "SHA256",  # Object Lock puts need a checksum header; S3 checks the body against it
+            "ChecksumSHA256": want,
+            "IfNoneMatch": "*",
+        }
+        if self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        status, error = "stored", None
+        s3 = self._client()
+        try:
+            s3.put_object(**args)
+        except Exception as exc:
+            code = _code(exc)
+            if code in ("PreconditionFailed", "412"):
+                status = "already-stored"  # a retry of an earlier push, or someone else's object: compare below
+            else:
+                status, error = "pending", f"{code}: {exc}"
+        facts = self.storage_facts(runbook, run_id) if status != "pending" else {"stored": False}
+        if status == "already-stored" and facts.get("checksum_sha256") != want:
+            status, error = "conflict", "another object already holds this record's key; it was left as it is"
+        elif status != "pending" and (facts.get("object_lock_mode") != "COMPLIANCE" or not facts.get("retain_until")):
+            status, error = "unlocked", f"S3 reports lock mode {facts.get('object_lock_mode')!r}, not COMPLIANCE"
+        doc: dict[str, Any] = {
+            "status": status,
+            "error": error,
+            "sha256": digest.hex(),
+            "requested_retain_until": until.isoformat(),
+            "facts": facts,
+        }
+        _write_json(sidecar_path(evidence), doc)
+        return doc
+
+
+def pending_runs(evidence_dir: Path) -> list[Path]:
+    """Evidence files whose upload did not end stored (pending, failed or never tried)."""
+    out = []
+    for path in sorted(evidence_dir.glob(f"*{_SUFFIX}")):
+        side = sidecar_path(path)
+        try:
+            status = json.loads(side.read_text()).get("status")
+        except (OSError, ValueError):
+            status = None
+        if status not in ("stored", "already-stored"):
+            out.append(path)
+    return out
+
+
+def push_pending(
+    store: S3Store, evidence_dir: Path, runbook: str, verifiers: Sequence[VerifyingKey]
+) -> list[tuple[Path, str, str | None]]:
+    """Push this runbook's records that are not on S3 yet: ``(file, status, error)`` for each one tried.
+
+    Only records that verify against ``verifiers`` and name this runbook are
+    pushed: whatever lands under COMPLIANCE lock stays for years, so a planted
+    or foreign file must never get there.
+    """
+    from drills.evidence.store import verify_evidence_bytes
+
+    out: list[tuple[Path, str, str | None]] = []
+    for path in pending_runs(evidence_dir):
+        try:
+            statement = verify_evidence_bytes(path.read_bytes(), verifiers, source=path.name)
+        except DrillError as exc:
+            out.append((path, "skipped", f"does not verify: {exc}"))
+            continue
+        predicate = statement.get("predicate") or {}
+        name = str((predicate.get("runbook") or {}).get("name"))
+        run_id = str((predicate.get("drill") or {}).get("id"))
+        if name != runbook:
+            continue  # another runbook's record sharing the directory
+        if path.name != f"{run_id}{_SUFFIX}":
+            out.append((path, "skipped", f"holds drill {run_id}: not this file's run"))
+            continue
+        doc = store.push(path, runbook, run_id)
+        out.append((path, doc["status"], doc["error"]))
+    return out
