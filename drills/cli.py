@@ -231,6 +231,27 @@ def cmd_evidence_push(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(a: argparse.Namespace) -> int:
+    from drills.doctor import diagnose
+    from drills.doctor_facts import gather
+    from drills.evidence.keys import load_verifiers
+
+    if a.key is not None:
+        _given_file(a.key, "--key")
+    runbooks, runs, keys = gather(a.paths, load_verifiers(a.key) if a.key else None)
+    findings = diagnose(runbooks, runs, keys, datetime.now(UTC))
+    if a.json:
+        _out({"ok": not findings, "runbooks": [r.name for r in runbooks], "findings": [f.to_dict() for f in findings]})
+    else:
+        for f in findings:
+            print(f"{f.check:<22} {f.message}")
+        print(
+            f"{len(runbooks)} runbook(s), {len(runs)} run(s): "
+            + (f"{len(findings)} need a human" if findings else "ok")
+        )
+    return 1 if findings else 0
+
+
 def cmd_kms_pubkey(a: argparse.Namespace) -> int:
     from drills.evidence.kms import KmsSigner, export_public_key
 
@@ -538,6 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true")
     sp.set_defaults(logs=False)
     _add_evidence_commands(add)
+    sp = add("doctor", cmd_doctor, "what needs a human: overdue, failing or slow drills, leftovers, expiring keys")
+    sp.add_argument("paths", type=Path, nargs="+", metavar="RUNBOOK|DIR")
+    sp.add_argument("--key", type=Path, help="public key or keyring the records must verify against")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(logs=False)
     sp = add("report", cmd_report, "render a verified evidence file as a Markdown report for auditors")
     sp.add_argument("file", type=Path)
     sp.add_argument("--key", type=Path, required=True, help="public key PEM or keyring JSON")
