@@ -252,6 +252,24 @@ def cmd_doctor(a: argparse.Namespace) -> int:
     return 1 if findings else 0
 
 
+def cmd_export_asl(a: argparse.Namespace) -> int:
+    from drills.asl import build_definition, role_policy
+    from drills.runbook import load_runbook
+
+    loaded = load_runbook(a.file, check_paths=False)
+    definition = build_definition(
+        loaded, queue_url=a.queue_url, runbook_uri=a.runbook_uri or a.file.resolve().as_uri(), dialect=a.dialect
+    )
+    try:
+        a.out.write_text(json.dumps(definition, indent=2) + "\n")
+        if a.role_policy:
+            a.role_policy.write_text(json.dumps(role_policy(), indent=2) + "\n")
+    except OSError as exc:
+        raise InputError(f"cannot write {exc.filename}: {exc.strerror}") from None
+    print(f"state machine for {loaded.runbook.name} written to {a.out} ({len(definition['States'])} states)")
+    return 0
+
+
 def cmd_kms_pubkey(a: argparse.Namespace) -> int:
     from drills.evidence.kms import KmsSigner, export_public_key
 
@@ -516,6 +534,23 @@ def _add_evidence_commands(
     sp.set_defaults(logs=False)
 
 
+def _add_ops_commands(add: Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]) -> None:
+    """Commands for running drills at scale: Step Functions export and the doctor."""
+    sp = add("export-asl", cmd_export_asl, "the drill as an AWS Step Functions definition (rds-snapshot, rds-pitr)")
+    sp.add_argument("file", type=Path, metavar="RUNBOOK")
+    sp.add_argument("--out", type=Path, required=True, help="where to write the ASL JSON")
+    sp.add_argument("--queue-url", required=True, help="SQS queue the drill worker (drill sfn-worker) reads")
+    sp.add_argument("--runbook-uri", help="where the worker finds the runbook (default: this file's file:// URI)")
+    sp.add_argument("--role-policy", type=Path, help="also write the state machine role's IAM policy here")
+    sp.add_argument("--dialect", choices=["aws", "boto"], default="aws", help="boto: member names as moto wants")
+    sp.set_defaults(logs=False)
+    sp = add("doctor", cmd_doctor, "what needs a human: overdue, failing or slow drills, leftovers, expiring keys")
+    sp.add_argument("paths", type=Path, nargs="+", metavar="RUNBOOK|DIR")
+    sp.add_argument("--key", type=Path, help="public key or keyring the records must verify against")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(logs=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="drill",
@@ -559,11 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true")
     sp.set_defaults(logs=False)
     _add_evidence_commands(add)
-    sp = add("doctor", cmd_doctor, "what needs a human: overdue, failing or slow drills, leftovers, expiring keys")
-    sp.add_argument("paths", type=Path, nargs="+", metavar="RUNBOOK|DIR")
-    sp.add_argument("--key", type=Path, help="public key or keyring the records must verify against")
-    sp.add_argument("--json", action="store_true")
-    sp.set_defaults(logs=False)
+    _add_ops_commands(add)
     sp = add("report", cmd_report, "render a verified evidence file as a Markdown report for auditors")
     sp.add_argument("file", type=Path)
     sp.add_argument("--key", type=Path, required=True, help="public key PEM or keyring JSON")
