@@ -273,7 +273,7 @@ def _finish(
     past = past_drills(out_dir, rb.name)
     predicate |= chain_link(past, rb.name)
     m = drill.measurement
-    drill.regression = regression(past, m.achieved_rto_ms if m else None)
+    drill.regression = regression(past, m.achieved_rto_ms if m else None, predicate)
     predicate["regression"] = drill.regression
     if store is not None and past:  # S3 attests the previous record's lock now; this record signs what it said
         predicate["previous_drill_storage"] = store.storage_facts(rb.name, past[-1].run_id)
