@@ -5,7 +5,7 @@ History is a view over the evidence directory, not a database of its own: each
 envelope names its predecessor (``chain.prev_envelope_sha256``) and carries a
 sequence number, so an auditor can detect an edited, removed or reordered
 record by walking the chain; ``regression`` compares the achieved RTO with the
-median of the runbook's recent passed drills.
+runbook's history with the robust statistics of :mod:`drills.trend`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,6 @@ from typing import Any
 from drills.trend import Point, regression_record, restored_bytes
 
 __all__ = ["PastDrill", "chain_link", "past_drills", "regression"]
-
-REGRESSION_WINDOW = 10  # recent passed drills the baseline is built from (drills.trend.BASELINE_WINDOW)
-
 
 @dataclass(frozen=True)
 class PastDrill:
