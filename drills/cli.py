@@ -45,7 +45,7 @@ def _regression_line(reg: dict[str, Any] | None) -> list[str]:
     return [
         f"  {mark}RTO {reg['delta_pct']:+d} % against the median of the last {reg['baseline_drills']} passed drills "
         f"({reg['baseline_rto_ms'] / 1000:.2f}s)"
-    ]
+    ] + [f"  {p['summary']}" for p in [reg.get("projection") or {}] if p.get("summary")]
 
 
 def _summary_lines(res: Any) -> list[str]:
@@ -80,6 +80,7 @@ def _summary_lines(res: Any) -> list[str]:
         lines.append("  failed because:")
         lines += [f"    - {reason}" for reason in r["reasons"]]
     lines.append(f"  evidence: {r['evidence']}")
+    lines += [f"  {d['channel']} not delivered ({d['target']}): {d['error']}" for d in r["deliveries"] if not d["ok"]]
     return lines
 
 
@@ -109,10 +110,13 @@ def cmd_schema(_a: argparse.Namespace) -> int:
 
 def cmd_run(a: argparse.Namespace) -> int:
     from drills.api import RunOptions, run_drill
+    from drills.deliver import Outlets
     from drills.runbook import load_runbook
 
     loaded = load_runbook(a.file)
+    outlets = Outlets.from_env(metrics_textfile=a.metrics_textfile)
     opts = RunOptions(
+        outlets=outlets,
         signing_key=a.key,
         evidence_dir=a.evidence_dir,
         trigger=a.trigger,
@@ -544,6 +548,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="where local restores are laid out (default: the runbook's scratch_dir, $RESTORE_DRILLS_SCRATCH, /tmp)",
+    )
+    sp.add_argument(
+        "--metrics-textfile",
+        type=Path,
+        metavar="PATH",
+        help="write Prometheus metrics for node_exporter's textfile collector (a .prom file or a directory); "
+        "other outlets: docs/metrics.md",
     )
     sp = add("validate", cmd_validate, "check a runbook without running it")
     sp.add_argument("file", type=Path)

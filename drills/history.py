@@ -22,6 +22,7 @@ from drills.trend import Point, regression_record, restored_bytes
 
 __all__ = ["PastDrill", "chain_link", "past_drills", "regression"]
 
+
 @dataclass(frozen=True)
 class PastDrill:
     run_id: str
