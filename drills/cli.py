@@ -16,7 +16,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +254,49 @@ def cmd_doctor(a: argparse.Namespace) -> int:
             + (f"{len(findings)} need a human" if findings else "ok")
         )
     return 1 if findings else 0
+
+
+def _since(text: str) -> datetime:
+    """``30d`` (back from now) or an ISO date/time (UTC unless it says otherwise)."""
+    try:
+        return datetime.now(UTC) - timedelta(seconds=_duration(text))
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"--since {text!r}: not a date or a duration", hint="e.g. 30d or 2026-11-01") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def cmd_history(a: argparse.Namespace) -> int:
+    import hashlib
+
+    from drills.api import default_key_path
+    from drills.evidence.keys import load_verifiers
+    from drills.journal import state_home
+    from drills.ledger import read_history, render_csv, render_table, select
+
+    key = a.key or default_key_path().with_suffix(".pub")
+    _given_file(key, "--key")
+    if not a.evidence_dir.is_dir():
+        raise InputError(f"evidence directory {a.evidence_dir} does not exist", hint="pass --evidence-dir DIR")
+    since = _since(a.since) if a.since else None
+    keys_sha = hashlib.sha256(key.read_bytes()).hexdigest()
+    home = state_home()
+    rows, problems = read_history(a.evidence_dir, load_verifiers(key), keys_sha, home if home.is_dir() else None)
+    rows = select(rows, a.runbook, since)
+    if a.json:
+        from dataclasses import asdict
+
+        _out([asdict(r) for r in rows])
+    elif a.csv:
+        sys.stdout.write(render_csv(rows))
+    else:
+        sys.stdout.write(render_table(rows))
+    for p in problems:
+        print(f"NOT VERIFIED (not shown): {p}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_kms_pubkey(a: argparse.Namespace) -> int:
@@ -520,6 +563,18 @@ def _add_evidence_commands(
     sp.set_defaults(logs=False)
 
 
+def _history_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--evidence-dir", type=Path, default=Path("evidence"), help="evidence directory (default: ./evidence)"
+    )
+    sp.add_argument("--key", type=Path, help="public key or keyring (default: the user's default key)")
+    sp.add_argument("--runbook", metavar="NAME", help="only this runbook")
+    sp.add_argument("--since", metavar="WHEN", help="a duration back from now (30d) or a date (2026-11-01)")
+    fmt = sp.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="a JSON list of rows")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="drill",
@@ -556,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write Prometheus metrics for node_exporter's textfile collector (a .prom file or a directory); "
         "other outlets: docs/metrics.md",
     )
+    _history_args(add("history", cmd_history, "one row per verified drill record: verdict, RTO, phases, RPO, size"))
     sp = add("validate", cmd_validate, "check a runbook without running it")
     sp.add_argument("file", type=Path)
     sp.add_argument(
