@@ -143,7 +143,13 @@ def _client(session: Any, service: str, region: str | None = None) -> Any:
         import boto3
 
         session = boto3.Session()
-    return session.client(service, region_name=region) if region else session.client(service)
+    from botocore.config import Config
+
+    # a notification must not hold the run for botocore's default minutes of connect retries
+    config = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
+    return (
+        session.client(service, region_name=region, config=config) if region else session.client(service, config=config)
+    )
 
 
 def _attempts(o: Outcome, outlets: Outlets, session: Any) -> list[tuple[str, str, Callable[[], Any]]]:

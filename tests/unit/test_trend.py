@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from drills.evidence import generate_keypair, load_signer, subject_for_bytes, write_evidence
+from drills.history import PastDrill, past_drills
+from drills.history import regression as history_regression
 from drills.trend import (
     Point,
     baseline,
@@ -180,3 +184,33 @@ def test_restored_bytes_from_each_engine_s_record() -> None:
     assert restored_bytes({"results": {"restored_bytes": 7}, "recovery_point": {"size_bytes": 6}}) == 7
     assert restored_bytes({"recovery_point": None}) is None
     assert restored_bytes({"recovery_point": {"size_bytes": True}}) is None
+
+
+def test_history_regression_reads_the_current_record_and_past_sizes(tmp_path: Path) -> None:
+    """The wiring: history.regression fills the record's field from PastDrill rows and the predicate."""
+    gbs = [10, 11, 12, 13, 14, 15]
+    past = [
+        PastDrill(
+            f"r{i}", (T0 + timedelta(days=10 * i)).isoformat(), "passed", 60_000 + 100_000 * g, i + 1, "0" * 64, g * GB
+        )
+        for i, g in enumerate(gbs)
+    ]
+    predicate = {
+        "drill": {"finished_at": "2026-03-02T00:00:00Z"},  # day 60
+        "results": {"verdict": "passed", "rto_objective_ms": 4 * 3600 * 1000},
+        "recovery_point": {"base_backup": {"size_bytes": 16 * GB}},
+    }
+    r = history_regression(past, 1_660_000, predicate)
+    assert r is not None and r["flag"] is False and r["per_gb"]["rto_ms_per_gb"] == 103_750  # 1660 s / 16 GB
+    assert r["trend"]["direction"] == "increasing" and r["trend"]["drills"] == 7
+    assert r["projection"]["crosses_objective_at"] == "2029-08-27"  # the hand-computed line above
+    assert history_regression(past, None, predicate) is None
+
+
+def test_past_drills_carry_the_restored_size_of_their_record(tmp_path: Path) -> None:
+    generate_keypair(tmp_path / "k.key")
+    pred = {"drill": {"id": "a", "finished_at": "2026-01-01T00:00:00Z"}, "runbook": {"name": "rb"},
+            "results": {"verdict": "passed", "achieved_rto_ms": 5}, "recovery_point": {"size_bytes": 4242}}  # fmt: skip
+    write_evidence(pred, [subject_for_bytes("rb", b"x")], tmp_path / "ev", "a", load_signer(tmp_path / "k.key"))
+    (p,) = past_drills(tmp_path / "ev", "rb")
+    assert p.restored_bytes == 4242
