@@ -214,3 +214,14 @@ def test_past_drills_carry_the_restored_size_of_their_record(tmp_path: Path) -> 
     write_evidence(pred, [subject_for_bytes("rb", b"x")], tmp_path / "ev", "a", load_signer(tmp_path / "k.key"))
     (p,) = past_drills(tmp_path / "ev", "rb")
     assert p.restored_bytes == 4242
+
+
+def test_the_markdown_report_shows_trend_and_projection() -> None:
+    from drills.report import render_markdown
+
+    reg = {"delta_pct": 5, "baseline_rto_ms": 1000, "flag": False,
+           "trend": {"direction": "increasing", "drills": 6, "p_value": "0.002778", "slope_ms_per_day": 714},
+           "projection": {"summary": "at +3.0 GB/month, RTO reaches the 4h objective around 2029-08"}}  # fmt: skip
+    text = render_markdown({"predicate": {"results": {"verdict": "passed"}, "regression": reg}}, evidence_name="e")
+    assert "Trend over 6 drills: increasing (Mann-Kendall p = 0.002778, Theil-Sen 714 ms/day)." in text
+    assert "Projection: at +3.0 GB/month, RTO reaches the 4h objective around 2029-08." in text
