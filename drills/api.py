@@ -24,7 +24,7 @@ from drills.backends import SOURCE_BACKENDS, backend_factory
 from drills.backends.base import Backend, BackendSettings
 from drills.cleanup import SCRATCH_BACKEND, SCRATCH_KIND, Dispatch, finish_teardown
 from drills.clock import Clock, SystemClock
-from drills.deliver import Outlets, deliver, outcome_of
+from drills.deliver import Outlets, deliver_run
 from drills.errors import (
     DrillError,
     EvidenceError,
@@ -370,9 +370,10 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     )
     verdict = verdict_of(d)
     exit_code = _exit_code(d, verdict)
-    evidence_dir = opts.evidence_dir or rb.evidence.dir
-    outcome = outcome_of(d, verdict, evidence_path[0] if evidence_path else None, evidence_dir)
-    deliveries = deliver(outcome, outlets, journal, opts.aws_session)  # never raises, never changes the verdict
+    deliveries = deliver_run(  # metrics and notifications: never raises, never changes the verdict
+        d, verdict=verdict, evidence=evidence_path[0] if evidence_path else None,
+        evidence_dir=opts.evidence_dir or rb.evidence.dir, outlets=outlets, session=opts.aws_session,
+    )  # fmt: skip
     journal.append("run_finished", verdict=verdict, exit_code=exit_code, interrupted=d.interrupted)
     journal.close()
     m = d.measurement

@@ -35,7 +35,7 @@ from drills.metrics import public_url
 from drills.outcome import Outcome
 from drills.scrub import scrub
 
-__all__ = ["ENV", "NOTIFY_EVENTS", "Outlets", "deliver", "outcome_of"]
+__all__ = ["ENV", "NOTIFY_EVENTS", "Outlets", "deliver", "deliver_run", "outcome_of"]
 
 log = structlog.get_logger("drills.deliver")
 
@@ -87,6 +87,13 @@ class Outlets:
             notify_on=words,
         )
 
+    @property
+    def configured(self) -> bool:
+        return bool(
+            self.metrics_textfile or self.pushgateway_url or self.cloudwatch_namespace
+            or self.webhook_url or self.sns_topic_arn
+        )  # fmt: skip
+
     def preflight(self) -> None:
         """Refuse, before anything starts, what could never be delivered (no library, no directory)."""
         if self.metrics_textfile is not None or self.pushgateway_url:
@@ -105,6 +112,13 @@ class Outlets:
                 )
 
 
+def _stamp(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def outcome_of(d: Any, verdict: str, evidence: Path | None, evidence_dir: Path) -> Outcome:
     """The facts of a finished :class:`~drills.machine.Drill` (typed Any: machine must not import us)."""
     from drills.history import past_drills
@@ -118,8 +132,7 @@ def outcome_of(d: Any, verdict: str, evidence: Path | None, evidence_dir: Path) 
     last_success = now if verdict == "passed" else None
     if last_success is None:
         passed = [p.finished_at for p in past_drills(evidence_dir, rb.name) if p.verdict == "passed"]
-        stamps = [datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for t in passed if t]
-        last_success = max(stamps, default=None)
+        last_success = max((s for s in map(_stamp, passed) if s is not None), default=None)
     return Outcome(
         run_id=d.run_id,
         runbook=rb.name,
@@ -210,3 +223,19 @@ def deliver(o: Outcome, outlets: Outlets, journal: Any = None, session: Any = No
         if journal is not None:
             journal.append("delivery", **rec)
     return records
+
+
+def deliver_run(
+    d: Any, *, verdict: str, evidence: Path | None, evidence_dir: Path, outlets: Outlets, session: Any = None
+) -> list[dict[str, Any]]:
+    """The hook at the end of :func:`drills.api.run_drill`: nothing configured, nothing done; never raises."""
+    if not outlets.configured:
+        return []
+    try:
+        outcome = outcome_of(d, verdict, evidence, evidence_dir)
+    except Exception as exc:  # the drill is over and its evidence written: this must not change its result
+        rec = {"channel": "all", "target": "", "ok": False, "error": scrub(f"{type(exc).__name__}: {exc}")}
+        log.warning("delivery_failed", **rec)
+        d.journal.append("delivery", **rec)
+        return [rec]
+    return deliver(outcome, outlets, d.journal, session)

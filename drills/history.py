@@ -98,7 +98,9 @@ def regression(
     points = [
         Point(at, p.achieved_rto_ms, p.restored_bytes, p.verdict == "passed")
         for p in past
-        if p.achieved_rto_ms is not None and (at := _when(p.finished_at)) is not None
+        if isinstance(p.achieved_rto_ms, int)  # an odd old record must not stop this one's evidence
+        and not isinstance(p.achieved_rto_ms, bool)
+        and (at := _when(p.finished_at)) is not None
     ]
     pred = predicate or {}
     results = pred.get("results") or {}

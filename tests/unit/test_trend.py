@@ -225,3 +225,14 @@ def test_the_markdown_report_shows_trend_and_projection() -> None:
     text = render_markdown({"predicate": {"results": {"verdict": "passed"}, "regression": reg}}, evidence_name="e")
     assert "Trend over 6 drills: increasing (Mann-Kendall p = 0.002778, Theil-Sen 714 ms/day)." in text
     assert "Projection: at +3.0 GB/month, RTO reaches the 4h objective around 2029-08." in text
+
+
+def test_odd_old_records_are_skipped_not_fatal() -> None:
+    odd = [
+        PastDrill("a", "not a date", "passed", 1000, 1, "0" * 64),
+        PastDrill("b", "2026-01-02T00:00:00Z", "passed", "1000", 2, "0" * 64),  # type: ignore[arg-type]
+        PastDrill("c", "2026-01-03T00:00:00Z", "passed", True, 3, "0" * 64),  # type: ignore[arg-type]
+        PastDrill("d", "2026-01-04T00:00:00Z", "passed", 60_000, 4, "0" * 64),
+    ]
+    r = history_regression(odd, 61_000, {"drill": {"finished_at": "2026-01-05T00:00:00Z"}})
+    assert r is not None and r["baseline_drills"] == 1 and r["baseline_rto_ms"] == 60_000
