@@ -275,7 +275,7 @@ def cmd_history(a: argparse.Namespace) -> int:
     from drills.api import default_key_path
     from drills.evidence.keys import load_verifiers
     from drills.journal import state_home
-    from drills.ledger import read_history, render_csv, render_table, select
+    from drills.ledger import outlook, read_history, render_csv, render_table, select
 
     key = a.key or default_key_path().with_suffix(".pub")
     _given_file(key, "--key")
@@ -293,7 +293,7 @@ def cmd_history(a: argparse.Namespace) -> int:
     elif a.csv:
         sys.stdout.write(render_csv(rows))
     else:
-        sys.stdout.write(render_table(rows))
+        sys.stdout.write(render_table(rows) + "".join(f"\n{line}" for line in outlook(rows)) + "\n")
     for p in problems:
         print(f"NOT VERIFIED (not shown): {p}", file=sys.stderr)
     return 1 if problems else 0

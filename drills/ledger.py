@@ -25,7 +25,7 @@ from typing import Any
 from drills.errors import EvidenceError
 from drills.trend import restored_bytes
 
-__all__ = ["COLUMNS", "Row", "read_history", "render_csv", "render_table", "row_of", "select"]
+__all__ = ["COLUMNS", "Row", "outlook", "read_history", "render_csv", "render_table", "row_of", "select"]
 
 CACHE_VERSION = 1
 PHASES = ("restore", "await_ready", "connect", "validate")
@@ -194,3 +194,32 @@ def render_table(rows: Sequence[Row]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(head, *body, strict=True)]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in [head, *body]) + "\n"  # fmt: skip
+
+
+def outlook(rows: Sequence[Row]) -> list[str]:
+    """Per runbook, the trend and projection recomputed over the verified rows shown (pure)."""
+    from drills.trend import Point, project, trend
+
+    lines = []
+    for name in sorted({r.runbook for r in rows}):
+        mine = [r for r in rows if r.runbook == name]
+        points = []
+        for r in mine:
+            try:
+                at = datetime.fromisoformat(r.finished_at.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if isinstance(r.rto_ms, int):
+                points.append(Point(at, r.rto_ms, r.restored_bytes, r.verdict == "passed"))
+        t = trend(points)
+        if t["direction"] is None:
+            said = str(t["reason"])
+        else:
+            said = (f"trend {t['direction']} ({t['slope_ms_per_day'] / 1000:+.2f}s/day, "
+                    f"Mann-Kendall p={t['p_value']}, {t['drills']} drills)")  # fmt: skip
+        objective = mine[-1].rto_objective_ms
+        if objective:
+            p = project(points, objective)
+            said += "; " + str(p.get("summary") or f"no projection: {p['reason']}")
+        lines.append(f"{name}: {said}")
+    return lines

@@ -20,7 +20,7 @@ the ones a statistician reaches for with small, noisy, outlier-prone samples:
   cross it, provided the growth is itself a significant Mann-Kendall trend.
 
 Evidence holds integers and strings only (RFC 8785), so rates are integers with their unit in the
-field name and p-values are decimal strings.
+field name and p-values are strings of 4 significant digits.
 """
 
 from __future__ import annotations

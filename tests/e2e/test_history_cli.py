@@ -84,7 +84,14 @@ def test_since_and_json(evidence: tuple[Path, Path, Path]) -> None:
     assert res.returncode == 0, res.stderr
     assert [r["run_id"] for r in json.loads(res.stdout)] == ["run-billing-009", "run-orders-010", "run-orders-011"]
     table = drill("history", "--evidence-dir", str(ev), "--key", str(pub), home=home)
-    assert table.returncode == 0 and "FLAG" in table.stdout and len(table.stdout.splitlines()) == 13
+    assert table.returncode == 0 and "FLAG" in table.stdout
+    # orders: RTO = 50 s + 1 s per GB, +1 GB/day: the 300 s objective is at 250 GB, 229 days after
+    # 2026-06-12 (21 GB) = 2027-01-27; 8 strictly increasing drills: p = 2 / 8! = 4.96e-05
+    assert (
+        "orders: trend increasing (+1.00s/day, Mann-Kendall p=4.96e-05, 8 drills); at +30.4 GB/month, "
+        "RTO reaches the 5min objective around 2027-01" in table.stdout
+    )
+    assert "billing: 4 drill(s) with a measured RTO; a trend needs 5" in table.stdout
 
 
 def test_an_edited_record_is_not_shown_even_after_it_was_cached(evidence: tuple[Path, Path, Path]) -> None:
