@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from drills.evidence import generate_keypair, load_signer, subject_for_bytes, write_evidence
+from drills.evidence import canonical_json, generate_keypair, load_signer, subject_for_bytes, write_evidence
 from drills.history import PastDrill, past_drills
 from drills.history import regression as history_regression
 from drills.trend import (
@@ -175,6 +175,14 @@ def test_regression_record_puts_it_together() -> None:
     assert r["trend"]["direction"] == "increasing"
     assert r["projection"]["crosses_objective_at"] is not None
     assert regression_record([], now, 1000) is None
+    canonical_json(r)  # integers and strings only: RFC 8785 evidence cannot hold floats
+    assert not [v for v in _leaves(r) if isinstance(v, float)]
+
+
+def _leaves(x: object) -> list[object]:
+    if isinstance(x, dict):
+        return [leaf for v in x.values() for leaf in _leaves(v)]
+    return [x]
 
 
 def test_restored_bytes_from_each_engine_s_record() -> None:
