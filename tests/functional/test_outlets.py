@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
@@ -210,3 +211,23 @@ def test_a_real_drill_passes_despite_a_dead_webhook_and_records_it(
     assert [e["channel"] for e in failed] == ["webhook"]
     everything = json.dumps(events) + (res.evidence.read_text() if res.evidence else "")
     assert "XXXXTOKEN" not in everything
+
+
+def test_a_second_real_drill_records_its_regression_against_the_first(demo_source: DemoSource, tmp_path: Path) -> None:
+    opts = RunOptions(outlets=Outlets(), evidence_dir=tmp_path / "ev")
+    first = run_drill(load_runbook(demo_source.runbook), opts)
+    second = run_drill(load_runbook(demo_source.runbook), opts)
+    assert first.drill.regression is None  # nothing to compare with yet
+    reg = second.drill.regression
+    assert (
+        reg is not None
+        and reg["baseline_drills"] == 1
+        and reg["baseline_rto_ms"] == first.drill.measurement.achieved_rto_ms
+    )  # type: ignore[union-attr]
+    assert reg["mad_ms"] is None and reg["threshold_margin"] == "absolute"  # one drill: only the floors
+    size = reg["per_gb"]["restored_bytes"]
+    rto = second.drill.measurement.achieved_rto_ms  # type: ignore[union-attr]
+    assert size > 0 and reg["per_gb"]["rto_ms_per_gb"] * size / 10**9 == pytest.approx(rto, abs=1)  # back to the RTO
+    assert reg["trend"] == {"direction": None, "drills": 2, "reason": "2 drill(s) with a measured RTO; a trend needs 5"}
+    envelope = json.loads(second.evidence.read_text())  # type: ignore[union-attr]
+    assert json.loads(base64.b64decode(envelope["payload"]))["predicate"]["regression"] == reg
