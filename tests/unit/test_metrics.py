@@ -125,3 +125,17 @@ def test_outlets_from_the_environment(tmp_path: Path) -> None:
         Outlets.from_env({"RESTORE_DRILLS_NOTIFY_ON": "failures"})
     with pytest.raises(InputError, match="RESTORE_DRILLS_WEBHOOK_URL must be an http"):
         Outlets.from_env({"RESTORE_DRILLS_WEBHOOK_URL": "file:///etc/passwd"})
+
+
+def test_outlets_that_could_never_deliver_are_refused_before_the_drill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from drills.errors import PreflightError
+
+    Outlets(metrics_textfile=tmp_path / "drills.prom").preflight()  # a file in an existing directory: fine
+    with pytest.raises(PreflightError, match="does not exist or is not writable"):
+        Outlets(metrics_textfile=tmp_path / "missing" / "drills.prom").preflight()
+    monkeypatch.setitem(__import__("sys").modules, "prometheus_client", None)  # as if the extra were not installed
+    with pytest.raises(PreflightError, match=r"pip install 'restore-drills\[metrics\]'"):
+        Outlets(pushgateway_url="http://push:9091").preflight()
+    Outlets(webhook_url="https://hooks.example/x").preflight()  # notifications need no extra
