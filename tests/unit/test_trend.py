@@ -244,3 +244,12 @@ def test_odd_old_records_are_skipped_not_fatal() -> None:
     ]
     r = history_regression(odd, 61_000, {"drill": {"finished_at": "2026-01-05T00:00:00Z"}})
     assert r is not None and r["baseline_drills"] == 1 and r["baseline_rto_ms"] == 60_000
+
+
+def test_doctor_reads_the_projection_date_as_utc() -> None:
+    """``crosses_objective_at`` is a date; doctor compares it with an aware 'now'."""
+    from drills.doctor_facts import _projection
+
+    at = _projection({"regression": {"projection": {"crosses_objective_at": "2029-08-27"}}})
+    assert at == datetime(2029, 8, 27, tzinfo=UTC)
+    assert at - datetime(2029, 8, 1, tzinfo=UTC) == timedelta(days=26)
