@@ -253,6 +253,13 @@ def cmd_doctor(a: argparse.Namespace) -> int:
             f"{len(runbooks)} runbook(s), {len(runs)} run(s): "
             + (f"{len(findings)} need a human" if findings else "ok")
         )
+    if a.notify and findings:  # RESTORE_DRILLS_WEBHOOK_URL / _SNS_TOPIC_ARN (docs/metrics.md); never changes the exit
+        from drills.deliver import Outlets, deliver_text
+        from drills.notify import doctor_message
+
+        for d in deliver_text(*doctor_message([f.to_dict() for f in findings], len(runbooks)), Outlets.from_env()):
+            if not d["ok"]:
+                print(f"{d['channel']} not delivered ({d['target']}): {d['error']}", file=sys.stderr)
     return 1 if findings else 0
 
 
@@ -630,6 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("paths", type=Path, nargs="+", metavar="RUNBOOK|DIR")
     sp.add_argument("--key", type=Path, help="public key or keyring the records must verify against")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--notify", action="store_true", help="send findings to the webhook / SNS topic (docs/metrics.md)")
     sp.set_defaults(logs=False)
     sp = add("report", cmd_report, "render a verified evidence file as a Markdown report for auditors")
     sp.add_argument("file", type=Path)

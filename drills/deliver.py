@@ -35,7 +35,7 @@ from drills.metrics import public_url
 from drills.outcome import Outcome
 from drills.scrub import scrub
 
-__all__ = ["ENV", "NOTIFY_EVENTS", "Outlets", "deliver", "deliver_run", "outcome_of"]
+__all__ = ["ENV", "NOTIFY_EVENTS", "Outlets", "deliver", "deliver_run", "deliver_text", "outcome_of"]
 
 log = structlog.get_logger("drills.deliver")
 
@@ -205,9 +205,31 @@ def deliver(o: Outcome, outlets: Outlets, journal: Any = None, session: Any = No
     """Attempt every configured delivery; return (and journal) one record each. Never raises."""
     from drills import notify
 
+    return _attempt_all(_attempts(o, outlets, session), outlets, journal, notify.wanted(o, outlets.notify_on))
+
+
+def deliver_text(title: str, text: str, outlets: Outlets, session: Any = None) -> list[dict[str, Any]]:
+    """Send a text (``drill doctor --notify``) to the configured webhook and SNS topic. Never raises."""
+    from drills import notify
+
+    attempts: list[tuple[str, str, Callable[[], Any]]] = []
+    if outlets.webhook_url:
+        hook = outlets.webhook_url
+        attempts.append(
+            ("webhook", public_url(hook), lambda: notify.post_text(text, hook, timeout=outlets.timeout_seconds))
+        )
+    if outlets.sns_topic_arn:
+        arn = outlets.sns_topic_arn
+        region = arn.split(":")[3] if arn.count(":") >= 5 else None
+        attempts.append(("sns", arn, lambda: notify.publish_text(title, text, arn, _client(session, "sns", region))))
+    return _attempt_all(attempts, outlets, None, ["doctor"])
+
+
+def _attempt_all(
+    attempts: list[tuple[str, str, Callable[[], Any]]], outlets: Outlets, journal: Any, why: list[str]
+) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
-    why = notify.wanted(o, outlets.notify_on)
-    for channel, target, send in _attempts(o, outlets, session):
+    for channel, target, send in attempts:
         rec: dict[str, Any] = {"channel": channel, "target": target}
         if channel in ("webhook", "sns"):
             rec["because"] = why

@@ -18,7 +18,7 @@ from typing import Any
 from drills.outcome import Outcome
 from drills.scrub import scrub
 
-__all__ = ["message", "send_sns", "send_webhook", "subject", "wanted"]
+__all__ = ["doctor_message", "message", "post_text", "publish_text", "send_sns", "send_webhook", "subject", "wanted"]
 
 SUBJECT_MAX = 100  # SNS rejects longer subjects
 
@@ -72,13 +72,18 @@ def message(o: Outcome) -> str:
 
 
 def send_webhook(o: Outcome, url: str, *, timeout: float = 10.0) -> int:
+    """POST the drill's message as ``{"text": ...}``; see :func:`post_text`."""
+    return post_text(message(o), url, timeout=timeout)
+
+
+def post_text(text: str, url: str, *, timeout: float = 10.0) -> int:
     """POST ``{"text": ...}`` (what Slack, Mattermost and Teams' Slack-compatible hooks accept).
 
     Returns the HTTP status; raises on a refused connection, a timeout or a status >= 300.
     """
     if not url.startswith(("https://", "http://")):
         raise ValueError("the webhook URL must start with https:// or http://")
-    body = json.dumps({"text": message(o)}).encode()
+    body = json.dumps({"text": scrub(text)}).encode()
     req = urllib.request.Request(  # noqa: S310 - the scheme is checked above
         url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "restore-drills"}
     )
@@ -91,5 +96,20 @@ def send_webhook(o: Outcome, url: str, *, timeout: float = 10.0) -> int:
 
 def send_sns(o: Outcome, topic_arn: str, client: Any) -> str:
     """Publish to an SNS topic; returns the message id."""
-    resp = client.publish(TopicArn=topic_arn, Subject=subject(o), Message=message(o))
+    return publish_text(subject(o), message(o), topic_arn, client)
+
+
+def publish_text(title: str, text: str, topic_arn: str, client: Any) -> str:
+    """Publish ``text`` under ``title`` (cut to SNS's 100 characters); returns the message id."""
+    resp = client.publish(TopicArn=topic_arn, Subject=title[:SUBJECT_MAX], Message=scrub(text))
     return str(resp["MessageId"])
+
+
+def doctor_message(findings: list[dict[str, Any]], runbooks: int) -> tuple[str, str]:
+    """(subject, text) for ``drill doctor --notify``: one line per finding, as the terminal shows them."""
+    title = f"restore drills: {len(findings)} finding(s) need a human"
+    lines = [f"{title} ({runbooks} runbook(s) checked)"]
+    lines += [f"- {f.get('check')}: {f.get('message')}" for f in findings[:20]]
+    if len(findings) > 20:
+        lines.append(f"... and {len(findings) - 20} more (drill doctor)")
+    return title, "\n".join(lines)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ from drills.api import RunOptions, run_drill
 from drills.clock import SystemClock
 from drills.deliver import Outlets, deliver
 from drills.demo import DemoSource
+from drills.evidence import generate_keypair
 from drills.journal import Journal, read_events
 from drills.metrics import write_textfile
 from drills.outcome import Outcome
@@ -231,3 +235,32 @@ def test_a_second_real_drill_records_its_regression_against_the_first(demo_sourc
     assert reg["trend"] == {"direction": None, "drills": 2, "reason": "2 drill(s) with a measured RTO; a trend needs 5"}
     envelope = json.loads(second.evidence.read_text())  # type: ignore[union-attr]
     assert json.loads(base64.b64decode(envelope["payload"]))["predicate"]["regression"] == reg
+
+
+def _doctor(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    generate_keypair(tmp_path / "drill.key")
+    (tmp_path / "orders.yaml").write_text(
+        "name: orders\nsource: {kind: postgres-dump, archive: /nonexistent.pgc}\nobjectives: {rto_seconds: 600}\n"
+        "schedule: {every: 7d}\nevidence: {dir: evidence, signing_key: drill.key}\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "drills.cli", "doctor", str(tmp_path / "orders.yaml"), "--notify"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "RESTORE_DRILLS_HOME": str(tmp_path / "home"), **env},
+    )  # fmt: skip
+
+
+def test_doctor_notify_sends_its_findings_to_the_webhook(server: Recorder, tmp_path: Path) -> None:
+    res = _doctor(tmp_path, {"RESTORE_DRILLS_WEBHOOK_URL": server.url + "/hook/XXXXTOKEN"})
+    assert res.returncode == 1, res.stdout + res.stderr  # the findings decide the exit, not the notification
+    (req,) = server.requests
+    text = json.loads(req["body"])["text"]
+    assert text.startswith("restore drills: 1 finding(s) need a human (1 runbook(s) checked)")
+    assert "orders" in text and "XXXXTOKEN" not in res.stdout + res.stderr
+
+
+def test_doctor_notify_to_a_dead_webhook_says_so_and_keeps_its_exit_code(tmp_path: Path) -> None:
+    res = _doctor(tmp_path, {"RESTORE_DRILLS_WEBHOOK_URL": f"http://127.0.0.1:{_free_port()}/hook/XXXXTOKEN"})
+    assert res.returncode == 1
+    assert "webhook not delivered (http://127.0.0.1:" in res.stderr and "Connection refused" in res.stderr
+    assert "XXXXTOKEN" not in res.stdout + res.stderr
