@@ -16,7 +16,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ def _regression_line(reg: dict[str, Any] | None) -> list[str]:
     return [
         f"  {mark}RTO {reg['delta_pct']:+d} % against the median of the last {reg['baseline_drills']} passed drills "
         f"({reg['baseline_rto_ms'] / 1000:.2f}s)"
-    ]
+    ] + [f"  {p['summary']}" for p in [reg.get("projection") or {}] if p.get("summary")]
 
 
 def _summary_lines(res: Any) -> list[str]:
@@ -80,6 +80,7 @@ def _summary_lines(res: Any) -> list[str]:
         lines.append("  failed because:")
         lines += [f"    - {reason}" for reason in r["reasons"]]
     lines.append(f"  evidence: {r['evidence']}")
+    lines += [f"  {d['channel']} not delivered ({d['target']}): {d['error']}" for d in r["deliveries"] if not d["ok"]]
     return lines
 
 
@@ -109,10 +110,13 @@ def cmd_schema(_a: argparse.Namespace) -> int:
 
 def cmd_run(a: argparse.Namespace) -> int:
     from drills.api import RunOptions, run_drill
+    from drills.deliver import Outlets
     from drills.runbook import load_runbook
 
     loaded = load_runbook(a.file)
+    outlets = Outlets.from_env(metrics_textfile=a.metrics_textfile)
     opts = RunOptions(
+        outlets=outlets,
         signing_key=a.key,
         evidence_dir=a.evidence_dir,
         trigger=a.trigger,
@@ -249,6 +253,13 @@ def cmd_doctor(a: argparse.Namespace) -> int:
             f"{len(runbooks)} runbook(s), {len(runs)} run(s): "
             + (f"{len(findings)} need a human" if findings else "ok")
         )
+    if a.notify and findings:  # RESTORE_DRILLS_WEBHOOK_URL / _SNS_TOPIC_ARN (docs/metrics.md); never changes the exit
+        from drills.deliver import Outlets, deliver_text
+        from drills.notify import doctor_message
+
+        for d in deliver_text(*doctor_message([f.to_dict() for f in findings], len(runbooks)), Outlets.from_env()):
+            if not d["ok"]:
+                print(f"{d['channel']} not delivered ({d['target']}): {d['error']}", file=sys.stderr)
     return 1 if findings else 0
 
 
@@ -268,6 +279,49 @@ def cmd_export_asl(a: argparse.Namespace) -> int:
         raise InputError(f"cannot write {exc.filename}: {exc.strerror}") from None
     print(f"state machine for {loaded.runbook.name} written to {a.out} ({len(definition['States'])} states)")
     return 0
+
+
+def _since(text: str) -> datetime:
+    """``30d`` (back from now) or an ISO date/time (UTC unless it says otherwise)."""
+    try:
+        return datetime.now(UTC) - timedelta(seconds=_duration(text))
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"--since {text!r}: not a date or a duration", hint="e.g. 30d or 2026-11-01") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def cmd_history(a: argparse.Namespace) -> int:
+    import hashlib
+
+    from drills.api import default_key_path
+    from drills.evidence.keys import load_verifiers
+    from drills.journal import state_home
+    from drills.ledger import outlook, read_history, render_csv, render_table, select
+
+    key = a.key or default_key_path().with_suffix(".pub")
+    _given_file(key, "--key")
+    if not a.evidence_dir.is_dir():
+        raise InputError(f"evidence directory {a.evidence_dir} does not exist", hint="pass --evidence-dir DIR")
+    since = _since(a.since) if a.since else None
+    keys_sha = hashlib.sha256(key.read_bytes()).hexdigest()
+    home = state_home()
+    rows, problems = read_history(a.evidence_dir, load_verifiers(key), keys_sha, home if home.is_dir() else None)
+    rows = select(rows, a.runbook, since)
+    if a.json:
+        from dataclasses import asdict
+
+        _out([asdict(r) for r in rows])
+    elif a.csv:
+        sys.stdout.write(render_csv(rows))
+    else:
+        sys.stdout.write(render_table(rows) + "".join(f"\n{line}" for line in outlook(rows)) + "\n")
+    for p in problems:
+        print(f"NOT VERIFIED (not shown): {p}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_kms_pubkey(a: argparse.Namespace) -> int:
@@ -548,7 +602,20 @@ def _add_ops_commands(add: Callable[[str, Callable[[argparse.Namespace], int], s
     sp.add_argument("paths", type=Path, nargs="+", metavar="RUNBOOK|DIR")
     sp.add_argument("--key", type=Path, help="public key or keyring the records must verify against")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--notify", action="store_true", help="send findings to the webhook / SNS topic (docs/metrics.md)")
     sp.set_defaults(logs=False)
+
+
+def _history_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--evidence-dir", type=Path, default=Path("evidence"), help="evidence directory (default: ./evidence)"
+    )
+    sp.add_argument("--key", type=Path, help="public key or keyring (default: the user's default key)")
+    sp.add_argument("--runbook", metavar="NAME", help="only this runbook")
+    sp.add_argument("--since", metavar="WHEN", help="a duration back from now (30d) or a date (2026-11-01)")
+    fmt = sp.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="a JSON list of rows")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -580,6 +647,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where local restores are laid out (default: the runbook's scratch_dir, $RESTORE_DRILLS_SCRATCH, /tmp)",
     )
+    sp.add_argument(
+        "--metrics-textfile",
+        type=Path,
+        metavar="PATH",
+        help="write Prometheus metrics for node_exporter's textfile collector (a .prom file or a directory); "
+        "other outlets: docs/metrics.md",
+    )
+    _history_args(add("history", cmd_history, "one row per verified drill record: verdict, RTO, phases, RPO, size"))
     sp = add("validate", cmd_validate, "check a runbook without running it")
     sp.add_argument("file", type=Path)
     sp.add_argument(
