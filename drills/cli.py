@@ -311,6 +311,8 @@ def cmd_history(a: argparse.Namespace) -> int:
     home = state_home()
     rows, problems = read_history(a.evidence_dir, load_verifiers(key), keys_sha, home if home.is_dir() else None)
     rows = select(rows, a.runbook, since)
+    if a.plot is not None:
+        _plot_history(rows, a)
     if a.json:
         from dataclasses import asdict
 
@@ -322,6 +324,42 @@ def cmd_history(a: argparse.Namespace) -> int:
     for p in problems:
         print(f"NOT VERIFIED (not shown): {p}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _plot_history(rows: Sequence[Any], a: argparse.Namespace) -> None:
+    """``--plot``: the chart of the selected rows (one runbook), as SVG or PNG by the file's suffix."""
+    from datetime import datetime as _dt
+
+    from drills.evidence.chart import ChartPoint, available, rto_chart
+    from drills.ledger import PHASES
+
+    fmt = a.plot.suffix.lower().lstrip(".")
+    if fmt not in ("svg", "png"):
+        raise InputError(f"--plot {a.plot}: the file must end in .svg or .png")
+    if not a.runbook:
+        raise InputError("--plot draws one runbook's trend: give --runbook NAME")
+    if not available():
+        raise InputError("--plot needs matplotlib", hint='pip install "restore-drills[plot]"')
+    points = [
+        ChartPoint(
+            _dt.fromisoformat(r.finished_at.replace("Z", "+00:00")),
+            r.verdict,
+            r.rto_ms,
+            tuple((ph, v) for ph in PHASES if (v := getattr(r, f"{ph}_ms")) is not None),
+            r.rto_objective_ms,
+            r.restored_bytes,
+            bool(r.regression),
+        )
+        for r in rows
+    ]
+    image = rto_chart(points, f"{a.runbook}: RTO per drill", fmt)
+    if image is None:
+        raise InputError(f"no drill of {a.runbook} with a measured RTO to plot")
+    try:
+        a.plot.write_bytes(image)
+    except OSError as exc:
+        raise InputError(f"--plot {a.plot}: {exc.strerror or exc}") from None
+    print(f"RTO trend of {a.runbook} ({len(points)} drills) written to {a.plot}", file=sys.stderr)
 
 
 def cmd_kms_pubkey(a: argparse.Namespace) -> int:
@@ -616,6 +654,9 @@ def _history_args(sp: argparse.ArgumentParser) -> None:
     fmt = sp.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="a JSON list of rows")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
+    sp.add_argument(
+        "--plot", type=Path, metavar="FILE", help="also draw the RTO trend of --runbook as FILE.svg or FILE.png"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

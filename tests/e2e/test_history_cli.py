@@ -120,3 +120,24 @@ def test_bad_input_is_exit_2(evidence: tuple[Path, Path, Path], tmp_path: Path) 
     assert res.returncode == 2 and "--since 'yesterday': not a date or a duration" in res.stderr
     res = drill("history", "--evidence-dir", str(tmp_path / "nope"), "--key", str(pub), home=home)
     assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+def test_plot_draws_the_runbook_trend_as_svg_and_png(evidence: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    ev, pub, home = evidence
+    base = ("history", "--evidence-dir", str(ev), "--key", str(pub), "--runbook", "orders", "--csv")
+    res = drill(*base, "--plot", str(tmp_path / "rto.svg"), home=home)
+    assert res.returncode == 0, res.stderr
+    svg = (tmp_path / "rto.svg").read_text()
+    assert svg.lstrip().startswith(("<?xml", "<svg")) and "RTO objective" in svg and "restored size (GB)" in svg
+    assert "regression" in svg  # drill 7 is flagged in its record
+    assert svg.count("2026-06-") >= 8  # one tick per drill of orders
+    assert drill(*base, "--plot", str(tmp_path / "rto.png"), home=home).returncode == 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "rto.png") as img:
+        assert img.format == "PNG" and img.size == (800, 320)
+        assert len(img.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 20  # not blank
+    bad = drill("history", "--evidence-dir", str(ev), "--key", str(pub), "--plot", str(tmp_path / "x.svg"), home=home)
+    assert bad.returncode == 2 and "give --runbook" in bad.stderr
+    bad = drill(*base, "--plot", str(tmp_path / "x.gif"), home=home)
+    assert bad.returncode == 2 and ".svg or .png" in bad.stderr
