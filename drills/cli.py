@@ -123,7 +123,13 @@ def cmd_run(a: argparse.Namespace) -> int:
         keep_seconds=a.keep,
         scratch_root=a.scratch,
     )
+    if a.junit is not None:
+        _probe_out(a.junit, "--junit")
     res = run_drill(loaded, opts)
+    if a.junit is not None:
+        from drills.junit import render_junit
+
+        a.junit.write_bytes(render_junit(res.to_json(), loaded.runbook.name))
     if a.json:
         from drills.keep import kept_json
 
@@ -136,6 +142,15 @@ def cmd_run(a: argparse.Namespace) -> int:
             print(f"  kept for {a.keep}s for inspection: {where}", file=sys.stderr)
             print("  `drill sweep` removes it after its expiry", file=sys.stderr)
     return res.exit_code
+
+
+def _probe_out(path: Path, what: str) -> None:
+    """An output file named on the command line must be writable before anything starts."""
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise InputError(f"{what} {path}: {exc.strerror or exc}") from None
 
 
 def cmd_keygen(a: argparse.Namespace) -> int:
@@ -681,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--key", type=Path, help="Ed25519 signing key (default: the runbook's, else the user's)")
     sp.add_argument("--evidence-dir", type=Path, help="where to write evidence (default: the runbook's)")
     sp.add_argument("--trigger", default="manual", choices=["manual", "scheduled", "change-triggered"])
+    sp.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML: each check a test case")
     sp.add_argument("--keep", type=_duration, metavar="TTL", help="incident mode: keep the restored database for TTL")
     sp.add_argument(
         "--scratch",
