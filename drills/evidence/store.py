@@ -2,7 +2,8 @@
 
 One file per run, ``<out_dir>/<run_id>.evidence.json``, holding the DSSE
 envelope as pretty JSON with sorted keys. Reading is deliberately stricter
-than DSSE: every signature must verify, every keyid hint must be right, the
+than DSSE: every signature must verify and name its key (keyid), the file must be
+named after the run it records, the
 payload must be the RFC 8785 form of itself and an in-toto Statement with our
 predicate type, and the file must be byte-for-byte what :func:`write_evidence`
 produced. The last rule is what makes *any* single changed byte detectable
@@ -24,13 +25,14 @@ from typing import Any
 
 from drills.errors import EvidenceError, VerificationError
 from drills.evidence.canonical import canonical_json
-from drills.evidence.dsse import open_envelope, sign_envelope
+from drills.evidence.dsse import is_standard_b64, open_envelope, sign_envelope
 from drills.evidence.keys import SigningKey, Verifier, VerifyingKey
 from drills.evidence.redact import assert_no_secrets, scrub_record
 from drills.evidence.statement import PAYLOAD_TYPE, build_statement, check_statement
 
 __all__ = [
     "EVIDENCE_SUFFIX",
+    "check_file_name",
     "envelope_bytes",
     "evidence_path",
     "read_and_verify",
@@ -157,10 +159,31 @@ def _check_windows(verified_by: Sequence[VerifyingKey], statement: dict[str, Any
             )
 
 
+def check_file_name(statement: dict[str, Any], name: str, source: str) -> None:
+    """The file must be named after the run it records: another run's valid envelope copied over this
+    run's file name would otherwise pass as this run's evidence."""
+    run_id = _get(statement, "predicate", "drill", "id")
+    expected = f"{run_id}{EVIDENCE_SUFFIX}" if isinstance(run_id, str) else None
+    if name != expected:
+        raise VerificationError(
+            f"{source}: the file is named {name!r} but records drill.id {run_id!r} (expected {expected!r}): "
+            "a renamed file is another run's evidence",
+            hint="verify the file under the name the tool wrote it with",
+        )
+
+
 def verify_evidence_bytes(
-    data: bytes, verifiers: Sequence[VerifyingKey], *, source: str = "evidence", at: datetime | None = None
+    data: bytes,
+    verifiers: Sequence[VerifyingKey],
+    *,
+    source: str = "evidence",
+    at: datetime | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Verify the bytes of an evidence file and return its in-toto statement (see the module docstring)."""
+    """Verify the bytes of an evidence file and return its in-toto statement (see the module docstring).
+
+    ``name`` (the file's name) must be ``<drill.id>.evidence.json`` when given.
+    """
     try:
         envelope = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -185,12 +208,15 @@ def verify_evidence_bytes(
         raise VerificationError(f"{source}: the signed payload is not RFC 8785 canonical JSON")
     check_statement(statement)
     _check_windows(opened.verified_by, statement, at)
-    if envelope_bytes(envelope) != data:
+    b64_fields = [envelope["payload"], *(s["sig"] for s in envelope["signatures"])]
+    if envelope_bytes(envelope) != data or not all(is_standard_b64(text) for text in b64_fields):
         raise VerificationError(
             f"{source}: the signature is valid but the file is not byte-for-byte as written "
-            "(whitespace, key order or escaping changed)",
+            "(whitespace, key order, escaping or base64 alphabet changed)",
             hint="verify the original file; a reformatted copy cannot be told apart from an edited one",
         )
+    if name is not None:
+        check_file_name(statement, name, source)
     result: dict[str, Any] = statement
     return result
 
@@ -207,7 +233,7 @@ def read_and_verify(path: Path, verifiers: Sequence[VerifyingKey], *, at: dateti
         raise EvidenceError(f"evidence file {path} does not exist") from None
     except OSError as exc:
         raise EvidenceError(f"cannot read evidence file {path}: {exc.strerror}") from exc
-    return verify_evidence_bytes(data, verifiers, source=str(path), at=at)
+    return verify_evidence_bytes(data, verifiers, source=str(path), at=at, name=Path(path).name)
 
 
 # --------------------------------------------------------------------------- summary
