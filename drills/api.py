@@ -263,33 +263,37 @@ def _finish(
     *,
     store: Any = None,
     stored: list[dict[str, Any]] | None = None,
+    trusted: list[Any],  # whose records count as history (drills.history.trusted_verifiers)
 ) -> None:
     """Sign and write the evidence; a failure here is recorded, never raised past teardown."""
     from drills.evidence.statement import subject_for_bytes
-    from drills.evidence.store import write_evidence
-    from drills.history import chain_link, past_drills, regression
+    from drills.history import append_drill, regression
 
     rb, loaded, journal = drill.loaded.runbook, drill.loaded, drill.journal
     out_dir = opts.evidence_dir or rb.evidence.dir
     predicate = build_predicate(
         drill, executor=_executor(), trigger=opts.trigger, host=socket.gethostname(), initiated_by=getpass.getuser()
     )
-    past = past_drills(out_dir, rb.name)
-    predicate |= chain_link(past, rb.name)
     m = drill.measurement
-    drill.regression = regression(past, m.achieved_rto_ms if m else None, predicate)
-    predicate["regression"] = drill.regression
-    if store is not None and past:  # S3 attests the previous record's lock now; this record signs what it said
-        predicate["previous_drill_storage"] = store.storage_facts(rb.name, past[-1].run_id)
+
+    def complete(past: list[Any], trail: dict[str, Any]) -> dict[str, Any]:  # under the chain lock
+        drill.regression = regression(past, m.achieved_rto_ms if m else None, predicate)
+        extra: dict[str, Any] = {"regression": drill.regression}
+        if store is not None and past:  # S3 attests the previous record's lock now; this record signs what it said
+            extra["previous_drill_storage"] = store.storage_facts(rb.name, past[-1].run_id)
+        return predicate | trail | extra
+
     secrets = [drill.endpoint.password.reveal()] if drill.endpoint and drill.endpoint.password else []
     secrets += more_secrets  # the admin password the validators' role was created with
     try:
-        path = write_evidence(
-            predicate,
-            [subject_for_bytes(f"runbook:{rb.name}", loaded.path.read_bytes())],
+        path = append_drill(
             out_dir,
-            drill.run_id,
+            rb.name,
+            trusted,
             signer,
+            complete,
+            run_id=drill.run_id,
+            subjects=[subject_for_bytes(f"runbook:{rb.name}", loaded.path.read_bytes())],
             secrets=secrets,
         )
     except (EvidenceError, OSError) as exc:
@@ -312,6 +316,9 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     rb = loaded.runbook
     secure_home(opts.home)  # checked and made 0700 before anything (a default key) is written into it
     signer = _signer(loaded, opts)
+    from drills.history import trusted_verifiers
+
+    trusted = trusted_verifiers(signer, rb.evidence.trusted_keys)  # whose earlier records count as history
     _probe_writable(opts.evidence_dir or rb.evidence.dir, "evidence directory")
     store = _evidence_store(loaded, opts)
     if store is not None:
@@ -365,7 +372,9 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     run_machine(
         d,
         default_states(loaded),
-        lambda drill: _finish(drill, opts, signer, evidence_path, provisioner.secrets(), store=store, stored=stored),
+        lambda drill: _finish(
+            drill, opts, signer, evidence_path, provisioner.secrets(), store=store, stored=stored, trusted=trusted
+        ),
         dispatch,
     )
     verdict = verdict_of(d)
@@ -373,6 +382,7 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     deliveries = deliver_run(  # metrics and notifications: never raises, never changes the verdict
         d, verdict=verdict, evidence=evidence_path[0] if evidence_path else None,
         evidence_dir=opts.evidence_dir or rb.evidence.dir, outlets=outlets, session=opts.aws_session,
+        trusted=trusted,
     )  # fmt: skip
     journal.append("run_finished", verdict=verdict, exit_code=exit_code, interrupted=d.interrupted)
     journal.close()

@@ -32,6 +32,7 @@ from drills.evidence.statement import PAYLOAD_TYPE, build_statement, check_state
 
 __all__ = [
     "EVIDENCE_SUFFIX",
+    "atomic_write",
     "check_file_name",
     "envelope_bytes",
     "evidence_path",
@@ -67,6 +68,29 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def atomic_write(final: Path, data: bytes) -> None:
+    """Temp file in the same directory + fsync + rename + directory fsync: a crash leaves the old file
+    or the complete new one, never a torn one."""
+    directory = final.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            tmp.chmod(0o644)  # evidence is for auditors, not secret (mkstemp creates 0600)
+            tmp.replace(final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(directory)
+    except OSError as exc:
+        raise EvidenceError(f"cannot write evidence to {final}: {exc.strerror or exc}") from exc
+
+
 def write_evidence(
     predicate: dict[str, Any],
     subjects: list[dict[str, Any]],
@@ -89,29 +113,12 @@ def write_evidence(
     statement = build_statement(scrub_record(predicate), subjects)  # a DSN in an error message is masked
     assert_no_secrets(statement, list(secrets))  # a bare password is refused
     data = envelope_bytes(sign_envelope(canonical_json(statement), PAYLOAD_TYPE, signer))
-    directory = final.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if final.exists() and not overwrite:
-            raise EvidenceError(
-                f"{final} already exists; refusing to replace signed evidence",
-                hint="use a new run id, or overwrite explicitly",
-            )
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{run_id}.", suffix=".tmp", dir=directory)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            tmp.chmod(0o644)  # evidence is for auditors, not secret (mkstemp creates 0600)
-            tmp.replace(final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(directory)
-    except OSError as exc:
-        raise EvidenceError(f"cannot write evidence to {final}: {exc.strerror or exc}") from exc
+    if final.exists() and not overwrite:
+        raise EvidenceError(
+            f"{final} already exists; refusing to replace signed evidence",
+            hint="use a new run id, or overwrite explicitly",
+        )
+    atomic_write(final, data)
     return final
 
 
