@@ -23,7 +23,7 @@ from drills import __version__
 from drills.backends import SOURCE_BACKENDS, backend_factory
 from drills.backends.base import Backend, BackendSettings
 from drills.cleanup import SCRATCH_BACKEND, SCRATCH_KIND, Dispatch, finish_teardown
-from drills.clock import Clock, SystemClock
+from drills.clock import Clock, SystemClock, iso
 from drills.deliver import Outlets, deliver_run
 from drills.errors import (
     DrillError,
@@ -277,6 +277,7 @@ def _finish(
     m = drill.measurement
 
     def complete(past: list[Any], trail: dict[str, Any]) -> dict[str, Any]:  # under the chain lock
+        predicate["drill"]["finished_at"] = iso(drill.clock.now())  # dated in chain order, after any wait
         drill.regression = regression(past, m.achieved_rto_ms if m else None, predicate)
         extra: dict[str, Any] = {"regression": drill.regression}
         if store is not None and past:  # S3 attests the previous record's lock now; this record signs what it said

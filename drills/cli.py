@@ -172,12 +172,21 @@ def cmd_verify(a: argparse.Namespace) -> int:
     from drills.evidence.keys import load_verifiers
     from drills.evidence.store import read_and_verify, summary
 
+    modes = [m for m in (a.file, a.chain, a.pack) if m is not None]
+    if len(modes) != 1:
+        raise InputError(
+            "give one of: an evidence FILE, --chain DIR, --pack PACK", hint="drill verify FILE --key drill.pub"
+        )
     if a.pack is not None:
+        if a.head_digest:
+            raise InputError("--head-digest pins a chain head: use it with --chain DIR")
         return _verify_pack(a)
-    if a.file is None or a.key is None:
-        raise InputError("give an evidence FILE and --key (or --pack PACK)", hint="drill verify FILE --key drill.pub")
-    _given_file(a.file, "evidence file")
+    if a.key is None:
+        raise InputError("--key (or --keyring) is required to verify a FILE or a --chain DIR")
     _given_file(a.key, "--key")
+    if a.chain is not None:
+        return _verify_chain(a.chain, load_verifiers(a.key), a.head_digest or [])
+    _given_file(a.file, "evidence file")
     statement = read_and_verify(a.file, load_verifiers(a.key))
     print(f"{a.file}: signature and payload OK")
     print(summary(statement))
@@ -375,6 +384,33 @@ def _plot_history(rows: Sequence[Any], a: argparse.Namespace) -> None:
     except OSError as exc:
         raise InputError(f"--plot {a.plot}: {exc.strerror or exc}") from None
     print(f"RTO trend of {a.runbook} ({len(points)} drills) written to {a.plot}", file=sys.stderr)
+
+
+def _verify_chain(directory: Path, verifiers: Any, pins: list[str]) -> int:
+    """``drill verify --chain DIR``: every runbook's chain, its head and its problems; 0 only if all hold."""
+    from drills.evidence.chain import Head, verify_directory
+
+    if not directory.is_dir():
+        raise InputError(f"--chain {directory} is not a directory")
+    for pin in pins:
+        if not re.fullmatch(r"(sha256:)?[0-9a-fA-F]{64}", pin):
+            raise InputError(f"--head-digest {pin!r} is not a SHA-256 (64 hex digits, optionally sha256:)")
+    report = verify_directory(directory, verifiers, pins)
+    if not report.runbooks:
+        print(f"{directory}: no evidence")
+    for name, (records, head, problems, notes) in report.runbooks.items():
+        seqs = [r.seq for r in records if r.seq is not None]
+        span = f"seq {min(seqs)}..{max(seqs)}" if seqs else "no trusted records"
+        print(f"runbook {name}: {len(records)} trusted record(s), {span}: {'OK' if not problems else 'BROKEN'}")
+        if isinstance(head, Head):
+            print(f"  head seq {head.seq} ({head.run_id}); pin it with --head-digest {head.sha256}")
+        for problem in problems:
+            print(f"  {problem.kind.upper()}: {problem.message}")
+        for note in notes:
+            print(f"  note: {note}")
+    for problem in report.pins_not_found:
+        print(f"{problem.kind.upper()}: {problem.message}")
+    return 0 if report.ok else 1
 
 
 def cmd_kms_pubkey(a: argparse.Namespace) -> int:
@@ -615,10 +651,21 @@ def _add_data_commands(add: Callable[[str, Callable[[argparse.Namespace], int], 
 def _add_evidence_commands(
     add: Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser],
 ) -> None:
-    sp = add("verify", cmd_verify, "verify a signed evidence file, or an evidence pack, offline")
+    sp = add(
+        "verify", cmd_verify, "verify a signed evidence file, every runbook's chain in a directory, or a pack, offline"
+    )
     sp.add_argument("file", type=Path, nargs="?")
-    sp.add_argument("--key", type=Path, help="public key PEM or keyring JSON (required for a FILE)")
+    sp.add_argument("--chain", type=Path, metavar="DIR", help="check every runbook's chain of records in DIR")
+    sp.add_argument(
+        "--key", "--keyring", type=Path, help="public key PEM or keyring JSON (required for a FILE or --chain)"
+    )
     sp.add_argument("--pack", type=Path, metavar="PACK", help="verify an evidence pack (directory or .zip)")
+    sp.add_argument(
+        "--head-digest",
+        action="append",
+        metavar="SHA256",
+        help="with --chain: a chain head digest pinned earlier (printed by --chain); repeatable",
+    )
     sp.set_defaults(logs=False)
     sp = add("pack", cmd_pack, "collect a period's verified evidence into a pack for auditors (HTML report)")
     sp.add_argument("--evidence-dir", type=Path, required=True, help="where the drills wrote their evidence")
