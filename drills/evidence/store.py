@@ -247,17 +247,9 @@ def read_and_verify(path: Path, verifiers: Sequence[VerifyingKey], *, at: dateti
 
 
 def _fmt_ms(value: object) -> str:
-    if not isinstance(value, int) or isinstance(value, bool):
-        return "unknown"
-    sign, ms = ("-" if value < 0 else ""), abs(value)
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    seconds = f"{rest // 1000}.{rest % 1000:03d}s"
-    if hours:
-        return f"{sign}{hours}h {minutes:02d}m {seconds}"
-    if minutes:
-        return f"{sign}{minutes}m {seconds}"
-    return sign + seconds
+    from drills.report import human_ms  # one way to write durations, in the summary and the report
+
+    return human_ms(value, missing="unknown")
 
 
 def _objective_line(results: object, objectives: object, kind: str) -> str:

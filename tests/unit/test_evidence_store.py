@@ -299,8 +299,8 @@ def test_summary_reports_what_a_user_checks(signed: bytes) -> None:
         "run      run-42",
         "runbook  orders-nightly",
         "verdict  passed",
-        "RTO      12m 3.456s achieved, objective 30m 0.000s (met)",
-        "RPO      4.000s achieved, objective 5m 0.000s (met)",
+        "RTO      12m 3.456s achieved, objective 30m (met)",
+        "RPO      4s achieved, objective 5m (met)",
         "findings 1 failed of 2",
     ]
 
@@ -318,8 +318,8 @@ def test_summary_uses_results_objectives_and_explicit_met_flags() -> None:
         }
     }
     text = summary(statement)
-    assert "RTO      2h 00m 0.000s achieved, objective 1h 00m 0.000s (MISSED)" in text
-    assert "RPO      0.010s achieved, objective unknown (MISSED)" in text
+    assert "RTO      2h achieved, objective 1h (MISSED)" in text
+    assert "RPO      0.01s achieved, objective unknown (MISSED)" in text
 
 
 @pytest.mark.parametrize("statement", [{}, {"predicate": None}, {"predicate": {"results": "x", "validation": []}}])
