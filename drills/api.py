@@ -320,12 +320,17 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     from drills.history import trusted_verifiers
 
     trusted = trusted_verifiers(signer, rb.evidence.trusted_keys)  # whose earlier records count as history
-    _probe_writable(opts.evidence_dir or rb.evidence.dir, "evidence directory")
+    out_dir = (opts.evidence_dir or rb.evidence.dir).absolute()
+    _probe_writable(out_dir, "evidence directory")
     store = _evidence_store(loaded, opts)
     if store is not None:
         store.check_bucket()  # a bucket that cannot lock records is refused before anything starts
     outlets = opts.outlets or Outlets.from_env()
     outlets.preflight()
+    from drills.aborted import record_crashes_of
+
+    # a killed earlier run of this runbook gets its signed `aborted` record before this one's
+    record_crashes_of(rb.name, out_dir=out_dir, signer=signer, trusted=trusted, clock=clock, home=opts.home)
     run_id = new_run_id(clock.now())
     journal = Journal.create(run_id, clock, opts.home)
     source_dump = rb.source.model_dump(mode="json")
@@ -335,6 +340,12 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
         runbook={"name": rb.name, "path": str(loaded.path), "sha256": loaded.sha256},
         source=source_dump,
         tool_version=__version__,
+        evidence={  # where `drill teardown` writes this run's `aborted` record if it is killed
+            "dir": str(out_dir),
+            "signing_key": str(Path(signer.source).absolute()) if getattr(signer, "source", None) else None,
+            "kms_key_id": getattr(signer, "key_id", None),
+            "trusted_keys": str(rb.evidence.trusted_keys) if rb.evidence.trusted_keys else None,
+        },
     )
     scratch_root = scratch_root_for(rb.scratch_dir, opts.scratch_root)
     scratch = scratch_root / f"restore-drill-{run_id}"

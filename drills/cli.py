@@ -447,13 +447,33 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def cmd_teardown(a: argparse.Namespace) -> int:
     from drills.api import finish_teardown
+    from drills.errors import InfrastructureError
 
-    results = finish_teardown(a.run_id)
+    try:
+        results = finish_teardown(a.run_id)
+    except InfrastructureError:  # a teardown that left something: the aborted record says what
+        _record_aborted(a.run_id)
+        raise
+    _record_aborted(a.run_id)
     for r in results:
         print(f"{'removed' if r.deleted else 'LEFT'}: {r.resource.kind} {r.resource.id} {r.detail}")
     if not results:
         print(f"run {a.run_id}: nothing left to tear down")
     return 0
+
+
+def _record_aborted(run_id: str) -> None:
+    """A killed run gets its signed `aborted` record once its teardown ran (issue 10: every run leaves one)."""
+    from drills.aborted import record_aborted_from_journal
+    from drills.clock import SystemClock
+
+    try:
+        path = record_aborted_from_journal(run_id, SystemClock())
+    except DrillError as exc:
+        print(f"run {run_id}: no aborted record written: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
+        return
+    if path is not None:
+        print(f"run {run_id} was aborted: signed record {path}")
 
 
 def cmd_runs(a: argparse.Namespace) -> int:

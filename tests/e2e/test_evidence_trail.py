@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,91 @@ def test_verify_refuses_a_renamed_file_and_a_signature_without_keyid(work: Path)
     second.write_text(json.dumps(envelope, indent=2, sort_keys=True) + "\n")
     res = drill(work, "verify", str(second), "--key", "drill.pub")
     assert res.returncode == 1 and "no keyid" in res.stderr
+
+
+# --------------------------------------------------------------------------- every run leaves a record
+
+KILLABLE = """\
+import sys
+import time
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from recorder import Recorder
+from drills.api import RunOptions, run_drill
+from drills.runbook import load_runbook
+backend = Recorder(restore_takes_s=600)  # await_ready waits ten minutes: long enough to be killed in it
+run_drill(load_runbook(sys.argv[1]), RunOptions(backend_factory=lambda s, st: backend, scratch_root=Path(sys.argv[3])))
+"""
+
+
+def killed_run(work: Path) -> str:
+    """Start a drill, SIGKILL it while it waits in await_ready, and return its run id."""
+    script = work / "killable.py"
+    script.write_text(KILLABLE)
+    scratch = work / "scratch"
+    scratch.mkdir(exist_ok=True)
+    tests_dir = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(work / "rb.yaml"), str(tests_dir), str(scratch)], env=env(work), cwd=work
+    )
+    try:
+        for _ in range(300):
+            journals = list((work / "home" / "runs").glob("*/journal.jsonl")) if (work / "home").exists() else []
+            fresh = [
+                j for j in journals if '"state": "await_ready"' in j.read_text() and "run_finished" not in j.read_text()
+            ]
+            if fresh:
+                break
+            assert proc.poll() is None, "the drill ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the drill never reached await_ready")
+    finally:
+        proc.kill()
+        proc.wait()
+    return fresh[0].parent.name
+
+
+def test_a_killed_run_gets_a_signed_aborted_record_from_drill_teardown(work: Path) -> None:
+    run_id = killed_run(work)
+    assert not (work / "evidence" / f"{run_id}.evidence.json").exists()  # the kill left no record
+
+    res = drill(work, "teardown", run_id)
+    assert res.returncode == 3, res.stderr  # the recorder's resources have no backend to remove them after a crash
+    assert f"run {run_id} was aborted: signed record" in res.stdout
+    path = work / "evidence" / f"{run_id}.evidence.json"
+    assert drill(work, "verify", str(path), "--key", "drill.pub").returncode == 0
+    record = predicates(work / "evidence")[path.name]
+    assert record["results"]["verdict"] == "aborted"
+    assert record["journal"]["stopped_in_state"] == "await_ready"
+    assert record["journal"]["states_entered"] == ["preflight", "restore", "await_ready"]
+    assert [e["state"] for e in record["timeline"]] == ["preflight", "restore"]
+    assert [(r["kind"], r["deleted"]) for r in record["teardown"]["resources"] if r["kind"] == "scratch-dir"] == [
+        ("scratch-dir", True)
+    ]
+    assert sorted(r["id"] for r in record["teardown"]["outstanding"]) == ["a", "b"]
+    assert record["teardown"]["all_deleted"] is False and record["chain"]["seq"] == 1
+    assert record["drill"]["recorded_by"] == "drill teardown"
+
+    again = drill(work, "teardown", run_id)
+    assert "was aborted" not in again.stdout
+    assert len(predicates(work / "evidence")) == 1  # one record per run, never a second
+    assert drill(work, "verify", "--chain", "evidence", "--key", "drill.pub").returncode == 0
+
+
+def test_the_next_run_of_the_runbook_records_the_killed_one_first(work: Path) -> None:
+    run_id = killed_run(work)
+    res = drill(work, "run", "rb.yaml", "--json")
+    assert res.returncode == 1, res.stderr[-1000:]
+    records = predicates(work / "evidence")
+    aborted = records[f"{run_id}.evidence.json"]
+    assert aborted["results"]["verdict"] == "aborted" and aborted["chain"]["seq"] == 1
+    assert aborted["drill"]["recorded_by"] == "next drill run of the runbook"
+    assert {r["kind"] for r in aborted["teardown"]["outstanding"]} == {"scratch-dir", "thing"}
+    assert records[Path(json.loads(res.stdout)["evidence"]).name]["chain"]["seq"] == 2
+
+    assert drill(work, "run", "rb.yaml").returncode == 1
+    assert len(predicates(work / "evidence")) == 3  # the killed run is recorded once
+    drill(work, "teardown", run_id)  # its scratch directory goes; no second record
+    assert not list((work / "scratch").iterdir())
+    assert len(predicates(work / "evidence")) == 3
