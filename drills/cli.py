@@ -186,6 +186,8 @@ def cmd_verify(a: argparse.Namespace) -> int:
     _given_file(a.key, "--key")
     if a.chain is not None:
         return _verify_chain(a.chain, load_verifiers(a.key), a.head_digest or [])
+    if a.head_digest:
+        raise InputError("--head-digest pins a chain head: use it with --chain DIR")
     _given_file(a.file, "evidence file")
     statement = read_and_verify(a.file, load_verifiers(a.key))
     print(f"{a.file}: signature and payload OK")
@@ -397,7 +399,10 @@ def _verify_chain(directory: Path, verifiers: Any, pins: list[str]) -> int:
             raise InputError(f"--head-digest {pin!r} is not a SHA-256 (64 hex digits, optionally sha256:)")
     report = verify_directory(directory, verifiers, pins)
     if not report.runbooks:
-        print(f"{directory}: no evidence")
+        raise InputError(
+            f"--chain {directory} holds no evidence (no *.evidence.json, no chain head)",
+            hint="pass the evidence directory the drills write to (the runbook's evidence.dir)",
+        )
     for name, (records, head, problems, notes) in report.runbooks.items():
         seqs = [r.seq for r in records if r.seq is not None]
         span = f"seq {min(seqs)}..{max(seqs)}" if seqs else "no trusted records"

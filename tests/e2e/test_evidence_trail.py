@@ -151,6 +151,11 @@ def test_verify_chain_exits_1_on_a_deleted_record_and_2_on_bad_input(work: Path)
     assert drill(work, "verify", "x.evidence.json", "--chain", "evidence", "--key", "drill.pub").returncode == 2
     assert drill(work, "verify", "--chain", "evidence", "--key", "drill.pub", "--head-digest", "abc").returncode == 2
     assert drill(work, "verify", "--key", "drill.pub").returncode == 2
+    (work / "empty").mkdir()
+    assert drill(work, "verify", "--chain", "empty", "--key", "drill.pub").returncode == 2
+    first = next(iter(records))
+    pinned_alone = drill(work, "verify", f"evidence/{first}", "--key", "drill.pub", "--head-digest", "0" * 64)
+    assert pinned_alone.returncode == 2 and "use it with --chain" in pinned_alone.stderr
 
 
 def test_verify_refuses_a_renamed_file_and_a_signature_without_keyid(work: Path) -> None:
