@@ -36,6 +36,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -73,6 +74,22 @@ LOCK_FILE = ".chain.lock"
 HEAD_SUFFIX = ".chain-head.json"
 HEAD_PREDICATE_TYPE = "https://restore-drills.dev/chain-head/v1"
 LOCK_TIMEOUT_SECONDS = 300.0  # a drill's evidence waits this long for the drills ahead of it
+MAX_FILE_BYTES = 64 * 1024 * 1024  # far above any record; a planted huge file is a problem, not a read
+
+
+def _read_regular(path: Path) -> bytes:
+    """A file's bytes, refusing what a hostile directory could hold instead: a symlink, a FIFO (a read
+    that never returns, while the append lock is held), a device, a huge file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise OSError(errno.EFBIG, f"{st.st_size} bytes, more than any record")
+        return os.pread(fd, st.st_size, 0)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -215,9 +232,10 @@ def scan(directory: Path, verifiers: Sequence[VerifyingKey]) -> Scan:
         return result
     for path in sorted(Path(directory).glob(f"*{EVIDENCE_SUFFIX}")):
         try:
-            data = path.read_bytes()
+            data = _read_regular(path)
         except OSError as exc:
-            result.rejected.append((Problem("unparsable", f"{path.name}: unreadable: {exc.strerror}", path.name), None))
+            unreadable = Problem("unparsable", f"{path.name}: unreadable: {exc.strerror or exc}", path.name)
+            result.rejected.append((unreadable, None))
             continue
         record, problem = _classify(path.name, data, verifiers)
         if record is not None:
@@ -239,11 +257,11 @@ def read_head(directory: Path, runbook: str, verifiers: Sequence[VerifyingKey]) 
     """The runbook's verified chain head; None when there is none; a Problem when it does not verify."""
     path = head_path(directory, runbook)
     try:
-        data = path.read_bytes()
+        data = _read_regular(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        return Problem("head_invalid", f"{path.name}: unreadable: {exc.strerror}", path.name)
+        return Problem("head_invalid", f"{path.name}: unreadable: {exc.strerror or exc}", path.name)
     try:
         envelope = json.loads(data.decode("utf-8"))
         opened = open_envelope(envelope, verifiers, strict=True)
@@ -401,7 +419,7 @@ def chain_lock(directory: Path, timeout_seconds: float = LOCK_TIMEOUT_SECONDS) -
     path = directory / LOCK_FILE
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise EvidenceError(f"cannot open the chain lock {path}: {exc.strerror or exc}") from exc
     try:

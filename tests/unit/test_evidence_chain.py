@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import multiprocessing
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -281,3 +282,16 @@ def test_the_next_drill_after_a_truncation_keeps_the_gap_visible(chain: Path, ke
     assert signed["chain"]["seq"] == 6 and signed["chain"]["prev_envelope_sha256"] == gone
     assert [d["kind"] for d in signed["evidence_trail"]["deviations"]] == ["truncated"]
     assert "gap" in kinds(chain, keys)
+
+
+def test_a_fifo_a_symlink_and_a_directory_posing_as_records_do_not_hang_the_append(chain: Path, keys: Path) -> None:
+    os.mkfifo(chain / "fifo.evidence.json")  # reading it would block forever, with the lock held
+    (chain / "link.evidence.json").symlink_to(chain / "run-1.evidence.json")
+    (chain / "dir.evidence.json").mkdir()
+    signed = append(chain, keys, "run-6", 6)
+    assert signed["chain"]["seq"] == 6
+    assert sorted(d["file"] for d in signed["evidence_trail"]["deviations"]) == [
+        "dir.evidence.json",
+        "fifo.evidence.json",
+        "link.evidence.json",
+    ]
