@@ -75,6 +75,7 @@ def render_markdown(statement: dict[str, Any], *, evidence_name: str, keyid: str
     val, td = p.get("validation", {}), p.get("teardown", {})
     rp = p.get("recovery_point") or {}
     executor = drill.get("executor") or {}
+    reasons = res.get("reasons") or []
     lines = [
         f"# Restore drill {_text(drill.get('id'))}: {str(res.get('verdict', 'unknown')).upper()}",
         "",
@@ -84,6 +85,7 @@ def render_markdown(statement: dict[str, Any], *, evidence_name: str, keyid: str
         f"{_text(executor.get('tool'))} {_text(executor.get('version'))}",
         f"- Recovery point: {_text(rp.get('kind'))}, target {_text(rp.get('target_time'))}",
         f"- Evidence: `{evidence_name}`" + (f", signature verified with key `{keyid}`" if keyid else ""),
+        *(["", "Why it did not pass:", ""] + [f"- {_text(r)}" for r in reasons] if reasons else []),
         "",
         "## Objectives",
         "",
@@ -153,6 +155,10 @@ def render_markdown(statement: dict[str, Any], *, evidence_name: str, keyid: str
         ["resource", "id", "deleted", "detail"],
         [[r.get("kind"), r.get("id"), _yes(r.get("deleted")), r.get("detail")] for r in td.get("resources", [])],
     )
+    outstanding = td.get("outstanding") or []
+    if outstanding:
+        lines += ["", "Not confirmed removed (an aborted run's leftovers; `drill teardown RUN_ID` removes them):", ""]
+        lines += [f"- {_text(r.get('kind'))} `{_text(r.get('id'))}`" for r in outstanding]
     kept = _yes(td.get("kept_until_expiry"))
     lines += ["", f"All deleted: {_yes(td.get('all_deleted'))}; kept for inspection: {kept}."]
     trail = (p.get("evidence_trail") or {}).get("deviations") or []

@@ -235,6 +235,9 @@ def test_a_killed_run_gets_a_signed_aborted_record_from_drill_teardown(work: Pat
     assert sorted(r["id"] for r in record["teardown"]["outstanding"]) == ["a", "b"]
     assert record["teardown"]["all_deleted"] is False and record["chain"]["seq"] == 1
     assert record["drill"]["recorded_by"] == "drill teardown"
+    report = drill(work, "report", str(path), "--key", "drill.pub")
+    assert report.returncode == 0 and f"# Restore drill {run_id}: ABORTED" in report.stdout
+    assert "the run stopped in state await_ready" in report.stdout and "- thing `a`" in report.stdout
 
     again = drill(work, "teardown", run_id)
     assert "was aborted" not in again.stdout

@@ -25,6 +25,7 @@ STATEMENT: dict[str, Any] = {
         "recovery_point": {"kind": "pitr", "target_time": "2026-11-26T12:00:00.123456Z"},
         "results": {
             "verdict": "failed",
+            "reasons": ["validator: 2 check(s) failed: row_counts: orders; smoke: flag"],
             "achieved_rto_ms": 61_250,
             "rto_objective_ms": 120_000,
             "rto_met": True,
@@ -84,6 +85,7 @@ def test_report_shows_phases_in_run_order_objectives_values_and_target_as_record
     assert '| schema | columns | ["id", "total"] | id | yes |' in text
     assert "target 2026-11-26T12:00:00.123456Z" in text
     assert "- untrusted: x is signed by sha256:ee" in text
+    assert "- validator: 2 check(s) failed: row_counts: orders; smoke: flag" in text
     assert "{'min'" not in text and "True" not in text and "None" not in text and "0.000s" not in text
 
 
