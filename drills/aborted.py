@@ -20,6 +20,7 @@ is never replaced.
 from __future__ import annotations
 
 import getpass
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,7 @@ def record_aborted(
         subject = (
             {"name": f"runbook:{name}", "digest": {"sha256": digest}}
             if len(digest) == 64
-            else subject_for_bytes(f"journal:{run_id}", repr(events).encode())
+            else subject_for_bytes(f"journal:{run_id}", json.dumps(events, sort_keys=True, default=str).encode())
         )
         path = append_drill(out_dir, name, trusted, signer, complete, run_id=run_id, subjects=[subject])
         journal.append(ABORTED_EVENT, path=str(path), recorded_by=recorded_by)

@@ -24,7 +24,7 @@ import structlog
 from drills.errors import EvidenceError, PreflightError
 from drills.evidence.chain import Record, chain_lock, check_chain, next_link, read_head, scan, write_head
 from drills.evidence.keys import SigningKey, VerifyingKey, load_verifiers, verifier_for_signer
-from drills.evidence.store import write_evidence
+from drills.evidence.store import evidence_path, write_evidence
 from drills.trend import Point, regression_record, restored_bytes
 
 __all__ = [
@@ -120,6 +120,8 @@ def append_drill(
     record, and every break in the chain, as found at this append.
     """
     with chain_lock(out_dir):
+        if evidence_path(out_dir, run_id).exists():  # checked under the lock: two writers of one run id
+            raise EvidenceError(f"{evidence_path(out_dir, run_id)} already exists; refusing to replace signed evidence")
         found = scan(out_dir, verifiers)
         records = found.of(runbook_name)
         head = read_head(out_dir, runbook_name, verifiers)
