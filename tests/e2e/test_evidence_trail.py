@@ -261,3 +261,26 @@ def test_the_next_run_of_the_runbook_records_the_killed_one_first(work: Path) ->
     drill(work, "teardown", run_id)  # its scratch directory goes; no second record
     assert not list((work / "scratch").iterdir())
     assert len(predicates(work / "evidence")) == 3
+
+
+def test_the_printed_head_digest_catches_truncation_with_an_older_head_put_back(work: Path) -> None:
+    for _ in range(2):
+        assert drill(work, "run", "rb.yaml").returncode == 1
+    head = work / "evidence" / "trail.chain-head.json"
+    older_head = head.read_bytes()
+    assert drill(work, "run", "rb.yaml").returncode == 1
+    audit = drill(work, "verify", "--chain", "evidence", "--key", "drill.pub")
+    assert audit.returncode == 0
+    pin = audit.stdout.split("--head-digest ", 1)[1].split()[0]
+    assert pin == hashlib.sha256(head.read_bytes()).hexdigest()
+
+    assert drill(work, "run", "rb.yaml").returncode == 1  # a later drill replaces the head: the pin still holds
+    assert drill(work, "verify", "--chain", "evidence", "--key", "drill.pub", "--head-digest", pin).returncode == 0
+
+    newest = sorted(predicates(work / "evidence").items(), key=lambda kv: kv[1]["chain"]["seq"])
+    for name, _ in newest[2:]:  # seq 3 and 4 removed, and the head as it was after seq 2 put back
+        (work / "evidence" / name).unlink()
+    head.write_bytes(older_head)
+    assert drill(work, "verify", "--chain", "evidence", "--key", "drill.pub").returncode == 0  # consistent again
+    caught = drill(work, "verify", "--chain", "evidence", "--key", "drill.pub", "--head-digest", pin)
+    assert caught.returncode == 1 and "PIN_NOT_FOUND" in caught.stdout
