@@ -21,6 +21,7 @@ BACKEND_MODULES: dict[str, str] = {
     "local-mariadb": "drills.backends.local_mariadb",
     "rds": "drills.backends.rds",
     "aurora": "drills.backends.aurora",
+    "pgbackrest": "drills.backends.pgbackrest",
 }
 
 # runbook source.kind -> backend name
@@ -33,6 +34,7 @@ SOURCE_BACKENDS: dict[str, str] = {
     "rds-pitr": "rds",
     "aurora-snapshot": "aurora",
     "aurora-pitr": "aurora",
+    "pgbackrest": "pgbackrest",
 }
 
 
