@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,11 +37,11 @@ from drills.backends.local_postgres import LocalPostgres, _plan_facts, _quote
 from drills.backends.pg_backup import inspect_base_backup, parse_lsn, plan_pitr
 from drills.backends.pg_wal import SegmentDefect, geometry_of, segment_name, split_name
 from drills.backends.pgbackrest_source import PgbackrestSource
-from drills.clock import iso
+from drills.clock import SystemClock, iso
 from drills.errors import BackupDefect, PreflightError, RestoreFailed
 from drills.localpg import PgCluster, chown_tree, find_pg_binaries, private_dir, run_as_for_server
 
-__all__ = ["BackupSet", "Pgbackrest", "StanzaInfo", "choose_set", "create", "parse_info", "wal_names"]
+__all__ = ["BackupSet", "Pgbackrest", "StanzaInfo", "check_backup", "choose_set", "create", "parse_info", "wal_names"]
 
 NAME = "pgbackrest"
 TOOL = "pgbackrest"
@@ -52,6 +53,20 @@ OPTION_ERRORS = (31, 32, 37, 38, 39)  # pgBackRest's exit codes for invalid/miss
 
 def create(source: Any, settings: BackendSettings) -> Pgbackrest:
     return Pgbackrest(source, settings)
+
+
+def check_backup(source: PgbackrestSource) -> dict[str, Any]:
+    """``drill validate``: what preflight checks without a server (stanza, set for the target, WAL range, verify)."""
+    with tempfile.TemporaryDirectory(prefix="restore-drill-validate-") as d:
+        b = Pgbackrest(source, BackendSettings(run_id="validate", run_dir=Path(d) / "run", clock=SystemClock()))
+        info, chosen, _ = b.inspect_repository(600)
+        verified = b._verify(600) if source.verify else None
+    return {
+        "tool": b.tool_version,
+        "backup_set": chosen.facts(),
+        "wal_archive": {"archive_min": info.wal_min, "archive_max": info.wal_max},
+        "repository_verify": verified,
+    }
 
 
 # ------------------------------------------------------------------ pure: what `info` says
@@ -282,15 +297,13 @@ class Pgbackrest(LocalPostgres):
 
     # ------------------------------------------------------------ preflight
 
-    def preflight(self, ctx: StepContext) -> PreflightReport:
+    def inspect_repository(self, timeout: float) -> tuple[StanzaInfo, BackupSet, datetime | None]:
+        """``pgbackrest info``: the stanza, the set for the target, its WAL in the archive (no server, no restore)."""
         src = self.pb_source
-        self.run_as = run_as_for_server()
-        if self.run_as is not None:
-            ctx.log.info("server_user", user=self.run_as.name, reason="PostgreSQL refuses to run as root")
         private_dir(self._work(), None)
         version = self._run("version", bare=True)
         self.tool_version = version.stdout.strip() or None
-        proc = self._run("info", "--output=json", timeout=ctx.remaining_seconds())
+        proc = self._run("info", "--output=json", timeout=timeout)
         if proc.returncode != 0:
             # a config pgBackRest rejects is the runbook's (exit 2); a repository it cannot read is the backup's
             self._refused(proc)
@@ -306,9 +319,17 @@ class Pgbackrest(LocalPostgres):
                 f"({info.wal_min}..{info.wal_max}): it cannot become consistent"
             )
         self.info, self.chosen = info, chosen
+        return info, chosen, target
+
+    def preflight(self, ctx: StepContext) -> PreflightReport:
+        src = self.pb_source
+        self.run_as = run_as_for_server()
+        if self.run_as is not None:
+            ctx.log.info("server_user", user=self.run_as.name, reason="PostgreSQL refuses to run as root")
+        info, chosen, target = self.inspect_repository(ctx.remaining_seconds())
         self.binaries = find_pg_binaries(int(info.pg_version) if info.pg_version else None)
-        verified = self._verify(ctx) if src.verify else None
-        self._check_space(chosen.size_bytes + _wal_span_bytes(chosen.wal_start, info.wal_max))
+        verified = self._verify(ctx.remaining_seconds()) if src.verify else None
+        self._check_space(chosen.size_bytes + _wal_span_bytes(chosen.wal_start, info.wal_max or chosen.wal_start))
         self._recovery_point = {
             "kind": "pitr",
             "tool": {"name": "pgBackRest", "version": self.tool_version},
@@ -343,8 +364,8 @@ class Pgbackrest(LocalPostgres):
             facts={"server_binaries": str(self.binaries.bindir), "server_user": self._user_name()},
         )
 
-    def _verify(self, ctx: StepContext) -> dict[str, Any]:
-        proc = self._run("verify", timeout=ctx.remaining_seconds())
+    def _verify(self, timeout: float) -> dict[str, Any]:
+        proc = self._run("verify", timeout=timeout)
         if proc.returncode != 0:
             self._refused(proc)
             raise BackupDefect(f"pgbackrest verify found the repository damaged: {self._why(proc)}")

@@ -297,3 +297,15 @@ def test_the_repository_is_byte_identical_after_drills(pgbr: Repo, tmp_path: Pat
     res2 = run_drill(load_runbook(runbook(tmp_path / "l", pgbr, "latest", len(pgbr.stamps))))
     assert res2.verdict == "passed", res2.to_json()
     assert repo_digest(pgbr.repo) == before
+
+
+def test_drill_validate_checks_the_repository_without_a_server(pgbr: Repo, tmp_path: Path) -> None:
+    from drills.backends import check_backup
+    from drills.errors import BackupDefect
+
+    n = BEFORE_INCR + 1
+    facts = check_backup(load_runbook(runbook(tmp_path / "ok", pgbr, iso(between(pgbr, n)), n)).runbook.source)
+    assert facts["backup_set"]["label"] == pgbr.incr_label and facts["tool"].startswith("pgBackRest")
+    early = iso(pgbr.stamps[0] - timedelta(hours=1))
+    with pytest.raises(BackupDefect, match="outside the restorable range"):
+        check_backup(load_runbook(runbook(tmp_path / "early", pgbr, early, 0)).runbook.source)
