@@ -47,8 +47,10 @@ NAME = "pgbackrest"
 TOOL = "pgbackrest"
 # the drill's environment for pgbackrest: its own PGBACKREST_* variables (secrets live there), nothing else
 _ENV_KEEP = ("PATH", "HOME", "TMPDIR")
-NO_LOCK_PATH = frozenset({"verify"})  # commands that refuse --lock-path (they take no lock)
-OPTION_ERRORS = (31, 32, 37, 38, 39)  # pgBackRest's exit codes for invalid/missing/conflicting options
+# pgBackRest's exit codes (src/common/error/error.yaml): config and option errors are the runbook's (exit 2) ...
+OPTION_ERRORS = frozenset({27, 30, 31, 32, 33, 34, 35, 36, 37, 38})
+# ... checksum, file-invalid, format (a damaged compressed file), file-missing are the backup's (exit 1)
+DAMAGE_ERRORS = frozenset({26, 28, 29, 55})
 
 
 def create(source: Any, settings: BackendSettings) -> Pgbackrest:
@@ -245,16 +247,30 @@ class Pgbackrest(LocalPostgres):
         """pgBackRest's lock and log paths, inside this run's scratch: nothing written next to the repository."""
         return self.settings.run_dir / "pgbackrest"
 
-    def _base_args(self, command: str) -> list[str]:
+    def _base_args(self) -> list[str]:
         src = self.pb_source
         args = [f"--stanza={src.stanza}"]
         args.append(f"--config={src.config}" if src.config is not None else "--no-config")
         if src.repo_path is not None:
             args.append(f"--repo1-path={src.repo_path}")
-        args += [f"--{k}={v}" for k, v in sorted(src.options.items())]
+        return args
+
+    def _option_env(self) -> dict[str, str]:
+        """Pass-through options and the drill's paths as PGBACKREST_* variables.
+
+        pgBackRest refuses a command-line option that does not apply to the command (``job-retry``
+        for ``info``, ``lock-path`` for ``verify``) but ignores such a variable, so one runbook's
+        options serve every command the drill runs.
+        """
         work = self._work()
-        args += [f"--log-path={work / 'log'}", "--log-level-file=off"]
-        return args if command in NO_LOCK_PATH else [*args, f"--lock-path={work / 'lock'}"]
+        opts = {
+            **self.pb_source.options,
+            "lock-path": str(work / "lock"),
+            "log-path": str(work / "log"),
+            "log-level-file": "off",
+            "log-level-console": "warn",
+        }
+        return {"PGBACKREST_" + k.upper().replace("-", "_"): v for k, v in opts.items()}
 
     def _run(
         self, command: str, *options: str, args: tuple[str, ...] = (), timeout: float = 600, bare: bool = False
@@ -265,11 +281,13 @@ class Pgbackrest(LocalPostgres):
         env = {k: v for k, v in os.environ.items() if k in _ENV_KEEP or k.startswith("PGBACKREST_")}
         env.setdefault("PATH", "/usr/bin:/bin")
         env.update(TZ="UTC", LC_ALL="C")
+        if not bare:
+            env.update(self._option_env())
         try:
             return subprocess.run(
                 [
                     tool,
-                    *([] if bare else [*self._base_args(command), "--log-level-console=warn"]),
+                    *([] if bare else self._base_args()),
                     *options,
                     command,
                     *args,
@@ -394,7 +412,13 @@ class Pgbackrest(LocalPostgres):
             *how,
             timeout=ctx.remaining_seconds(),
         )
+        if proc.returncode in DAMAGE_ERRORS:
+            raise BackupDefect(
+                f"backup set {chosen.label} is damaged in the repository: {self._why(proc)}",
+                hint="`pgbackrest verify` names every damaged file; take a new full backup",
+            )
         if proc.returncode != 0:
+            self._refused(proc)
             raise RestoreFailed(f"pgbackrest restore of set {chosen.label} failed: {self._why(proc)}")
         wal = private_dir(cluster.datadir.parent / "wal", None)
         self._fetch_wal(data, wal, ctx)

@@ -309,3 +309,17 @@ def test_drill_validate_checks_the_repository_without_a_server(pgbr: Repo, tmp_p
     early = iso(pgbr.stamps[0] - timedelta(hours=1))
     with pytest.raises(BackupDefect, match="outside the restorable range"):
         check_backup(load_runbook(runbook(tmp_path / "early", pgbr, early, 0)).runbook.source)
+
+
+def test_a_damaged_file_in_the_backup_set_fails_the_drill(pgbr: Repo, tmp_path: Path) -> None:
+    copy = tmp_path / "repo"
+    shutil.copytree(pgbr.repo, copy, symlinks=True)
+    victim = max((copy / "backup" / STANZA / pgbr.full_label / "pg_data" / "base").rglob("*.gz"), key=os.path.getsize)
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 16] = b"\xff" * 16
+    victim.write_bytes(bytes(raw))
+    n = 3  # restores the full set; job-retry 0: pgBackRest would retry a damaged file twice, 15 s apart
+    rb = runbook(tmp_path / "d", pgbr, iso(between(pgbr, n)), n, repo_path=str(copy), options="{job-retry: '0'}")
+    res = run_drill(load_runbook(rb))
+    assert res.verdict == "failed" and res.exit_code == 1 and res.failed_state == "restore", res.error
+    assert "damaged in the repository" in (res.error or "") and pgbr.full_label in (res.error or ""), res.error
