@@ -64,8 +64,34 @@ def test_demo_passes_with_rto_rpo_and_verified_evidence(demo: dict[str, Any]) ->
     assert demo["evidence_verified"] is True
     assert Path(demo["evidence"]).exists() and Path(demo["public_key"]).exists()
     assert {f["check"] for f in demo["findings"]} >= {"no order committed after the target"}
-    left = subprocess.run(["pgrep", "-af", "restore-drill-"], capture_output=True, text=True, check=False)
-    assert left.stdout == ""  # no restored server left running
+    assert servers_still_running(Path(demo["env"]["RESTORE_DRILLS_HOME"]), demo["run_id"]) == []
+
+
+def servers_still_running(home: Path, run_id: str) -> list[str]:
+    """The processes of the servers this run's journal recorded that still run: by pid (same process start,
+    same boot) and by any process whose command line names the run's data directory. Other processes on the
+    machine, other tests' servers included, are not looked at."""
+    from drills.backends.local_postgres import SERVER_KIND
+    from drills.journal import read_events
+    from drills.procs import ProcessIdentity, identity_of
+
+    events = read_events(home / "runs" / run_id / "journal.jsonl")
+    servers = [e["resource"] for e in events if e["event"] == "resource_registered"]
+    servers = [r for r in servers if r["kind"] == SERVER_KIND]
+    started = [ProcessIdentity.from_attrs(r["attrs"]) for r in servers]
+    assert servers and any(started), "the journal recorded no started server: nothing would be checked"
+    left = [f"pid {p.pid}" for p in started if p is not None and identity_of(p.pid) == p]
+    datadirs = {r["attrs"]["datadir"].encode() for r in servers}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+            if any(d in cmdline for d in datadirs):
+                shown = cmdline.replace(b"\0", b" ").decode(errors="replace")
+                left.append(f"pid {proc.name}: {shown}")
+    return left
 
 
 def test_verify_accepts_the_evidence_and_rejects_any_flipped_byte(demo: dict[str, Any], tmp_path: Path) -> None:

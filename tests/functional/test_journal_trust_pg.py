@@ -71,7 +71,7 @@ def _as_server_user() -> dict[str, Any]:
 @pytest.fixture
 def forge_dir() -> Iterator[Path]:
     """Where the forgery lives: reachable by the server user, so a script it names *could* run as them."""
-    base = Path(tempfile.mkdtemp(prefix="rd-forged-", dir="/tmp"))
+    base = Path(tempfile.mkdtemp(prefix="rd-forged-"))
     base.chmod(0o755)
     yield base
     shutil.rmtree(base, ignore_errors=True)
@@ -294,7 +294,7 @@ def test_a_full_journal_disk_still_tears_down_the_restored_server_and_exits_3(
         assert {t["kind"] for t in out["teardown"]} == {"postgres-server", "scratch-dir"}
         assert all(t["deleted"] for t in out["teardown"]), out["teardown"]
         assert no_server_left(out["run_id"])
-        assert not Path(f"/tmp/restore-drill-{out['run_id']}").exists()
+        assert not (Path(tempfile.gettempdir()) / f"restore-drill-{out['run_id']}").exists()
         ev = read_and_verify(Path(out["evidence"]), load_verifiers(work / "keys" / "drill.pub"))["predicate"]
         assert ev["teardown"]["all_deleted"] is True and ev["results"]["verdict"] == "failed"
 

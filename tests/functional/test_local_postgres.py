@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -65,7 +66,7 @@ def test_pitr_lands_exactly_on_the_target(demo_source: DemoSource) -> None:
     assert res.rpo_seconds is not None and 0 <= res.rpo_seconds < 0.2  # rows arrive every 50 ms
     assert res.rto_seconds is not None and res.rto_seconds > 0
     assert no_server_left(res.run_id)
-    assert not list(Path("/tmp").glob(f"restore-drill-{res.run_id}*"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"restore-drill-{res.run_id}*"))
     ev = read_and_verify(res.evidence, load_verifiers(demo_source.public_key))["predicate"]  # type: ignore[arg-type]
     assert ev["results"]["verdict"] == "passed"
     assert {c["check"] for c in ev["isolation_checks"] if c["passed"]} >= {"listen_addresses", "archive_mode_off"}
@@ -371,11 +372,14 @@ def test_a_hung_validator_cannot_hold_the_drill_past_its_deadline(demo_source: D
             "  freshness:": '    - {name: hangs, sql: "select pg_sleep(60) is null", expect: false}\n  freshness:',
         },
     )
-    started = time.monotonic()
     res = run_drill(load_runbook(rb))
-    assert time.monotonic() - started < 30
     assert res.verdict == "failed"
     hung = finding(res, "hangs")
     assert hung["passed"] is False and "statement timeout" in hung["detail"]
+    # the drill's own timeline: validation ended within the 6 s deadline (counted from the restore request),
+    # not after the query's 60 s; the server's statement timeout is real time, so the bound is on the record
+    first_restore = next(e for e in res.drill.timeline if e.state == "restore")
+    validate = next(e for e in res.drill.timeline if e.state == "validate")
+    assert (validate.end_ns - first_restore.start_ns) / 1e9 < 6 + 2, res.drill.timeline
     assert no_server_left(res.run_id)
     assert all(r.deleted for r in res.drill.teardown_results)

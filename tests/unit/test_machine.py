@@ -7,6 +7,7 @@ same paths against a real PostgreSQL are in tests/functional.
 
 from __future__ import annotations
 
+import itertools
 import json
 import textwrap
 from pathlib import Path
@@ -21,8 +22,13 @@ from drills.clock import FakeClock
 from drills.errors import DeadlineExceeded, PreflightError, RestoreFailed, TransientError
 from drills.evidence.keys import generate_keypair, load_verifiers
 from drills.evidence.store import read_and_verify
-from drills.journal import read_events, summarize
+from drills.journal import Journal, read_events, summarize
+from drills.machine import Drill, default_states, run_machine
+from drills.measure import measure
+from drills.record import verdict_of
 from drills.runbook import load_runbook
+from validators.base import Finding, ValidationReport
+from validators.endpoint import Endpoint
 
 RUNBOOK = textwrap.dedent(
     """\
@@ -90,14 +96,61 @@ def test_a_failing_state_still_tears_down_and_writes_failed_evidence(
     assert ev["interrupted"] is (exit_code == 130)
 
 
-def test_transient_errors_are_retried_with_backoff_on_the_injected_clock(runbook: Path) -> None:
+def test_transient_errors_are_retried_with_backoff_on_the_injected_clock_and_the_drill_passes(
+    runbook: Path, drill_home: Path
+) -> None:
+    """Two throttled restore attempts, then one that works: the drill goes on and passes.
+
+    The machine runs with stand-ins for the two database-facing seams it is handed (the
+    connect probe and the validator runner), so every state after restore really runs.
+    """
     clock = FakeClock()
     backend = Recorder(fail_in="restore", error=TransientError("throttled"), transient_failures=2)
-    res = drill(runbook, backend, clock)
-    attempts = [e for e in res.drill.timeline if e.state == "restore"]
-    assert [e.outcome for e in attempts] == ["retry", "retry", "ok"]
-    assert len(clock.sleeps) >= 2 and all(0 < s <= 2.0 + 1e-9 for s in clock.sleeps[:2])
-    assert res.failed_state not in ("restore",)
+    probed: list[Endpoint] = []
+
+    def probe(ep: Endpoint) -> str:
+        probed.append(ep)
+        return "16.4"
+
+    def validators(_d: Drill) -> ValidationReport:
+        return ValidationReport((Finding("smoke", "one", passed=True, expected=1, actual=1),), None, None, 5)
+
+    loaded = load_runbook(runbook)
+    d = Drill(
+        loaded=loaded,
+        backend=backend,
+        clock=clock,
+        journal=Journal.create("run-transient", clock, drill_home),
+        run_validators=validators,
+        probe=probe,
+        measure=lambda d: measure(
+            d.timeline, validated=True, rto_objective_s=60, rpo_objective_s=None, achieved_rpo=None, rpo_method="none"
+        ),
+    )
+    run_machine(d, default_states(loaded), lambda _d: None)
+
+    assert (d.error, d.failed_state, verdict_of(d)) == (None, None, "passed")
+    restores = [e for e in d.timeline if e.state == "restore"]
+    assert [e.outcome for e in restores] == ["retry", "retry", "ok"]
+    assert [e.error for e in restores] == ["TransientError: try again", "TransientError: try again", None]
+    assert backend.calls == ["preflight", "restore", "restore", "restore", "await_ready", "connect"]
+    # the two backoffs were slept on the injected clock, within the runbook's 1..2 s policy, between the attempts
+    backoffs = clock.sleeps[:2]
+    assert clock.sleeps[2:] == [0.0]  # the recorder's await_ready "waits" its restore_takes_s
+    assert all(0 < s <= 2.0 for s in backoffs)
+    gaps = [(b.start_ns - a.end_ns) / 1e9 for a, b in itertools.pairwise(restores)]
+    assert gaps == pytest.approx(backoffs)
+    assert [e.state for e in d.timeline if e.outcome == "ok"] == [
+        "preflight",
+        "restore",
+        "await_ready",
+        "connect",
+        "validate",
+        "measure",
+        "teardown",
+    ]
+    assert len(probed) == 1 and d.server_version == "16.4"
+    assert backend.torn_down == ["b", "a"]  # the retried restore registered "a" three times: torn down once
 
 
 def test_retries_stop_at_the_runbook_attempts(runbook: Path) -> None:

@@ -7,14 +7,30 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from drills.clock import FakeClock
 from drills.measure import RTO_STATES, TimelineEntry, duration_ms, measure, rpo_ms
 
 ns = st.integers(min_value=0, max_value=10**15)
 
 
-@given(ns, ns)
-def test_duration_is_never_negative(a: int, b: int) -> None:
-    assert duration_ms(a, b) >= 0
+def test_durations_are_what_the_fake_clock_says() -> None:
+    clock = FakeClock()
+    start = clock.monotonic_ns()
+    clock.sleep(2.5)
+    assert duration_ms(start, clock.monotonic_ns()) == 2500
+    clock.advance(7200)  # a two-hour restore
+    assert duration_ms(start, clock.monotonic_ns()) == 7_202_500
+    clock.advance(0.0009)  # under a millisecond: floored, not rounded up
+    assert duration_ms(start, clock.monotonic_ns()) == 7_202_500
+
+
+def test_readings_in_the_wrong_order_give_zero_not_a_negative_duration() -> None:
+    clock = FakeClock()
+    clock.advance(3)
+    later = clock.monotonic_ns()
+    assert duration_ms(later, 0) == 0  # swapped readings (3 s "backwards") floor at zero
+    assert duration_ms(later, later) == 0
+    assert TimelineEntry("restore", 1, "", "", later, 0, "ok").duration_ms == 0
 
 
 states = st.sampled_from(["preflight", *RTO_STATES, "measure", "teardown"])

@@ -9,8 +9,6 @@ import sys
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from validators.config import RowCountRule
 from validators.dbapi import jsonable, redact
@@ -53,10 +51,26 @@ def test_rules(rule, actual, baseline, passed):  # type: ignore[no-untyped-def]
     assert (f.detail == f"{actual} rows") is passed
 
 
-@given(st.integers(0, 10**9), st.integers(1, 10**9), st.floats(0, 100))
-def test_within_pct_is_symmetric_and_inclusive(actual, baseline, pct):  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("actual", "baseline", "pct", "passed"),
+    [
+        (110, 100, 10, True),  # exactly +10 %: inclusive
+        (90, 100, 10, True),  # exactly -10 %: symmetric
+        (111, 100, 10, False),
+        (89, 100, 10, False),
+        (100, 100, 0, True),  # 0 %: only the same count
+        (101, 100, 0, False),
+        (0, 100, 100, True),  # -100 % is inside 100 %
+        (201, 100, 100, False),
+        (1_000_000_001, 1_000_000_000, 1e-7, True),  # 0.0000001 % of a billion is one row
+        (1_000_000_002, 1_000_000_000, 1e-7, False),
+        (3, 7, 57.14, False),  # 4 of 7 rows is 57.142857 %
+        (3, 7, 57.15, True),
+    ],
+)
+def test_within_pct_is_symmetric_and_inclusive(actual: int, baseline: int, pct: float, passed: bool) -> None:
     f = evaluate("t", RowCountRule(within_pct=pct), actual, baseline)
-    assert f.passed is (abs(actual - baseline) <= baseline * pct / 100)
+    assert f.passed is passed, f
 
 
 def test_baseline_count_resolution():  # type: ignore[no-untyped-def]
