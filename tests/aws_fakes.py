@@ -14,26 +14,34 @@ creates from the injected session goes through them:
   after a modify, and optionally a terminal status.
 
 :func:`make_world` builds a VPC with private subnets, a runner security group,
-and source databases with snapshots; :func:`drive` runs a backend the way the
-machine does (teardown always, in reverse).
+and source databases with snapshots; :func:`machine_drill` runs a backend through
+the real machine (``run_drill`` → ``run_machine``), its validators against a real
+local PostgreSQL (:mod:`dataplane`).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
+import yaml
 from botocore.exceptions import ClientError
+from dataplane import PgPlane
 
-from drills.backends.base import BackendSettings, StepContext
+from drills.api import RunOptions, RunResult, run_drill
+from drills.backends.base import BackendSettings, Mark, StepContext
+from drills.cleanup import SCRATCH_KIND
 from drills.clock import FakeClock
 from drills.errors import DrillError
+from drills.journal import list_runs, read_events, state_home
 from drills.resources import Resource, TeardownResult
+from drills.runbook import load_runbook
+from validators.endpoint import Endpoint
 
 REGION = "us-east-1"
 
@@ -215,14 +223,20 @@ def isolation(w: World, **extra: Any) -> dict[str, Any]:
 
 
 def settings(
-    session: Any, clock: FakeClock, run_id: str = "run-0001", runbook: str = "orders", **kw: Any
+    session: Any,
+    clock: FakeClock,
+    run_id: str = "run-0001",
+    runbook: str = "orders",
+    run_dir: Path | None = None,
+    **kw: Any,
 ) -> BackendSettings:
-    return BackendSettings(
-        run_id=run_id, run_dir=Path("/tmp/unused"), clock=clock, runbook_name=runbook, aws_session=session, **kw
-    )
+    """An AWS backend's settings; its run directory is never created (AWS backends keep nothing locally)."""
+    where = run_dir or Path(tempfile.gettempdir()) / f"restore-drill-{run_id}"
+    return BackendSettings(run_id=run_id, run_dir=where, clock=clock, runbook_name=runbook, aws_session=session, **kw)
 
 
 def ctx(clock: FakeClock, registry: list[Resource], seconds: float = 4 * 3600) -> StepContext:
+    """A step context for calling one backend method directly (preflight refusals, teardown from a record)."""
     return StepContext(
         clock=clock,
         deadline_ns=clock.monotonic_ns() + int(seconds * 1e9),
@@ -231,40 +245,114 @@ def ctx(clock: FakeClock, registry: list[Resource], seconds: float = 4 * 3600) -
     )
 
 
+class RunnerKilled(BaseException):
+    """The runner dies (SIGKILL) as teardown begins: nothing after it runs; the journal is what is left."""
+
+
 @dataclass
 class Outcome:
-    error: BaseException | None
-    registry: list[Resource]
+    """A drill run by :func:`drills.machine.run_machine` (through ``run_drill``), as the tests look at it."""
+
+    error: DrillError | str | None  # the drill's error; after a kill, the failed state's error from the journal
+    registry: list[Resource]  # this backend's resources, in the order they were registered
     teardown: list[TeardownResult]
-    teardown_errors: list[BaseException]
-    marks: list[Any]
-    endpoint: Any = None
+    teardown_errors: list[str]
+    marks: list[Mark]
+    endpoint: Endpoint | None  # what the backend handed to the connect state (before the validators' role)
+    result: RunResult | None  # None when the runner was killed
+
+    @property
+    def verdict(self) -> str | None:
+        return self.result.verdict if self.result else None
 
 
-def drive(backend: Any, clock: FakeClock, *, state_seconds: float = 4 * 3600, teardown: bool = True) -> Outcome:
-    """Run a backend like the machine: states in order, teardown of every registered resource, reversed."""
-    registry: list[Resource] = []
-    marks: list[Any] = []
-    error: BaseException | None = None
-    endpoint = None
+def machine_drill(
+    backend: Any,
+    session: Any,
+    clock: FakeClock,
+    plane: PgPlane,
+    tmp: Path,
+    *,
+    deadline_seconds: int | None = None,
+    keep_seconds: int | None = None,
+    killed_at_teardown: bool = False,
+) -> Outcome:
+    """Run ``backend`` through the real machine: a runbook for its source, ``run_drill`` on the fake clock, the
+    validators against the real local PostgreSQL of ``plane`` (reached through the runbook's ``connect``).
+
+    ``killed_at_teardown``: the runner dies before removing anything; the outcome is read from its journal, as
+    ``drill runs`` / ``drill teardown`` would.
+    """
+    assert backend.source.database == plane.database, "build the source with database=plane.database"
+    plane.watch(session.events)
+    plane.watch(backend.client("rds").meta.events)  # made before: its own copy
+    handed: list[Endpoint] = []
+    real_endpoint = backend.endpoint
+
+    def endpoint(c: StepContext) -> Endpoint:
+        ep: Endpoint = real_endpoint(c)
+        handed.append(ep)
+        return ep
+
+    def killed(_r: Resource, _c: StepContext) -> TeardownResult:
+        raise RunnerKilled
+
+    backend.endpoint = endpoint
+    if killed_at_teardown:
+        backend.teardown = killed
+    doc: dict[str, Any] = {
+        "name": backend.settings.runbook_name,
+        "source": backend.source.model_dump(mode="json", exclude_none=True),
+        "objectives": {"rto_seconds": 4 * 3600},
+        **plane.runbook_fields(),
+        "evidence": {"dir": str(tmp / "evidence")},
+    }
+    if deadline_seconds is not None:
+        doc["deadline_seconds"] = deadline_seconds
+    path = tmp / f"runbook-{backend.settings.run_id}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    options = RunOptions(
+        clock=clock,
+        aws_session=session,
+        keep_seconds=keep_seconds,
+        scratch_root=tmp,
+        backend_factory=lambda _source, _settings: backend,
+    )
+    before = {r.run_id for r in list_runs()}
     try:
-        for state in ("preflight", "restore", "await_ready", "endpoint"):
-            c = ctx(clock, registry, state_seconds)
-            result = getattr(backend, state)(c)
-            marks += c.marks
-            if state == "endpoint":
-                endpoint = result
-    except DrillError as exc:
-        error = exc
-    results: list[TeardownResult] = []
-    errors: list[BaseException] = []
-    if teardown:
-        for res in reversed(registry):
-            try:
-                results.append(backend.teardown(res, ctx(clock, registry, 3600)))
-            except DrillError as exc:
-                errors.append(exc)
-    return Outcome(error, registry, results, errors, marks, endpoint)
+        res = run_drill(load_runbook(path), options)
+    except RunnerKilled:
+        return _from_journal(before, handed)
+    finally:
+        del backend.endpoint
+        if killed_at_teardown:
+            del backend.teardown
+    d = res.drill
+    return Outcome(
+        error=d.error,
+        registry=[r for r in d.resources if r.kind != SCRATCH_KIND],
+        teardown=[t for t in d.teardown_results if t.resource.kind != SCRATCH_KIND],
+        teardown_errors=d.teardown_errors,
+        marks=d.marks,
+        endpoint=handed[-1] if handed else None,
+        result=res,
+    )
+
+
+def _from_journal(before: set[str], handed: list[Endpoint]) -> Outcome:
+    """A killed run: what its journal says (the resources still outstanding, the states that failed)."""
+    (run,) = [r for r in list_runs() if r.run_id not in before]
+    events = read_events(state_home() / "runs" / run.run_id / "journal.jsonl")
+    failed = [e.get("error") for e in events if e["event"] == "state_exited" and e.get("outcome") == "error"]
+    return Outcome(
+        error=failed[0] if failed else None,
+        registry=[r for r in run.outstanding if r.kind != SCRATCH_KIND],
+        teardown=[],
+        teardown_errors=[],
+        marks=[],
+        endpoint=handed[-1] if handed else None,
+        result=None,
+    )
 
 
 def drill_leftovers(session: Any) -> list[str]:
@@ -276,12 +364,3 @@ def drill_leftovers(session: Any) -> list[str]:
     out += [g["DBSubnetGroupName"] for g in rds.describe_db_subnet_groups()["DBSubnetGroups"]]
     out += [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]]
     return sorted(x for x in out if x.startswith("drill-"))
-
-
-Check = Callable[[], None]
-
-
-def keep_all(backend: Any, clock: FakeClock, registry: list[Resource], seconds: float) -> list[str]:
-    """What the machine does for a passed drill run with ``--keep``: each resource kept until now + seconds."""
-    until = clock.now() + timedelta(seconds=seconds)
-    return [backend.keep(r, ctx(clock, registry, 3600), until) for r in registry]

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dataplane import PgPlane, pg_plane
+from servers import PgServer
 
 from drills.demo import DemoSource, build_demo_source
 from drills.errors import PreflightError
@@ -79,3 +81,10 @@ def demo_dump(demo_source: DemoSource) -> Path:
     finally:
         src.stop()
     return out
+
+
+@pytest.fixture
+def plane(pg_server: PgServer) -> Iterator[PgPlane]:
+    """The data behind an AWS drill's restored endpoint: a fresh database on the real local PostgreSQL."""
+    with pg_plane(pg_server) as p:
+        yield p

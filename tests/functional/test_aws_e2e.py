@@ -21,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,6 +31,7 @@ import boto3
 import pytest
 import yaml
 from aws_fakes import REGION, Fakes, World, drill_leftovers, isolation, make_world
+from dataplane import Tunnel, drop_master, execute, set_master_password
 from moto import mock_aws
 from servers import MariaDbServer, PgServer
 
@@ -56,66 +55,6 @@ CUSTOMERS, ORDERS, PAID = 40, 120, 90
 RPO_LAG = timedelta(minutes=5)  # the newest row is this much older than the restore request / target
 
 
-# ---------------------------------------------------------------- the tunnel
-
-
-class Tunnel:
-    """A loopback TCP port forwarded to a server's Unix socket, like an SSM port-forwarding session."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.connections = 0
-        self._closing = threading.Event()
-        self._socks: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.05)
-        self.port: int = self._listener.getsockname()[1]
-        self._thread = threading.Thread(target=self._accept, name=f"tunnel-{self.port}", daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._closing.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                upstream.connect(self.target)
-            except OSError:
-                client.close()
-                upstream.close()
-                continue
-            self.connections += 1
-            self._socks += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self._closing.set()
-        self._thread.join(5)
-        self._listener.close()
-        for s in self._socks:
-            with contextlib.suppress(OSError):
-                s.close()
-
-
-# ---------------------------------------------------------------- the local "restored" database
-
-
 SCHEMA = {
     "postgres": [
         "create table customers (id bigint primary key, email text not null unique)",
@@ -137,55 +76,6 @@ SCHEMA = {
         f" seq * 1.5, %(newest)s - interval (%(orders)s - seq) minute from seq_1_to_{ORDERS}",
     ],
 }
-
-
-def _execute(ep: Endpoint, statements: list[str], params: dict[str, Any] | None = None) -> None:
-    conn: Any = connect(ep)
-    try:
-        cur = conn.cursor()
-        for stmt in statements:
-            cur.execute(stmt, params) if params is not None and "%(" in stmt else cur.execute(stmt)
-    finally:
-        conn.close()
-
-
-def set_master_password(server: PgServer | MariaDbServer, user: str, password: str, *, create: bool = False) -> None:
-    """What RDS does with ``MasterUserPassword``, done on the local server (as its admin user ``drill``)."""
-    conn: Any = connect(server.endpoint)
-    try:
-        if isinstance(server, PgServer):
-            from psycopg import sql
-
-            verb = "create role {} login superuser password {}" if create else "alter role {} password {}"
-            conn.execute(sql.SQL(verb).format(sql.Identifier(user), sql.Literal(password)))
-        else:
-            cur = conn.cursor()
-            verb = "create user" if create else "alter user"
-            cur.execute(f"{verb} %s@'localhost' identified by %s", (user, password))
-            if create:
-                cur.execute("grant all privileges on *.* to %s@'localhost' with grant option", (user,))  # as RDS
-    finally:
-        conn.close()
-
-
-def drop_master(server: PgServer | MariaDbServer, user: str) -> None:
-    """Drop the master and every validators' role the drills created on the shared server."""
-    conn: Any = connect(server.endpoint)
-    try:
-        if isinstance(server, PgServer):
-            from psycopg import sql
-
-            conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(user)))
-            for (reader,) in conn.execute("select rolname from pg_roles where rolname like 'drill\\_reader\\_%'"):
-                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(reader)))
-        else:
-            cur = conn.cursor()
-            cur.execute("drop user if exists %s@'localhost'", (user,))
-            cur.execute("select user, host from mysql.user where user like 'drill\\_reader\\_%'")
-            for reader, host in cur.fetchall():
-                cur.execute("drop user %s@%s", (reader, host))
-    finally:
-        conn.close()
 
 
 def reader_role(server: PgServer | MariaDbServer, name: str) -> dict[str, Any]:
@@ -251,7 +141,7 @@ def local_db(server: PgServer | MariaDbServer, tmp_path: Path, newest: datetime,
     tunnel: Tunnel | None = None
     try:
         stamp = newest if engine == "postgres" else newest.astimezone(UTC).replace(tzinfo=None)
-        _execute(ep, SCHEMA[engine], {"newest": stamp, "customers": CUSTOMERS, "orders": ORDERS})
+        execute(ep, SCHEMA[engine], {"newest": stamp, "customers": CUSTOMERS, "orders": ORDERS})
         baseline = write_baseline(capture_baseline(ep), tmp_path / "baseline.json")
         target = f"{ep.host}/.s.PGSQL.{ep.port}" if engine == "postgres" else str(ep.unix_socket)
         tunnel = Tunnel(target)

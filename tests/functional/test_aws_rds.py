@@ -1,4 +1,8 @@
-"""RDS drills against moto, with injected time, phases, throttling and faults."""
+"""RDS drills against moto, with injected time, phases, throttling and faults.
+
+Whole drills run through the real machine (``run_drill`` → ``run_machine``) on the fake clock, their
+validators against a real local PostgreSQL behind the endpoint moto reports (``plane``, tests/dataplane.py).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from drills.backends import backend_factory
 from drills.backends.aws_common import TAG_EXPIRES, TAG_RUN_ID, tag_value
 from drills.clock import FakeClock
 from drills.errors import DeadlineExceeded, IsolationError, PreflightError, RestoreFailed, TeardownError
+from drills.journal import state_home
 from drills.resources import Resource
 from drills.sources import RdsPitrSource, RdsSnapshotSource
 from drills.sweep import sweep
@@ -24,15 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the
 from aws_fakes import (
     REGION,
     Fakes,
+    Outcome,
     World,
     ctx,
     drill_leftovers,
-    drive,
     isolation,
-    keep_all,
+    machine_drill,
     make_world,
     settings,
 )
+from dataplane import ROWS, PgPlane
 
 
 @pytest.fixture
@@ -73,19 +79,37 @@ def backend(source: Any, session: Any, clock: FakeClock, **kw: Any) -> Any:
     return backend_factory("rds")(source, settings(session, clock, **kw))
 
 
-def test_snapshot_drill_end_to_end(world: World, session: Any, clock: FakeClock) -> None:
+def run(world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp_path: Path) -> Outcome:
+    """A snapshot drill of the world's instance through the machine, validated on the plane's data."""
+    return machine_drill(
+        backend(snap_source(world, database=plane.database), session, clock), session, clock, plane, tmp_path
+    )
+
+
+def test_snapshot_drill_end_to_end(
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp_path: Path
+) -> None:
     fakes = Fakes(clock, restore_seconds=1800, modify_seconds=120).install(session)
-    b = backend(snap_source(world), session, clock)
-    out = drive(b, clock)
+    b = backend(snap_source(world, database=plane.database), session, clock)
+    out = machine_drill(b, session, clock, plane, tmp_path)
     assert out.error is None, out.error
+    assert out.result is not None and (out.result.verdict, out.result.exit_code) == ("passed", 0)
     assert [r.kind for r in out.registry] == ["ec2-security-group", "rds-subnet-group", "rds-instance"]
     assert all(r.id.startswith("drill-orders-") for r in out.registry)
     ep = out.endpoint
-    assert ep.engine == "postgres" and ep.database == "orders" and ep.user == "app_admin"
+    assert ep is not None and ep.password is not None
+    assert ep.engine == "postgres" and ep.database == plane.database and ep.user == "app_admin"
     assert ep.host.startswith(b.instance_id) and ep.port == 5432
     assert ep.password is not None and "****" in repr(ep.password) and len(ep.password.reveal()) >= 32
     names = [m.name for m in out.marks]
     assert names == ["restore-requested", "instance-available", "credentials-applied"]
+    # the validators really ran on the data behind the endpoint, with the one password the backend set
+    assert plane.applied == [ep.password.reveal()] and plane.tunnel.connections >= 2
+    assert [(f["check"], f["actual"]) for f in out.result.findings if f["validator"] == "row_counts"] == [
+        ("orders rows", ROWS)
+    ]
+    # the 30-minute restore is in the measured RTO
+    assert out.result.rto_seconds is not None and 1800 + 120 <= out.result.rto_seconds < 1800 + 120 + 2 * 165
     # enforced despite moto copying the public, protected source
     facts = {(f["check"], f["subject"]): f["passed"] for f in b.isolation_facts()}
     assert facts[("not-publicly-accessible", b.instance_id)] is True
@@ -97,7 +121,7 @@ def test_snapshot_drill_end_to_end(world: World, session: Any, clock: FakeClock)
     assert [t.deleted for t in out.teardown] == [True, True, True]
     assert drill_leftovers(session) == []
     assert world.rds.describe_db_instances(DBInstanceIdentifier=world.source_instance)["DBInstances"]
-    # a 30-minute restore stays cheap
+    # a 30-minute restore stays cheap (sleeps: the backend's polls, none above its 150 s cap plus jitter)
     assert fakes.count("DescribeDBInstances") < 60
     assert clock.sleeps and max(clock.sleeps) <= 150 * 1.1 + 1e-9
 
@@ -106,12 +130,20 @@ def no_restore_calls(fakes: Fakes) -> bool:
     return not [c for c in fakes.calls if c.startswith(("Restore", "Create", "Authorize", "Modify", "Delete"))]
 
 
-def test_pitr_window_checked_in_preflight(world: World, session: Any, clock: FakeClock) -> None:
+def test_pitr_window_checked_in_preflight(
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp_path: Path
+) -> None:
     fakes = Fakes(clock).install(session)
     latest = world.rds.describe_db_instances(DBInstanceIdentifier=world.source_instance)["DBInstances"][0][
         "LatestRestorableTime"
     ]
-    base = {"kind": "rds-pitr", "region": REGION, "engine": "postgres", "source_instance": world.source_instance}
+    base = {
+        "kind": "rds-pitr",
+        "region": REGION,
+        "engine": "postgres",
+        "source_instance": world.source_instance,
+        "database": plane.database,
+    }
     for target, problem in ((latest + timedelta(hours=1), "after the latest"), (latest - timedelta(days=30), "before")):
         src = RdsPitrSource.model_validate({**base, "target_time": target, "isolation": isolation(world)})
         with pytest.raises(PreflightError, match=problem):
@@ -123,8 +155,8 @@ def test_pitr_window_checked_in_preflight(world: World, session: Any, clock: Fak
     assert report.recovery_point["earliest_restorable_time"] <= report.recovery_point["latest_restorable_time"]
     assert report.source["account"] == "123456789012" and report.source["identifier"] == world.source_instance
     assert no_restore_calls(fakes)
-    out = drive(b, clock)
-    assert out.error is None and drill_leftovers(session) == []
+    out = machine_drill(b, session, clock, plane, tmp_path)
+    assert out.error is None and out.verdict == "passed" and drill_leftovers(session) == []
     assert "RestoreDBInstanceToPointInTime" in fakes.calls
 
 
@@ -136,7 +168,9 @@ def test_latest_snapshot_of_picks_newest_available(world: World, session: Any, c
     assert report.recovery_point["snapshot_id"] == "newer"
 
 
-def test_throttled_restore_is_retried_on_the_clock(world: World, session: Any, clock: FakeClock) -> None:
+def test_throttled_restore_is_retried_on_the_clock(
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp_path: Path
+) -> None:
     from unittest import mock
 
     from moto.rds.exceptions import RDSClientError
@@ -153,24 +187,38 @@ def test_throttled_restore_is_retried_on_the_clock(world: World, session: Any, c
 
     Fakes(clock, throttle_rate=0.2).install(session)
     with mock.patch.object(RDSBackend, "restore_db_instance_from_db_snapshot", throttled_once):
-        out = drive(backend(snap_source(world), session, clock), clock)
+        out = machine_drill(
+            backend(snap_source(world, database=plane.database), session, clock), session, clock, plane, tmp_path
+        )
     assert out.error is None, out.error
+    assert out.verdict == "passed"
     assert calls["n"] == 2
     assert drill_leftovers(session) == []
 
 
-def test_terminal_state_fails_fast_and_cleans_up(world: World, session: Any, clock: FakeClock) -> None:
+def test_terminal_state_fails_fast_and_cleans_up(
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp_path: Path
+) -> None:
     Fakes(clock, restore_seconds=600, terminal_status="incompatible-restore").install(session)
-    out = drive(backend(snap_source(world), session, clock), clock)
+    out = machine_drill(
+        backend(snap_source(world, database=plane.database), session, clock), session, clock, plane, tmp_path
+    )
+    assert out.result is not None and (out.result.failed_state, out.result.exit_code) == ("await_ready", 3)
     assert isinstance(out.error, RestoreFailed) and "incompatible-restore" in str(out.error)
     assert clock.monotonic_ns() / 1e9 < 3600  # did not wait for the deadline
     assert out.teardown_errors == [] and drill_leftovers(session) == []
 
 
-def test_deadline_exceeded_while_creating(world: World, session: Any, clock: FakeClock) -> None:
+def test_deadline_exceeded_while_creating(
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp_path: Path
+) -> None:
     Fakes(clock, restore_seconds=10 * 3600).install(session)
-    out = drive(backend(snap_source(world), session, clock), clock, state_seconds=3600)
+    b = backend(snap_source(world, database=plane.database), session, clock)
+    out = machine_drill(b, session, clock, plane, tmp_path, deadline_seconds=3600)
     assert isinstance(out.error, DeadlineExceeded)
+    assert out.result is not None and out.result.failed_state == "await_ready"
+    await_ready = next(e for e in out.result.drill.timeline if e.state == "await_ready")
+    assert 3600 - 165 <= await_ready.duration_ms / 1000 <= 3600  # waited until the deadline, not the 10 h
     assert drill_leftovers(session) == []
 
 
@@ -184,7 +232,7 @@ def test_deadline_exceeded_while_creating(world: World, session: Any, clock: Fak
     ],
 )
 def test_routes_out_of_the_vpc_are_refused(
-    world: World, session: Any, clock: FakeClock, route: str, reason: str
+    world: World, session: Any, clock: FakeClock, route: str, reason: str, plane: PgPlane, tmp_path: Path
 ) -> None:
     ec2 = world.ec2
     if route == "igw":
@@ -204,8 +252,11 @@ def test_routes_out_of_the_vpc_are_refused(
         target = {"NetworkInterfaceId": eni}
     ec2.create_route(RouteTableId=world.private_rtb, DestinationCidrBlock="0.0.0.0/0", **target)
     fakes = Fakes(clock).install(session)
-    out = drive(backend(snap_source(world), session, clock), clock)
+    out = machine_drill(
+        backend(snap_source(world, database=plane.database), session, clock), session, clock, plane, tmp_path
+    )
     assert isinstance(out.error, IsolationError) and reason in str(out.error)
+    assert out.result is not None and (out.result.failed_state, out.result.exit_code) == ("preflight", 3)
     assert no_restore_calls(fakes) and out.registry == []
     # the same route, reviewed and listed, is accepted
     allowed = isolation(world, allowed_routes=[f"{world.private_rtb}:0.0.0.0/0"])
@@ -238,9 +289,14 @@ def test_named_security_group_open_to_the_world_is_refused(world: World, session
         backend(snap_source(world, isolation=iso_cfg), session, clock).preflight(ctx(clock, []))
 
 
-def test_public_restored_instance_is_refused(world: World, session: Any, clock: FakeClock) -> None:
+def test_public_restored_instance_is_refused(
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp_path: Path
+) -> None:
     Fakes(clock, always_public=True).install(session)
-    out = drive(backend(snap_source(world), session, clock), clock)
+    out = machine_drill(
+        backend(snap_source(world, database=plane.database), session, clock), session, clock, plane, tmp_path
+    )
+    assert out.endpoint is None and plane.tunnel.connections == 0  # refused before anything connected
     assert isinstance(out.error, IsolationError) and "PubliclyAccessible=True" in str(out.error)
     assert drill_leftovers(session) == []
 
@@ -271,12 +327,15 @@ def test_teardown_refuses_look_alikes(world: World, session: Any, clock: FakeClo
     assert {b.instance_id, "drill-orders-other", world.source_instance} <= left
 
 
-def test_teardown_from_the_record_alone_is_idempotent(world: World, session: Any, clock: FakeClock) -> None:
+def test_teardown_from_the_record_alone_is_idempotent(
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp_path: Path
+) -> None:
     Fakes(clock).install(session)
-    out = drive(backend(snap_source(world), session, clock), clock, teardown=False)
-    assert out.error is None and len(drill_leftovers(session)) == 3
-    rebuilt = backend(snap_source(world), session, clock)  # as after a crash: a new backend, journal records only
-    records = [Resource.from_dict(r.to_dict()) for r in reversed(out.registry)]
+    src = snap_source(world, database=plane.database)
+    out = machine_drill(backend(src, session, clock), session, clock, plane, tmp_path, killed_at_teardown=True)
+    assert out.result is None and out.error is None and len(drill_leftovers(session)) == 3
+    rebuilt = backend(src, session, clock)  # as after a crash: a new backend, the journal's records only
+    records = list(reversed(out.registry))
     first = [rebuilt.teardown(r, ctx(clock, [])).detail for r in records]
     again = [rebuilt.teardown(r, ctx(clock, [])).detail for r in records]
     assert first == ["deleted"] * 3 and again == ["already absent"] * 3
@@ -313,21 +372,25 @@ def test_kms_access_denied_is_a_clear_preflight_error(world: World, session: Any
     assert no_restore_calls(fakes)
 
 
-def test_available_mark_uses_rds_event_inside_the_poll_window(world: World, session: Any, clock: FakeClock) -> None:
+def test_available_mark_uses_rds_event_inside_the_poll_window(
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp_path: Path
+) -> None:
     fakes = Fakes(clock, restore_seconds=3600).install(session)
     truth = clock.now() + timedelta(seconds=3600)
     fakes.events = [{"Message": "Restored from snapshot prod-db-snap", "Date": truth, "SourceIdentifier": "x"}]
-    out = drive(backend(snap_source(world), session, clock), clock)
+    out = run(world, session, clock, plane, tmp_path)
     mark = next(m for m in out.marks if m.name == "instance-available")
     assert mark.source == "rds-event" and mark.at.startswith(truth.isoformat()[:19])
 
 
-def test_incident_mode_tags_and_hint(world: World, session: Any, clock: FakeClock) -> None:
+def test_incident_mode_tags_and_hint(
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp_path: Path
+) -> None:
     Fakes(clock).install(session)
-    b = backend(snap_source(world), session, clock, keep_seconds=3 * 86400)
-    out = drive(b, clock, teardown=False)
-    assert out.error is None
-    keep_all(b, clock, out.registry, 3 * 86400)
+    b = backend(snap_source(world, database=plane.database), session, clock, keep_seconds=3 * 86400)
+    out = machine_drill(b, session, clock, plane, tmp_path, keep_seconds=3 * 86400)
+    assert out.error is None and out.verdict == "passed"
+    assert out.teardown == [] and out.result is not None and out.result.drill.teardown_results == []
     db = world.rds.describe_db_instances(DBInstanceIdentifier=b.instance_id)["DBInstances"][0]
     expires = tag_value(db["TagList"], TAG_EXPIRES)
     assert expires is not None and expires.startswith("2026-01-04")
@@ -342,22 +405,33 @@ def test_incident_mode_tags_and_hint(world: World, session: Any, clock: FakeCloc
     assert {r["action"] for r in gone} == {"deleted"} and drill_leftovers(session) == []
 
 
-def test_iam_auth_uses_tokens_not_passwords(world: World, session: Any, clock: FakeClock) -> None:
+def test_iam_auth_uses_tokens_not_passwords_and_never_sends_one_in_clear_text(
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp_path: Path
+) -> None:
     fakes = Fakes(clock).install(session)
-    out = drive(backend(snap_source(world, iam_auth=True, master_username="drill_reader"), session, clock), clock)
-    assert out.error is None
-    assert "X-Amz-Signature" in out.endpoint.password.reveal() and out.endpoint.user == "drill_reader"
-    assert out.endpoint.options["auth"] == "iam"
+    src = snap_source(world, iam_auth=True, master_username="drill_reader", database=plane.database)
+    out = machine_drill(backend(src, session, clock), session, clock, plane, tmp_path)
+    ep = out.endpoint
+    assert ep is not None and ep.password is not None and not ep.admin
+    assert "X-Amz-Signature" in ep.password.reveal() and ep.user == "drill_reader"
+    assert ep.options["auth"] == "iam"
+    # the local data plane has no TLS: the token is refused to it, never sent, and the drill fails at connect
+    assert out.result is not None and (out.result.failed_state, out.result.exit_code) == ("connect", 3)
+    assert "SSL" in (out.result.error or ""), out.result.error
+    assert plane.applied == []  # no password was set
     assert "credentials-applied" in [m.name for m in out.marks]
     assert fakes.count("ModifyDBInstance") == 1  # enforcement only (public/protected/backups), no password
 
 
-def test_sweep_removes_crashed_runs_only(world: World, session: Any, clock: FakeClock) -> None:
+def test_sweep_removes_crashed_runs_only(
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp_path: Path
+) -> None:
     Fakes(clock).install(session)
-    crashed = backend(snap_source(world), session, clock, run_id="crashed")
-    live = backend(snap_source(world), session, clock, run_id="live", runbook="billing")
-    assert drive(crashed, clock, teardown=False).error is None
-    assert drive(live, clock, teardown=False).error is None
+    src = snap_source(world, database=plane.database)
+    crashed = backend(src, session, clock, run_id="crashed")
+    live = backend(src, session, clock, run_id="live", runbook="billing")
+    assert machine_drill(crashed, session, clock, plane, tmp_path, killed_at_teardown=True).error is None
+    assert machine_drill(live, session, clock, plane, tmp_path, killed_at_teardown=True).error is None
     assert len(drill_leftovers(session)) == 6
     clock.advance(7 * 3600)
     preview = sweep(session, timedelta(hours=6), True, lambda r: r == "live", clock)
@@ -369,14 +443,21 @@ def test_sweep_removes_crashed_runs_only(world: World, session: Any, clock: Fake
     assert world.rds.describe_db_instances(DBInstanceIdentifier=world.source_instance)["DBInstances"]
 
 
-def test_password_never_reaches_logs_or_facts(world: World, session: Any, clock: FakeClock) -> None:
+def test_password_never_reaches_logs_or_facts(
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp_path: Path
+) -> None:
     from structlog.testing import capture_logs
 
     Fakes(clock, modify_seconds=30).install(session)
-    b = backend(snap_source(world), session, clock)
+    b = backend(snap_source(world, database=plane.database), session, clock)
     with capture_logs() as logs:
-        out = drive(b, clock, teardown=False)
+        out = machine_drill(b, session, clock, plane, tmp_path)
+    assert out.endpoint is not None and out.endpoint.password is not None and out.result is not None
     secret = out.endpoint.password.reveal()
+    assert plane.applied == [secret] and out.result.verdict == "passed"  # the password really was used
+    assert out.result.evidence is not None and secret not in out.result.evidence.read_text()
+    journal = state_home() / "runs" / out.result.run_id / "journal.jsonl"
+    assert secret not in journal.read_text()
     assert logs and secret not in repr(logs)
     assert secret not in repr(b.isolation_facts()) + repr(b.target_facts()) + b.connection_hint()
     assert secret not in repr(out.registry) + repr(out.marks) + repr(out.endpoint.public())

@@ -221,8 +221,9 @@ def test_teardown_after_the_runner_is_sigkilled_during_await(demo: DemoSource, b
     assert pids_using(root), "the server should have outlived its runner (own session)"
 
     # after the crash the backend is rebuilt without the runbook, from the journal alone
-    _ctx, _ = step_ctx()
-    result = create(None, settings_for(base / "rebuilt", "killed"))  # not the crashed run_dir.teardown(resource, ctx)
+    ctx, _ = step_ctx()
+    rebuilt = create(None, settings_for(base / "rebuilt", "killed"))  # it does not know the crashed run's dir
+    result = rebuilt.teardown(resource, ctx)
     assert result.deleted, result
     assert not pids_using(root)
     assert not root.exists()
