@@ -131,8 +131,8 @@ class Fakes:
             self.ready_at.setdefault(ident, now + timedelta(seconds=self.restore_seconds))
         if op in ("ModifyDBInstance", "ModifyDBCluster") and self.modify_seconds:
             obj = parsed.get("DBInstance") or parsed.get("DBCluster") or {}
-            ident = obj.get("DBInstanceIdentifier") or obj.get("DBClusterIdentifier")
-            self._modifying_until[ident] = now + timedelta(seconds=self.modify_seconds)
+            modified = str(obj.get("DBInstanceIdentifier") or obj.get("DBClusterIdentifier"))
+            self._modifying_until[modified] = now + timedelta(seconds=self.modify_seconds)
         instances = list(parsed.get("DBInstances", [])) + ([parsed["DBInstance"]] if "DBInstance" in parsed else [])
         for db in instances:
             self._phase(db, "DBInstanceStatus", db["DBInstanceIdentifier"], now)

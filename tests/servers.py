@@ -313,3 +313,7 @@ def load_shop(server: _Server, prefix: str = "shop") -> Endpoint:
     ep = server.new_database(prefix)
     server.run(*SHOP[ep.engine], database=ep.database)
     return ep
+
+
+Shop = tuple[PgServer | MariaDbServer, Endpoint]  # the `shop` fixture: (server, its admin endpoint)
+ShopReader = tuple[PgServer | MariaDbServer, Endpoint, Endpoint]  # `shop_reader`: (server, admin, read-only role)

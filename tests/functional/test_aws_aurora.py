@@ -1,4 +1,7 @@
-"""Aurora drills against moto: cluster restore, then its writer; both waited for and torn down."""
+"""Aurora drills against moto: cluster restore, then its writer; both waited for and torn down.
+
+Whole drills run through the real machine on the fake clock, validated on a real local PostgreSQL (``plane``).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from drills.errors import PreflightError, RestoreFailed
 from drills.sources import AuroraPitrSource, AuroraSnapshotSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the shared aws_fakes helpers
-from aws_fakes import REGION, Fakes, World, ctx, drill_leftovers, drive, isolation, make_world, settings
+from aws_fakes import REGION, Fakes, World, ctx, drill_leftovers, isolation, machine_drill, make_world, settings
+from dataplane import ROWS, PgPlane
 
 
 @pytest.fixture
@@ -51,11 +55,15 @@ def backend(src: Any, session: Any, clock: FakeClock, **kw: Any) -> Any:
 
 
 @pytest.mark.parametrize("kind", ["aurora-snapshot", "aurora-pitr"])
-def test_aurora_drill_end_to_end(world: World, session: Any, clock: FakeClock, kind: str) -> None:
+def test_aurora_drill_end_to_end(
+    world: World, session: Any, clock: FakeClock, kind: str, plane: PgPlane, tmp_path: Path
+) -> None:
     fakes = Fakes(clock, restore_seconds=1200, modify_seconds=60).install(session)
-    b = backend(source(world, kind), session, clock)
-    out = drive(b, clock)
+    b = backend(source(world, kind, database=plane.database), session, clock)
+    out = machine_drill(b, session, clock, plane, tmp_path)
     assert out.error is None, out.error
+    assert out.result is not None and out.result.verdict == "passed"
+    assert [f["actual"] for f in out.result.findings if f["check"] == "orders rows"] == [ROWS]
     assert [r.kind for r in out.registry] == [
         "ec2-security-group",
         "rds-subnet-group",
@@ -69,8 +77,12 @@ def test_aurora_drill_end_to_end(world: World, session: Any, clock: FakeClock, k
         "instance-available",
         "credentials-applied",
     ]
-    assert out.endpoint.host.startswith(f"{b.cluster_id}.cluster-") and out.endpoint.engine == "postgres"
-    assert out.endpoint.user == "app_admin" and out.endpoint.password is not None
+    ep = out.endpoint
+    assert ep is not None and ep.host.startswith(f"{b.cluster_id}.cluster-") and ep.engine == "postgres"
+    assert ep.user == "app_admin" and ep.password is not None
+    assert plane.applied == [ep.password.reveal()]  # the validators' role was made with the password the drill set
+    # the cluster's 20 minutes and its writer's are waited for on the fake clock, and counted in the RTO
+    assert out.result.rto_seconds is not None and out.result.rto_seconds >= 1200 + 60
     assert fakes.count("CreateDBInstance") == 1 and fakes.count("ModifyDBCluster") == 1
     tf = b.target_facts()
     assert tf["writer"] == b.writer_id and tf["publicly_accessible"] is False and tf["deletion_protection"] is False
@@ -88,9 +100,14 @@ def test_aurora_pitr_outside_window_refused(world: World, session: Any, clock: F
         backend(source(world, "aurora-pitr", target_time=too_early), session, clock).preflight(ctx(clock, []))
 
 
-def test_aurora_terminal_cluster_state(world: World, session: Any, clock: FakeClock) -> None:
+def test_aurora_terminal_cluster_state(
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp_path: Path
+) -> None:
     Fakes(clock, restore_seconds=300, terminal_status="inaccessible-encryption-credentials").install(session)
-    out = drive(backend(source(world), session, clock), clock)
+    out = machine_drill(
+        backend(source(world, database=plane.database), session, clock), session, clock, plane, tmp_path
+    )
+    assert out.result is not None and (out.result.failed_state, out.result.exit_code) == ("await_ready", 3)
     assert isinstance(out.error, RestoreFailed) and "inaccessible-encryption-credentials" in str(out.error)
     assert out.teardown_errors == [] and drill_leftovers(session) == []
 

@@ -18,7 +18,19 @@ from drills.errors import IsolationError, PreflightError
 from drills.sources import RdsSnapshotSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the shared aws_fakes helpers
-from aws_fakes import REGION, Fakes, World, _Http, ctx, drill_leftovers, drive, isolation, make_world, settings
+from aws_fakes import (
+    REGION,
+    Fakes,
+    World,
+    _Http,
+    ctx,
+    drill_leftovers,
+    isolation,
+    machine_drill,
+    make_world,
+    settings,
+)
+from dataplane import PgPlane
 
 
 @pytest.fixture
@@ -26,14 +38,14 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def snap_backend(w: World, session: Any, clock: FakeClock, **iso: Any) -> Any:
+def snap_backend(w: World, session: Any, clock: FakeClock, database: str = "orders", **iso: Any) -> Any:
     src = RdsSnapshotSource.model_validate(
         {
             "kind": "rds-snapshot",
             "region": REGION,
             "engine": "postgres",
             "snapshot": w.snapshot,
-            "database": "orders",
+            "database": database,
             "isolation": iso or isolation(w),
         }
     )
@@ -67,16 +79,17 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_moto_servers_unparsable_quota_answer_is_a_warning_and_the_drill_runs(
-    moto_server: str, clock: FakeClock
+    moto_server: str, clock: FakeClock, plane: PgPlane, tmp_path: Path
 ) -> None:
     session = boto3.Session(region_name=REGION)
     w = make_world(session)
     # the answer really is unusable: botocore cannot parse moto server's HTML 500
     with pytest.raises(Exception, match="Unable to parse response"):
         session.client("rds").describe_account_attributes()
-    b = snap_backend(w, session, clock)
-    out = drive(b, clock)
+    b = snap_backend(w, session, clock, database=plane.database)
+    out = machine_drill(b, session, clock, plane, tmp_path)
     assert out.error is None, out.error
+    assert out.result is not None and out.result.verdict == "passed"
     report = b.preflight(ctx(clock, []))
     quota = report.facts["quota"]
     assert quota["checked"] is False and "ResponseParserError" in quota["warning"]

@@ -1,4 +1,8 @@
-"""Whatever AWS call fails, and however, no drill resource outlives teardown + sweep; look-alikes always survive."""
+"""Whatever AWS call fails, and however, no drill resource outlives teardown + sweep; look-alikes always survive.
+
+Every drill runs through the real machine (retries, deadlines, teardown as in production), validated on a
+real local PostgreSQL (``plane``).
+"""
 
 from __future__ import annotations
 
@@ -22,25 +26,27 @@ from drills.sources import AuroraSnapshotSource, RdsSnapshotSource
 from drills.sweep import sweep
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the shared aws_fakes helpers
-from aws_fakes import REGION, Fakes, drill_leftovers, drive, isolation, make_world, settings
+from aws_fakes import REGION, Fakes, drill_leftovers, isolation, machine_drill, make_world, settings
+from dataplane import PgPlane, pg_plane
+from servers import PgServer
 
 
-def _source(w: Any, aurora: bool) -> Any:
+def _source(w: Any, aurora: bool, database: str) -> Any:
     if aurora:
         return AuroraSnapshotSource.model_validate(
             {"kind": "aurora-snapshot", "region": REGION, "engine": "aurora-postgresql",
-             "snapshot": w.cluster_snapshot, "isolation": isolation(w)}
+             "snapshot": w.cluster_snapshot, "isolation": isolation(w), "database": database}
         )  # fmt: skip
     return RdsSnapshotSource.model_validate(
         {"kind": "rds-snapshot", "region": REGION, "engine": "postgres", "snapshot": w.snapshot,
-         "isolation": isolation(w)}
+         "isolation": isolation(w), "database": database}
     )  # fmt: skip
 
 
 @pytest.mark.slow  # ~12-17 s each: one whole drill per AWS call it makes
 @pytest.mark.parametrize("aurora", [False, True], ids=["rds", "aurora"])
 @pytest.mark.parametrize("mode", ["before", "after"])
-def test_a_fault_at_every_call_leaves_nothing_behind(aurora: bool, mode: str) -> None:
+def test_a_fault_at_every_call_leaves_nothing_behind(aurora: bool, mode: str, plane: PgPlane, tmp_path: Path) -> None:
     """Fail call 1, then call 2, ... of a whole drill (teardown included), each time in a fresh run.
 
     "before": the call never reaches AWS. "after": AWS performed it but the
@@ -57,11 +63,12 @@ def test_a_fault_at_every_call_leaves_nothing_behind(aurora: bool, mode: str) ->
             fakes.calls.clear()
             fakes.fail_at, fakes.fail_mode = (i or None), mode
             b = backend_factory("aurora" if aurora else "rds")(
-                _source(w, aurora), settings(session, clock, run_id=f"run-{mode}-{i}")
+                _source(w, aurora, plane.database), settings(session, clock, run_id=f"run-{mode}-{i}")
             )
-            out = drive(b, clock)
+            out = machine_drill(b, session, clock, plane, tmp_path)
             if i == 0:
                 assert out.error is None, out.error
+                assert out.verdict == "passed"
                 total = len(fakes.calls)
             fakes.fail_at = None
             after_teardown = drill_leftovers(session)
@@ -84,14 +91,15 @@ LOOK_ALIKE = st.sampled_from(["no-tags", "other-run-live", "other-run-unexpired"
 
 
 @pytest.fixture(scope="module")
-def shared() -> Iterator[dict[str, Any]]:
-    """One moto world for all examples (building one costs ~1.5 s); names and run ids differ per example."""
-    with mock_aws():
+def shared(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One moto world and data plane for all examples (building one costs ~1.5 s); names and run ids differ."""
+    with mock_aws(), pg_plane(pg_server) as plane:
         session = boto3.Session(region_name=REGION)
         w = make_world(session)
         clock = FakeClock()
         Fakes(clock).install(session)
-        yield {"session": session, "world": w, "clock": clock, "n": 0}
+        tmp = tmp_path_factory.mktemp("look-alikes")
+        yield {"session": session, "world": w, "clock": clock, "n": 0, "plane": plane, "tmp": tmp}
 
 
 @hsettings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -101,7 +109,8 @@ def test_look_alikes_survive_drill_teardown_and_sweep(shared: dict[str, Any], ki
     shared["n"] += 1
     n = shared["n"]
     run_id = f"run-prop-{n}"
-    b = backend_factory("rds")(_source(w, False), settings(session, clock, run_id=run_id))
+    plane: PgPlane = shared["plane"]
+    b: Any = backend_factory("rds")(_source(w, False, plane.database), settings(session, clock, run_id=run_id))
     far = "2099-01-01T00:00:00.000Z"
     made: list[str] = [w.source_instance]
     for i, (variant, kind) in enumerate(kinds):
@@ -128,7 +137,7 @@ def test_look_alikes_survive_drill_teardown_and_sweep(shared: dict[str, Any], ki
                 DBSubnetGroupName=name, DBSubnetGroupDescription="x", SubnetIds=w.subnet_ids, Tags=tags
             )
         made.append(name)
-    out = drive(b, clock)
+    out = machine_drill(b, session, clock, plane, shared["tmp"])
     clock.advance(7 * 3600)
     sweep(session, timedelta(hours=6), False, lambda r: r == "live-run", clock)
     rds = session.client("rds")

@@ -40,6 +40,7 @@ from drills.evidence.keys import load_public_key
 from drills.evidence.store import read_and_verify
 from drills.localmaria import pids_using, run_as_for_mariadb
 from drills.runbook import load_runbook
+from drills.sources import MariadbDumpSource, MariadbPitrSource
 
 pytestmark = [*requires_mariadb, pytest.mark.slow]
 
@@ -61,6 +62,12 @@ def _case(base: Path, name: str) -> Path:
     d = base / name
     d.mkdir()
     return d
+
+
+def maria(src: Any) -> MariadbPitrSource | MariadbDumpSource:
+    """The runbook's source, as the MariaDB source these cases load."""
+    assert isinstance(src, MariadbPitrSource | MariadbDumpSource), src
+    return src
 
 
 def _runbook(
@@ -175,7 +182,7 @@ def test_a_binlog_cut_at_an_event_boundary_is_still_truncated(corpus: BinlogCorp
         fh.truncate(rotate[0])
     src = load_runbook(_runbook(corpus, case, binlogs=binlogs)).runbook.source
     with pytest.raises(BackupDefect, match=rf"mysql-bin\.000002: truncated at {rotate[0]} bytes: .* Rotate or Stop"):
-        check_backup(src)
+        check_backup(maria(src))
 
 
 def test_a_bad_checksum_fails_the_drill(corpus: BinlogCorpus, base: Path) -> None:
@@ -212,7 +219,7 @@ def test_a_binlog_the_server_user_cannot_read_fails_the_drill(corpus: BinlogCorp
     f.chmod(0o600)
     src = load_runbook(_runbook(corpus, case, binlogs=binlogs)).runbook.source
     with pytest.raises(BackupDefect, match=rf"mysql-bin\.000003: not readable by {run_as.name} \(mode 0600"):
-        check_backup(src)
+        check_backup(maria(src))
 
 
 def _magic(data: bytearray) -> str:
@@ -242,7 +249,7 @@ def test_a_damaged_binlog_is_named_with_what_is_wrong(corpus: BinlogCorpus, base
     f.write_bytes(bytes(data))
     src = load_runbook(_runbook(corpus, case, binlogs=binlogs)).runbook.source
     with pytest.raises(BackupDefect, match=re.escape(f"mysql-bin.000002: {problem}")):
-        check_backup(src)
+        check_backup(maria(src))
 
 
 def test_an_event_mariadb_binlog_cannot_decode_is_found_before_a_server_starts(
@@ -260,7 +267,7 @@ def test_an_event_mariadb_binlog_cannot_decode_is_found_before_a_server_starts(
     f.write_bytes(bytes(data))
     src = load_runbook(_runbook(corpus, case, binlogs=binlogs)).runbook.source
     with pytest.raises(BackupDefect, match=r"mysql-bin\.000002: mariadb-binlog --verify-binlog-checksum cannot read"):
-        check_backup(src)
+        check_backup(maria(src))
     res = _drill(case, _runbook(corpus, case, binlogs=binlogs))
     _failed_with_evidence(res, corpus, case, "BackupDefect", "Found invalid event", f"offset {pos}")
 
@@ -316,7 +323,7 @@ def test_latest_fails_when_binlogs_beyond_a_gap_cannot_be_reached(corpus: Binlog
     (binlogs / "mysql-bin.000004").unlink()
     src = load_runbook(_runbook(corpus, case, binlogs=binlogs, target="latest")).runbook.source
     with pytest.raises(BackupDefect, match=r"mysql-bin\.000004: missing .* cannot reach: mysql-bin\.000005"):
-        check_backup(src)
+        check_backup(maria(src))
 
 
 def test_latest_ends_where_the_copied_binlogs_end(corpus: BinlogCorpus, base: Path) -> None:
@@ -324,7 +331,7 @@ def test_latest_ends_where_the_copied_binlogs_end(corpus: BinlogCorpus, base: Pa
     case = _case(base, "latest-end")
     binlogs = copy_binlogs(corpus, case / "binlogs")
     (binlogs / "mysql-bin.000005").unlink()  # still named by the index and by 000004's Rotate event
-    facts = check_backup(load_runbook(_runbook(corpus, case, binlogs=binlogs, target="latest")).runbook.source)
+    facts = check_backup(maria(load_runbook(_runbook(corpus, case, binlogs=binlogs, target="latest")).runbook.source))
     chain = facts["binlog_chain"]
     assert chain["restorable_until"]["file"] == "mysql-bin.000004"
     assert chain["restorable_until"]["position"] == (binlogs / "mysql-bin.000004").stat().st_size
@@ -366,17 +373,17 @@ def test_latest_refuses_a_closed_binlog_that_lost_its_end(corpus: BinlogCorpus, 
         fh.truncate(last_tx[0] + 20)
     src = load_runbook(_runbook(corpus, case, target="latest", binlogs=binlogs)).runbook.source
     with pytest.raises(BackupDefect, match=rf"mysql-bin\.000005: truncated at {last_tx[0] + 20} bytes"):
-        check_backup(src)
+        check_backup(maria(src))
 
 
 def test_target_outside_the_binlogs_is_a_backup_defect(corpus: BinlogCorpus, base: Path) -> None:
     case = _case(base, "outside")
     late = _runbook(corpus, case, target=iso(corpus.target + timedelta(hours=1)))
     with pytest.raises(BackupDefect, match=r"after the last event in the binlogs; restorable range \S+ \.\. \S+"):
-        check_backup(load_runbook(late).runbook.source)
+        check_backup(maria(load_runbook(late).runbook.source))
     early = _runbook(corpus, case, target=iso(corpus.target - timedelta(hours=1)))
     with pytest.raises(BackupDefect, match=r"before the backup finished"):
-        check_backup(load_runbook(early).runbook.source)
+        check_backup(maria(load_runbook(early).runbook.source))
 
 
 # ---------------------------------------------------------------- replay that ends early
@@ -394,7 +401,7 @@ def test_replay_failing_on_an_event_is_an_incomplete_recovery(corpus: BinlogCorp
     data[at + 1 : at + 7] = b"ordxrs"
     fix_crc(data, pos, length)
     f.write_bytes(bytes(data))
-    check_backup(load_runbook(_runbook(corpus, case, binlogs=binlogs)).runbook.source)  # structurally sound
+    check_backup(maria(load_runbook(_runbook(corpus, case, binlogs=binlogs)).runbook.source))  # structurally sound
 
     res = _drill(case, _runbook(corpus, case, binlogs=binlogs))
     predicate = _failed_with_evidence(
@@ -427,7 +434,7 @@ def test_replay_that_silently_skips_the_rest_of_a_binlog_is_caught(
     data = bytearray(f.read_bytes())
     data[4 + 17] |= 0x01  # the format description's in-use flag (a live copy, or a crash); its CRC ignores it
     f.write_bytes(bytes(data))
-    check_backup(load_runbook(_runbook(corpus, case, binlogs=binlogs)).runbook.source)
+    check_backup(maria(load_runbook(_runbook(corpus, case, binlogs=binlogs)).runbook.source))
     pos, _length, _ = [e for e in binlog_events(bytes(data)) if e[2] == event][2]
 
     class Corrupting(LocalMariadb):

@@ -106,7 +106,7 @@ def _drill_and_check(runbook: Path, hostile: dict[str, tuple[str, str]], out: Pa
 
     assert res.evidence is not None
     statement = read_and_verify(res.evidence, load_verifiers(default_key_path().with_suffix(".pub")))
-    p = statement["predicate"]
+    p: dict[str, Any] = statement["predicate"]
     session = next(f for f in p["validation"]["findings"] if f["validator"] == "session")
     assert session["passed"] is True and session["check"] == "validators' role is read-only"
     assert session["actual"]["role"].split("@")[0] == p["endpoint"]["user"]

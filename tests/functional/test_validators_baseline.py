@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from servers import Shop
 
 from validators.baseline import capture_baseline, load_baseline, write_baseline
 from validators.errors import ValidatorError
 
 
-def test_capture_write_load_roundtrip(shop, tmp_path):  # type: ignore[no-untyped-def]
+def test_capture_write_load_roundtrip(shop: Shop, tmp_path: Path) -> None:
     _, ep = shop
     b = capture_baseline(ep, parallelism=2)
     assert b["format"] == 1 and b["engine"] == ep.engine
@@ -32,13 +34,13 @@ def test_capture_write_load_roundtrip(shop, tmp_path):  # type: ignore[no-untype
         ('{"format": 1, "engine": "mysql", "schema": {"tables": {}}, "row_counts": {"t": -1}}', "row_counts.t must be"),
     ],
 )
-def test_bad_baseline_files(tmp_path, content, message):  # type: ignore[no-untyped-def]
+def test_bad_baseline_files(tmp_path: Path, content: str, message: str) -> None:
     p = tmp_path / "baseline.json"
     p.write_text(content)
     with pytest.raises(ValidatorError, match=message.replace("(", r"\(").replace("[", r"\[")):
         load_baseline(p)
 
 
-def test_missing_baseline_file(tmp_path):  # type: ignore[no-untyped-def]
+def test_missing_baseline_file(tmp_path: Path) -> None:
     with pytest.raises(ValidatorError, match=r"cannot read baseline .*No such file"):
         load_baseline(tmp_path / "nope.json")

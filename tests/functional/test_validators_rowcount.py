@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
+import pytest
+from servers import ShopReader
+
+from validators.base import Finding
 from validators.baseline import capture_baseline
 from validators.config import RowCountRule, ValidatorsConfig
+from validators.endpoint import Endpoint
 from validators.runner import run_validators
 
 
-def _run(ep, rules, baseline=None):  # type: ignore[no-untyped-def]
+def _run(
+    ep: Endpoint, rules: dict[str, dict[str, Any]], baseline: dict[str, Any] | None = None
+) -> tuple[dict[str, Finding], list[Finding]]:
     cfg = ValidatorsConfig(row_counts={t: RowCountRule(**r) for t, r in rules.items()}, parallelism=3)
     report = run_validators(ep, cfg, params={}, baseline=baseline)
     session, *counts = report.findings
@@ -30,7 +37,7 @@ def _run(ep, rules, baseline=None):  # type: ignore[no-untyped-def]
         ({"min": 100, "max": 150}, False),
     ],
 )
-def test_absolute_rules(shop_reader, rule, passes):  # type: ignore[no-untyped-def]
+def test_absolute_rules(shop_reader: ShopReader, rule: dict[str, int], passes: bool) -> None:
     _, _, ep = shop_reader
     by, _ = _run(ep, {"orders": rule})
     f = by["orders rows"]
@@ -41,7 +48,7 @@ def test_absolute_rules(shop_reader, rule, passes):  # type: ignore[no-untyped-d
     assert f.duration_ms is not None
 
 
-def test_baseline_rules_and_qualified_names(shop_reader):  # type: ignore[no-untyped-def]
+def test_baseline_rules_and_qualified_names(shop_reader: ShopReader) -> None:
     server, admin, ep = shop_reader
     baseline = capture_baseline(admin)
     schema = "public" if ep.engine == "postgres" else ep.database
@@ -66,14 +73,14 @@ def test_baseline_rules_and_qualified_names(shop_reader):  # type: ignore[no-unt
     assert [f.check for f in counts] == ["orders rows", f"{schema}.orders rows", "customers rows"]
 
 
-def test_baseline_rule_without_baseline_fails_clearly(shop_reader):  # type: ignore[no-untyped-def]
+def test_baseline_rule_without_baseline_fails_clearly(shop_reader: ShopReader) -> None:
     _, _, ep = shop_reader
     by, _ = _run(ep, {"orders": {"equals_baseline": True}})
     assert not by["orders rows"].passed
     assert "no count" in by["orders rows"].detail
 
 
-def test_missing_table_is_a_failed_finding_not_an_exception(shop_reader):  # type: ignore[no-untyped-def]
+def test_missing_table_is_a_failed_finding_not_an_exception(shop_reader: ShopReader) -> None:
     _, _, ep = shop_reader
     by, _ = _run(ep, {"no_such_table": {"min": 0}, "orders": {"min": 1}, 'we"ird`name': {"min": 0}})
     assert not by["no_such_table rows"].passed

@@ -6,8 +6,10 @@ import dataclasses
 import json
 import threading
 import time
+from typing import Any
 
 import pytest
+from servers import MariaDbServer, PgServer, ShopReader
 
 from validators.baseline import capture_baseline
 from validators.config import FreshnessConfig, RowCountRule, SmokeQuery, ValidatorsConfig
@@ -21,7 +23,7 @@ def _sleep_sql(engine: str) -> str:
     return "select 0 from pg_sleep(0.5)" if engine == "postgres" else "select sleep(0.5)"
 
 
-def test_checks_run_in_parallel(shop_reader):  # type: ignore[no-untyped-def]
+def test_checks_run_in_parallel(shop_reader: ShopReader) -> None:
     _, _, ep = shop_reader
     smoke = tuple(SmokeQuery(name=f"sleep {i}", sql=_sleep_sql(ep.engine), expect=0) for i in range(3))
     cfg = ValidatorsConfig(smoke=smoke, row_counts={"orders": RowCountRule(min=1)}, parallelism=4)
@@ -33,11 +35,11 @@ def test_checks_run_in_parallel(shop_reader):  # type: ignore[no-untyped-def]
     assert report.duration_ms < 1200, (report.duration_ms, durations)
 
 
-def test_parallelism_bounds_connections(shop_reader):  # type: ignore[no-untyped-def]
+def test_parallelism_bounds_connections(shop_reader: ShopReader) -> None:
     _, _, ep = shop_reader
     busy, peak, lock = [0], [0], threading.Lock()
 
-    def task(conn):  # type: ignore[no-untyped-def]
+    def task(conn: Any) -> Any:
         with lock:
             busy[0] += 1
             peak[0] = max(peak[0], busy[0])
@@ -56,9 +58,10 @@ def test_parallelism_bounds_connections(shop_reader):  # type: ignore[no-untyped
     assert len({o.value for o in outcomes}) <= 2
 
 
-def test_a_broken_check_hides_nothing_and_no_secret_leaks(shop_reader):  # type: ignore[no-untyped-def]
+def test_a_broken_check_hides_nothing_and_no_secret_leaks(shop_reader: ShopReader) -> None:
     _, admin, ep = shop_reader
     baseline = capture_baseline(admin)  # production's view, as `drill baseline capture` reads it
+    assert ep.password is not None
     pw = ep.password.reveal()  # the secret the validators hold
     cfg = ValidatorsConfig.model_validate(
         {
@@ -87,7 +90,7 @@ def test_a_broken_check_hides_nothing_and_no_secret_leaks(shop_reader):  # type:
     assert all(f.duration_ms is not None for f in report.findings)
 
 
-def test_cannot_connect_raises_without_the_password(db_server):  # type: ignore[no-untyped-def]
+def test_cannot_connect_raises_without_the_password(db_server: PgServer | MariaDbServer) -> None:
     from validators.endpoint import Secret
 
     wrong = dataclasses.replace(db_server.endpoint, password=Secret("S3cret-wrong-" + db_server.password))
@@ -106,7 +109,7 @@ def test_cannot_connect_raises_without_the_password(db_server):  # type: ignore[
         probe(nowhere)
 
 
-def test_probe_and_schema_without_baseline(shop_reader):  # type: ignore[no-untyped-def]
+def test_probe_and_schema_without_baseline(shop_reader: ShopReader) -> None:
     _, _, ep = shop_reader
     version = probe(ep)
     assert version[:2].isdigit()

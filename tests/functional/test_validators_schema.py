@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
+from servers import PgServer, Shop, ShopReader
+
+from validators.base import Finding
 from validators.baseline import capture_baseline
 from validators.config import ValidatorsConfig
 from validators.connect import connect
 from validators.dialects import get_dialect
+from validators.endpoint import Endpoint
 from validators.runner import run_validators
 from validators.schema import capture_catalog, compare, without_triggers
 
 
-def _catalog(ep):  # type: ignore[no-untyped-def]
+def _catalog(ep: Endpoint) -> dict[str, Any]:
     conn = connect(ep)
     try:
         return capture_catalog(conn, get_dialect(ep.engine))
@@ -20,11 +26,11 @@ def _catalog(ep):  # type: ignore[no-untyped-def]
         conn.close()
 
 
-def _checks(findings):  # type: ignore[no-untyped-def]
+def _checks(findings: Sequence[Finding]) -> dict[str, Finding]:
     return {f.check: f for f in findings}
 
 
-def test_capture_describes_the_shop(shop):  # type: ignore[no-untyped-def]
+def test_capture_describes_the_shop(shop: Shop) -> None:
     _, ep = shop
     cat = _catalog(ep)
     schema = "public" if ep.engine == "postgres" else ep.database
@@ -48,7 +54,7 @@ def test_capture_describes_the_shop(shop):  # type: ignore[no-untyped-def]
     json.dumps(cat)  # JSON-able as it is
 
 
-def test_identical_schema_gives_one_passing_finding(shop):  # type: ignore[no-untyped-def]
+def test_identical_schema_gives_one_passing_finding(shop: Shop) -> None:
     _, ep = shop
     findings = compare(_catalog(ep), _catalog(ep))
     assert len(findings) == 1
@@ -56,7 +62,7 @@ def test_identical_schema_gives_one_passing_finding(shop):  # type: ignore[no-un
     assert findings[0].actual["tables"] == 2
 
 
-def test_drift_is_reported_one_finding_per_difference(shop):  # type: ignore[no-untyped-def]
+def test_drift_is_reported_one_finding_per_difference(shop: Shop) -> None:
     server, ep = shop
     baseline = capture_baseline(ep)
     if ep.engine == "postgres":
@@ -97,7 +103,7 @@ def test_drift_is_reported_one_finding_per_difference(shop):  # type: ignore[no-
     assert f"column {s}.orders.note" not in _checks(ignored)
 
 
-def test_schemas_filter(pg_server):  # type: ignore[no-untyped-def]
+def test_schemas_filter(pg_server: PgServer) -> None:
     ep = pg_server.new_database("schemas")
     pg_server.run(
         "create schema app", "create table app.t (id int)", "create table public.u (id int)", database=ep.database
@@ -111,7 +117,7 @@ def test_schemas_filter(pg_server):  # type: ignore[no-untyped-def]
     assert list(cat["tables"]) == ["app.t"]
 
 
-def test_the_read_only_role_reads_the_catalog_the_owner_reads(shop_reader):  # type: ignore[no-untyped-def]
+def test_the_read_only_role_reads_the_catalog_the_owner_reads(shop_reader: ShopReader) -> None:
     _, admin, reader = shop_reader
     as_owner, as_reader = _catalog(admin), _catalog(reader)
     assert len(as_owner["tables"]) == 2 and as_owner["views"] and as_owner["routines"]
@@ -123,7 +129,7 @@ def test_the_read_only_role_reads_the_catalog_the_owner_reads(shop_reader):  # t
         assert as_reader == without_triggers(as_owner)
 
 
-def test_triggers_the_reader_cannot_read_fail_the_schema_check_unless_ignored(shop_reader):  # type: ignore[no-untyped-def]
+def test_triggers_the_reader_cannot_read_fail_the_schema_check_unless_ignored(shop_reader: ShopReader) -> None:
     server, admin, reader = shop_reader
     if reader.engine == "postgres":
         server.run(
@@ -138,7 +144,7 @@ def test_triggers_the_reader_cannot_read_fail_the_schema_check_unless_ignored(sh
         f"drop trigger {trigger}" + (" on orders" if reader.engine == "postgres" else ""), database=admin.database
     )
 
-    def schema(ignore):  # type: ignore[no-untyped-def]
+    def schema(ignore: list[str]) -> dict[str, Finding]:
         cfg = ValidatorsConfig.model_validate({"schema": {"baseline": "unused.json", "ignore": ignore}})
         report = run_validators(reader, cfg, params={}, baseline=baseline)
         assert report.findings[0].passed  # the session

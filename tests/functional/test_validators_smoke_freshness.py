@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Any
 
 import pytest
+from servers import ShopReader
 
+from validators.base import ValidationReport
 from validators.config import FreshnessConfig, SmokeQuery, ValidatorsConfig
+from validators.endpoint import Endpoint
 from validators.runner import run_validators
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
-def _report(ep, **cfg):  # type: ignore[no-untyped-def]
+def _report(ep: Endpoint, **cfg: Any) -> ValidationReport:
     """The report without its first finding, which must say the session is read-only."""
     params = cfg.pop("params", {})
     report = run_validators(ep, ValidatorsConfig(**cfg), params=params, baseline=None)
@@ -22,7 +26,7 @@ def _report(ep, **cfg):  # type: ignore[no-untyped-def]
     return dataclasses.replace(report, findings=report.findings[1:])
 
 
-def test_smoke_with_target_time(shop_reader):  # type: ignore[no-untyped-def]
+def test_smoke_with_target_time(shop_reader: ShopReader) -> None:
     _, _, ep = shop_reader
     # 01:40 UTC given as 03:40+02:00: the driver must see the same instant on both engines
     target = (T0 + dt.timedelta(minutes=100)).astimezone(dt.timezone(dt.timedelta(hours=2)))
@@ -64,7 +68,7 @@ def test_smoke_with_target_time(shop_reader):  # type: ignore[no-untyped-def]
     assert wrong.query_sha256 == hashlib.sha256(b"select count(*) from customers").hexdigest()
 
 
-def test_freshness_newest_timestamp(shop_reader):  # type: ignore[no-untyped-def]
+def test_freshness_newest_timestamp(shop_reader: ShopReader) -> None:
     _, _, ep = shop_reader
     report = _report(ep, freshness=FreshnessConfig(column="orders.updated_at"))
     (f,) = report.findings
@@ -75,7 +79,7 @@ def test_freshness_newest_timestamp(shop_reader):  # type: ignore[no-untyped-def
     assert qualified.newest_commit_at == "2024-01-01T03:20:00Z"
 
 
-def test_freshness_after_target_fails(shop_reader):  # type: ignore[no-untyped-def]
+def test_freshness_after_target_fails(shop_reader: ShopReader) -> None:
     _, _, ep = shop_reader
     report = _report(
         ep, freshness=FreshnessConfig(column="orders.updated_at"), params={"target_time": T0 + dt.timedelta(hours=1)}
@@ -85,7 +89,7 @@ def test_freshness_after_target_fails(shop_reader):  # type: ignore[no-untyped-d
     assert report.newest_commit_at == "2024-01-01T03:20:00Z"  # still reported for RPO
 
 
-def test_freshness_empty_table(shop_reader):  # type: ignore[no-untyped-def]
+def test_freshness_empty_table(shop_reader: ShopReader) -> None:
     server, _, ep = shop_reader
     server.run("create table events (at timestamp)", database=ep.database)
     report = _report(ep, freshness=FreshnessConfig(column="events.at"))
@@ -93,7 +97,7 @@ def test_freshness_empty_table(shop_reader):  # type: ignore[no-untyped-def]
     assert report.newest_commit_at is None
 
 
-def test_replay_timestamp(shop_reader):  # type: ignore[no-untyped-def]
+def test_replay_timestamp(shop_reader: ShopReader) -> None:
     _, _, ep = shop_reader
     report = _report(ep, freshness=FreshnessConfig(method="replay_timestamp"))
     (f,) = report.findings
@@ -103,7 +107,7 @@ def test_replay_timestamp(shop_reader):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("sql", ["select count(*) from nowhere", "select 1/0"])
-def test_broken_smoke_query_is_a_finding(shop_reader, sql):  # type: ignore[no-untyped-def]
+def test_broken_smoke_query_is_a_finding(shop_reader: ShopReader, sql: str) -> None:
     _, _, ep = shop_reader
     report = _report(
         ep, smoke=(SmokeQuery(name="broken", sql=sql, expect=1), SmokeQuery(name="ok", sql="select 1", expect=1))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -27,7 +29,7 @@ from drills.runbook import parse_runbook
 LOCAL = {"DestinationCidrBlock": "10.0.0.0/16", "GatewayId": "local", "State": "active"}
 
 
-def table(rtb: str, routes: list[dict[str, str]], subnets: list[str] = (), main: bool = False) -> dict:  # type: ignore[assignment]
+def table(rtb: str, routes: list[dict[str, str]], subnets: Sequence[str] = (), main: bool = False) -> dict[str, Any]:
     assocs = [{"SubnetId": s} for s in subnets] + ([{"Main": True}] if main else [])
     return {"RouteTableId": rtb, "Routes": [LOCAL, *routes], "Associations": assocs}
 

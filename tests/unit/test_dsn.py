@@ -92,7 +92,7 @@ def test_what_cannot_be_honoured_is_refused_by_name(dsn: str, words: str) -> Non
     assert "hunter2" not in str(info.value)
 
 
-_passwords = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30)
+_passwords = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=30)
 
 
 def libpq_quote(value: str) -> str:

@@ -92,9 +92,11 @@ def _literal_services(tree: ast.AST) -> set[str]:
     """Services named as literals in ``x.client("svc", ...)`` calls of a module."""
     found: set[str] = set()
     for node in ast.walk(tree):
-        is_client = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "client"
-        if is_client and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in SERVICES:
-            found.add(node.args[0].value)
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "client"):
+            continue
+        first = node.args[0] if node.args else None
+        if isinstance(first, ast.Constant) and isinstance(first.value, str) and first.value in SERVICES:
+            found.add(first.value)
     return found
 
 

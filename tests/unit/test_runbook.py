@@ -45,7 +45,7 @@ def test_good_runbook_loads_with_paths_resolved_against_its_folder(folder: Path)
     loaded = load_runbook(folder / "rb.yaml")
     src = loaded.runbook.source
     assert src.kind == "postgres-pitr"
-    assert src.base_backup == folder / "backups/base"  # type: ignore[union-attr]
+    assert src.base_backup == folder / "backups/base"
     assert loaded.runbook.evidence.dir == folder / "evidence"
     assert len(loaded.sha256) == 64
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,7 @@ from validators.smoke import matches
         ({"min": 1, "within_pct": 50}, 0, 0, False),
     ],
 )
-def test_rules(rule, actual, baseline, passed):  # type: ignore[no-untyped-def]
+def test_rules(rule: dict[str, Any], actual: int, baseline: int | None, passed: bool) -> None:
     f = evaluate("t", RowCountRule(**rule), actual, baseline)
     assert f.passed is passed
     assert f.check == "t rows" and f.actual == actual
@@ -73,7 +74,7 @@ def test_within_pct_is_symmetric_and_inclusive(actual: int, baseline: int, pct: 
     assert f.passed is passed, f
 
 
-def test_baseline_count_resolution():  # type: ignore[no-untyped-def]
+def test_baseline_count_resolution() -> None:
     counts = {"public.orders": 3, "app.orders": 4, "public.items": 5, "app.only": 6}
     assert baseline_count(counts, "public.orders", None) == 3
     assert baseline_count(counts, "orders", "public") == 3
@@ -103,17 +104,17 @@ def test_baseline_count_resolution():  # type: ignore[no-untyped-def]
         (7, "<=", 6, False),
     ],
 )
-def test_matches(actual, op, expect, result):  # type: ignore[no-untyped-def]
+def test_matches(actual: Any, op: str, expect: Any, result: bool) -> None:
     assert matches(actual, op, expect) is result
 
 
-def test_matches_refuses_to_order_null():  # type: ignore[no-untyped-def]
+def test_matches_refuses_to_order_null() -> None:
     with pytest.raises(TypeError):
         matches(None, "<", 1)
 
 
 # ---------------------------------------------------------------- catalog diffs
-def _cat(**tables):  # type: ignore[no-untyped-def]
+def _cat(**tables: dict[str, dict[str, Any]]) -> dict[str, Any]:
     base = {"kind": "table", "primary_key": ["id"], "unique": {}, "foreign_keys": {}, "indexes": {}, "triggers": {}}
     return {
         "schemas": ["public"],
@@ -124,11 +125,11 @@ def _cat(**tables):  # type: ignore[no-untyped-def]
     }
 
 
-def _col(typ="int", nullable=False, default=None):  # type: ignore[no-untyped-def]
+def _col(typ: str = "int", nullable: bool = False, default: str | None = None) -> dict[str, Any]:
     return {"type": typ, "nullable": nullable, "default": default}
 
 
-def test_compare_lists_every_difference():  # type: ignore[no-untyped-def]
+def test_compare_lists_every_difference() -> None:
     base = _cat(orders={"id": _col(), "note": _col("text", True), "total": _col("numeric(10,2)")}, gone={"id": _col()})
     act = _cat(orders={"id": _col(), "total": _col("numeric(12,2)", True)}, extra={"id": _col()})
     act["tables"]["public.orders"]["indexes"] = {"orders_total_idx": {"unique": False, "definition": "x"}}
@@ -150,7 +151,7 @@ def test_compare_lists_every_difference():  # type: ignore[no-untyped-def]
     json.dumps([f.to_dict() for f in by.values()])
 
 
-def test_compare_identical_and_ignore():  # type: ignore[no-untyped-def]
+def test_compare_identical_and_ignore() -> None:
     cat = _cat(orders={"id": _col()})
     (only,) = compare(cat, json.loads(json.dumps(cat)))
     assert only.passed and only.expected["tables"] == 1
@@ -160,7 +161,7 @@ def test_compare_identical_and_ignore():  # type: ignore[no-untyped-def]
     assert not compare(cat, other)[0].passed
 
 
-def test_filter_catalog():  # type: ignore[no-untyped-def]
+def test_filter_catalog() -> None:
     cat = _cat(a={"id": _col()})
     cat["tables"]["app.b"] = cat["tables"]["public.a"]
     cat["schemas"] = ["app", "public"]
@@ -170,7 +171,7 @@ def test_filter_catalog():  # type: ignore[no-untyped-def]
 
 
 # ---------------------------------------------------------------- names and quoting
-def test_quoting_and_names():  # type: ignore[no-untyped-def]
+def test_quoting_and_names() -> None:
     pg, my = get_dialect("postgres"), get_dialect("mysql")
     assert count_sql(pg, "public.orders") == 'select count(*) from "public"."orders"'
     assert count_sql(pg, 'we"ird') == 'select count(*) from "we""ird"'
@@ -186,13 +187,13 @@ def test_quoting_and_names():  # type: ignore[no-untyped-def]
 
 
 # ---------------------------------------------------------------- values, secrets, DSNs
-def test_jsonable():  # type: ignore[no-untyped-def]
+def test_jsonable() -> None:
     value = {"d": Decimal("1.50"), "i": Decimal("2"), "t": dt.datetime(2024, 1, 1, tzinfo=dt.UTC), "b": b"\x01"}
     assert jsonable(value) == {"d": 1.5, "i": 2, "t": "2024-01-01T00:00:00+00:00", "b": "01"}
     assert jsonable(float("nan")) == "nan" and jsonable([dt.timedelta(seconds=2)]) == [2.0]
 
 
-def test_redact_and_to_utc():  # type: ignore[no-untyped-def]
+def test_redact_and_to_utc() -> None:
     assert redact("auth failed for pw=hunter2", "hunter2") == "auth failed for pw=********"
     assert redact("nothing", None) == "nothing"
     assert to_utc("2024-01-01T02:00:00+02:00") == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -200,7 +201,7 @@ def test_redact_and_to_utc():  # type: ignore[no-untyped-def]
     assert to_utc(None) is None
 
 
-def test_endpoint_from_dsn():  # type: ignore[no-untyped-def]
+def test_endpoint_from_dsn() -> None:
     ep = endpoint_from_dsn("postgresql://app:p%40ss@db.internal:6543/shop?sslmode=require", environ={})
     assert (ep.engine, ep.host, ep.port, ep.database, ep.user) == ("postgres", "db.internal", 6543, "shop", "app")
     assert ep.password is not None and ep.password.reveal() == "p@ss" and "p@ss" not in repr(ep)
@@ -217,7 +218,7 @@ def test_endpoint_from_dsn():  # type: ignore[no-untyped-def]
         endpoint_from_dsn("mysql://root@localhost", environ={})
 
 
-def test_importing_validators_loads_no_driver():  # type: ignore[no-untyped-def]
+def test_importing_validators_loads_no_driver() -> None:
     code = (
         "import sys, validators, validators.runner, validators.baseline, validators.schema\n"
         "from validators import run_validators, Finding, ValidatorsConfig, connect\n"
