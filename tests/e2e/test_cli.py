@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -157,3 +158,64 @@ def test_help_and_bad_input() -> None:
     assert "/nonexistent/runbook.yaml" in res.stderr
     res = drill("teardown", "no-such-run", env={"RESTORE_DRILLS_HOME": "/nonexistent"})
     assert res.returncode == 2 and "drill runs" in res.stderr
+
+
+def summary_of(stderr: str, verdict: str) -> list[str]:
+    """The summary block `drill run` prints after its log lines: from `drill RUN_ID: VERDICT` to the end."""
+    lines = stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.fullmatch(rf"drill \S+: {verdict}", line))
+    return lines[start:]
+
+
+def signed(evidence: str, key: str) -> dict[str, Any]:
+    from drills.evidence.keys import load_verifiers
+    from drills.evidence.store import read_and_verify
+
+    predicate: dict[str, Any] = read_and_verify(Path(evidence), load_verifiers(Path(key)))["predicate"]
+    return predicate
+
+
+def test_run_prints_a_summary_that_agrees_with_the_signed_evidence(demo: dict[str, Any]) -> None:
+    runbook = Path(demo["workdir"]) / "runbook.yaml"
+    res = drill("run", str(runbook), env=demo["env"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout == ""  # the summary is for the person at the terminal; stdout stays clean for --json
+    lines = [line for line in summary_of(res.stderr, "PASSED") if "% against the median" not in line]
+    evidence = lines[-1].removeprefix("  evidence: ")
+    p = signed(evidence, demo["public_key"])
+    results = p["results"]
+    assert lines[0] == f"drill {p['drill']['id']}: PASSED"
+    rto = re.fullmatch(r"  RTO achieved (\d+\.\d\d)s \(objective 60s, met\)", lines[1])
+    assert rto and float(rto[1]) == pytest.approx(results["achieved_rto_ms"] / 1000, abs=0.005), lines[1]
+    phases = dict(re.findall(r"(\w+) (\d+\.\d\d)s", lines[2]))
+    assert list(phases) == ["restore", "await_ready", "connect", "validate"]
+    for name, shown in phases.items():
+        assert float(shown) == pytest.approx(results["rto_phases_ms"][name] / 1000, abs=0.005), name
+    rpo = re.fullmatch(r"  RPO achieved (\d+\.\d\d\d)s \(objective 5s, met\)", lines[3])
+    assert rpo and float(rpo[1]) == pytest.approx(results["achieved_rpo_ms"] / 1000, abs=0.0005), lines[3]
+    n = len(p["validation"]["findings"])
+    assert n >= 10 and lines[4:] == [f"  findings: {n} passed, 0 failed", f"  evidence: {evidence}"]
+
+
+def test_a_failed_run_prints_the_check_that_failed_and_why(demo: dict[str, Any]) -> None:
+    runbook = Path(demo["workdir"]) / "runbook.yaml"
+    broken = runbook.parent / "broken.yaml"
+    broken.write_text(runbook.read_text().replace("expect: 0", "expect: 1"))  # a smoke check that cannot pass
+    res = drill("run", str(broken), env=demo["env"])
+    assert res.returncode == 1, res.stderr[-2000:]
+    lines = [line for line in summary_of(res.stderr, "FAILED") if "% against the median" not in line]
+    evidence = lines[-1].removeprefix("  evidence: ")
+    p = signed(evidence, demo["public_key"])
+    assert p["results"]["verdict"] == "failed"
+    assert lines[0] == f"drill {p['drill']['id']}: FAILED"
+    assert lines[1] == "  RTO achieved not reached (objective 60s)"  # the RTO ends at a validation that passed
+    rpo = re.fullmatch(r"  RPO achieved (\d+\.\d\d\d)s \(objective 5s, met\)", lines[3])
+    assert rpo and float(rpo[1]) == pytest.approx(p["results"]["achieved_rpo_ms"] / 1000, abs=0.0005), lines[3]
+    n = len(p["validation"]["findings"])
+    assert lines[4:] == [
+        f"  findings: {n - 1} passed, 1 failed",
+        "    ✗ smoke: no order committed after the target: expected '== 1', got 0",
+        "  failed because:",
+        "    - validator: 1 check(s) failed: smoke: no order committed after the target",
+        f"  evidence: {evidence}",
+    ]
