@@ -17,4 +17,5 @@ if [ $# -eq 0 ] && [ -x /usr/bin/python3 ] && \
   echo "test: tar-format drills under $(/usr/bin/python3 --version) (/usr/bin/python3)" >&2
   .venv-system/bin/python -m pytest -q -p no:cacheprovider tests/functional/test_pg_corpus.py -k "tar_format or tar_base"
 fi
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# coverage per module, least covered first, the `drill` subprocesses included ([tool.coverage] in pyproject.toml)
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --cov --cov-report=term "$@"
