@@ -28,14 +28,60 @@ from moto import mock_aws
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+import tempfile  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
 import structlog  # noqa: E402
-from aws_fakes import REGION, Fakes, World, drill_leftovers, drive, isolation, make_world, settings  # noqa: E402
+import yaml  # noqa: E402
+from aws_fakes import REGION, Fakes, World, drill_leftovers, isolation, make_world, settings  # noqa: E402
 
 from drills.backends import backend_factory  # noqa: E402
+from drills.backends.base import Mark  # noqa: E402
 from drills.clock import FakeClock  # noqa: E402
+from drills.errors import DrillError  # noqa: E402
+from drills.journal import Journal  # noqa: E402
+from drills.machine import Drill, default_states, run_machine  # noqa: E402
+from drills.runbook import load_runbook  # noqa: E402
 from drills.sources import AuroraSnapshotSource, RdsSnapshotSource  # noqa: E402
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # quiet: warnings and up
+
+
+@dataclass
+class Outcome:
+    error: DrillError | None
+    marks: list[Mark]
+    teardown_errors: list[str]
+
+
+def drive(backend: Any, clock: FakeClock) -> Outcome:
+    """The AWS half of a drill through the real machine: preflight, restore, await_ready, then teardown.
+
+    The control plane is what this benchmark measures; connect and validate (no AWS call but the data plane's)
+    are left out of the state table, so no database is needed.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-aws-") as tmp:
+        doc = {
+            "name": backend.settings.runbook_name,
+            "source": backend.source.model_dump(mode="json", exclude_none=True),
+            "objectives": {"rto_seconds": 4 * 3600},
+            "evidence": {"dir": str(Path(tmp) / "evidence")},
+        }
+        (Path(tmp) / "rb.yaml").write_text(yaml.safe_dump(doc))
+        loaded = load_runbook(Path(tmp) / "rb.yaml")
+        d = Drill(
+            loaded=loaded,
+            backend=backend,
+            clock=clock,
+            journal=Journal.create(backend.settings.run_id, clock, Path(tmp) / "home"),
+            run_validators=lambda _d: None,  # type: ignore[arg-type,return-value]
+            probe=lambda _ep: "",
+            measure=lambda _d: None,  # type: ignore[arg-type,return-value]
+        )
+        states = [s for s in default_states(loaded) if s.name in ("preflight", "restore", "await_ready")]
+        run_machine(d, states, lambda _d: None)
+        d.journal.close()
+        return Outcome(d.error, d.marks, d.teardown_errors)
 
 
 def rds_source(w: World) -> RdsSnapshotSource:
