@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
+import structlog
 from moto import mock_aws
 from recorder import Recorder
 
@@ -39,6 +40,15 @@ RUNBOOK = textwrap.dedent(
 
 class Killed(BaseException):
     """The runner dies (SIGKILL) as teardown begins."""
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """`main()` points structlog at the stderr of the moment (pytest's capture, closed after the test): restore
+    the configuration, or every later test in this process logs into a closed file."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture
