@@ -223,11 +223,12 @@ def test_a_second_real_drill_records_its_regression_against_the_first(demo_sourc
     second = run_drill(load_runbook(demo_source.runbook), opts)
     assert first.drill.regression is None  # nothing to compare with yet
     reg = second.drill.regression
+    assert first.drill.measurement is not None
     assert (
         reg is not None
         and reg["baseline_drills"] == 1
         and reg["baseline_rto_ms"] == first.drill.measurement.achieved_rto_ms
-    )  # type: ignore[union-attr]
+    )
     assert reg["mad_ms"] is None and reg["threshold_margin"] == "absolute"  # one drill: only the floors
     size = reg["per_gb"]["restored_bytes"]
     rto = second.drill.measurement.achieved_rto_ms  # type: ignore[union-attr]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from drills.doctor import KeyFact, RecordFact, RunbookFacts, RunFact, diagnose
 
@@ -14,10 +15,10 @@ def rec(days_ago: float, verdict: str = "passed", rto_s: int = 600, run: str = "
     return RecordFact(run or f"r{days_ago}", NOW - timedelta(days=days_ago), verdict, rto_s * 1000, 1_800_000)
 
 
-def runbook(*records: RecordFact, every_days: int | None = 7, **kw: object) -> RunbookFacts:
+def runbook(*records: RecordFact, every_days: int | None = 7, **kw: Any) -> RunbookFacts:
     return RunbookFacts(
         "orders", "runbooks/orders.yaml", every_days * DAY if every_days else None, 1_800_000, records, **kw
-    )  # type: ignore[arg-type]
+    )
 
 
 def checks(*rbs: RunbookFacts, runs: tuple[RunFact, ...] = (), keys: tuple[KeyFact, ...] = ()) -> list[str]:

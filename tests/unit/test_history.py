@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from drills.history import PastDrill, chain_link, regression
 
 
-def past(rtos: list[int | None], verdict: str = "passed") -> list[PastDrill]:
+def past(rtos: Sequence[int | None], verdict: str = "passed") -> list[PastDrill]:
     return [PastDrill(f"r{i}", f"2026-01-{i + 1:02d}", verdict, rto, i + 1, f"{i:064x}") for i, rto in enumerate(rtos)]
 
 

@@ -246,7 +246,7 @@ def test_odd_old_records_are_skipped_not_fatal() -> None:
     odd = [
         PastDrill("a", "not a date", "passed", 1000, 1, "0" * 64),
         PastDrill("b", "2026-01-02T00:00:00Z", "passed", "1000", 2, "0" * 64),  # type: ignore[arg-type]
-        PastDrill("c", "2026-01-03T00:00:00Z", "passed", True, 3, "0" * 64),  # type: ignore[arg-type]
+        PastDrill("c", "2026-01-03T00:00:00Z", "passed", True, 3, "0" * 64),  # a bool is no duration
         PastDrill("d", "2026-01-04T00:00:00Z", "passed", 60_000, 4, "0" * 64),
     ]
     r = history_regression(odd, 61_000, {"drill": {"finished_at": "2026-01-05T00:00:00Z"}})
