@@ -38,6 +38,11 @@ class ShiftedClock:
         time.sleep(max(0.0, seconds))
 
 
+def clock_at(when: datetime) -> ShiftedClock:
+    """The real clock moved so that it reads ``when`` now: "just before the expiry" however long the test ran."""
+    return ShiftedClock((when - datetime.now(UTC)).total_seconds())
+
+
 def server_running(run_id: str) -> bool:
     out = subprocess.run(["pgrep", "-af", "postgres"], capture_output=True, text=True, check=False).stdout
     return run_id in out
@@ -102,14 +107,16 @@ def check_keep_then_sweep(res: RunResult, before: datetime, after: datetime) -> 
         "InputError: AWS not swept: no AWS credentials (configure AWS credentials, or sweep --scope local)"
     ]
 
-    # one second before the expiry: still kept; one second after: removed with drill teardown's teardown
+    # just before the expiry (read from the record, not from when the test started): still kept; just after: removed
     assert {
-        r["action"] for r in sweep_local(timedelta(hours=6), False, ShiftedClock(598)) if r["run_id"] == res.run_id
+        r["action"]
+        for r in sweep_local(timedelta(hours=6), False, clock_at(expires - timedelta(seconds=2)))
+        if r["run_id"] == res.run_id
     } == {"kept"}
-    preview = sweep_local(timedelta(hours=6), True, ShiftedClock(601))
+    preview = sweep_local(timedelta(hours=6), True, clock_at(expires + timedelta(seconds=1)))
     assert {r["action"] for r in preview if r["run_id"] == res.run_id} == {"would-delete"}
     assert server_running(res.run_id)
-    removed = sweep_local(timedelta(hours=6), False, ShiftedClock(601))
+    removed = sweep_local(timedelta(hours=6), False, clock_at(expires + timedelta(seconds=1)))
     assert {(r["kind"], r["action"]) for r in removed if r["run_id"] == res.run_id} == {
         ("postgres-server", "deleted"),
         ("scratch-dir", "deleted"),
