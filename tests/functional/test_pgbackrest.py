@@ -65,7 +65,8 @@ def _pgbackrest(conf: Path, user: Any, *args: str) -> str:
         **kwargs,
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    return proc.stdout
+    out: str = proc.stdout
+    return out
 
 
 def _wait_archived(conn: Any) -> None:
