@@ -214,14 +214,16 @@ def test_teardown_finishes_what_a_killed_run_left(
     monkeypatch.setattr(journal, "_alive", lambda _pid: False)  # now the runner is gone
     code, out, _ = run(capsys, "teardown", run_id)
     assert code == 0
-    removed = out.splitlines()
+    aborted, *removed = out.splitlines()  # the signed record of the aborted run first, then each resource
     assert [x.split()[:3] for x in removed] == [
         ["removed:", "thing", "b"],
         ["removed:", "thing", "a"],
         ["removed:", "scratch-dir", removed[2].split()[2]],
     ]
     assert recorder.torn_down == ["b", "a"]
-    assert run(capsys, "teardown", run_id)[1] == f"run {run_id}: nothing left to tear down\n"
+    assert aborted.startswith(f"run {run_id} was aborted: signed record "), aborted
+    assert Path(aborted.rsplit(" ", 1)[1]).is_file()
+    assert run(capsys, "teardown", run_id)[1].startswith(f"run {run_id}: nothing left to tear down\n")
 
 
 # ---------------------------------------------------------------- AWS: kms-pubkey, sweep
