@@ -37,7 +37,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from drills.errors import EvidenceError
+from drills.errors import EvidenceError, InputError
 
 __all__ = [
     "PublicKey",
@@ -165,14 +165,14 @@ def generate_keypair(private_path: Path, public_path: Path | None = None, *, for
     private_path = Path(private_path)
     public_path = Path(public_path) if public_path is not None else private_path.with_suffix(".pub")
     if public_path.resolve() == private_path.resolve():
-        raise EvidenceError(
+        raise InputError(
             f"private and public key would both be written to {private_path}",
             hint="give the private key a name without the .pub suffix",
         )
     if not force:
         for path in (private_path, public_path):
-            if path.exists():
-                raise EvidenceError(
+            if path.exists():  # the user's choice of path, not a failure of evidence: bad input, exit 2
+                raise InputError(
                     f"{path} already exists; refusing to overwrite a key",
                     hint="choose another --out path, or pass --force if the old key is really retired",
                 )

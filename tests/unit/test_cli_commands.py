@@ -125,8 +125,8 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_refuses_to_overwri
     assert key.stat().st_mode & 0o777 == 0o600
     before = key.read_bytes()
     code, _, err = run(capsys, "keygen", "--out", str(key))
-    assert code == 3 and key.read_bytes() == before
-    one_line_error(err, "EvidenceError", f"{key} already exists; refusing to overwrite a key", "--force")
+    assert code == 2 and key.read_bytes() == before  # the path is the user's choice: bad input
+    one_line_error(err, "InputError", f"{key} already exists; refusing to overwrite a key", "--force")
     assert run(capsys, "keygen", "--out", str(key), "--force")[0] == 0 and key.read_bytes() != before
 
 

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from drills.errors import EvidenceError
+from drills.errors import EvidenceError, InputError
 from drills.evidence import (
     generate_keypair,
     keyid_for,
@@ -71,7 +71,7 @@ def test_refuses_to_overwrite_a_key_unless_forced(tmp_path: Path) -> None:
     first = generate_keypair(tmp_path / "k.key")
     before = (tmp_path / "k.key").read_bytes()
 
-    with pytest.raises(EvidenceError, match="already exists"):
+    with pytest.raises(InputError, match="already exists"):
         generate_keypair(tmp_path / "k.key")
     assert (tmp_path / "k.key").read_bytes() == before
 
@@ -83,13 +83,13 @@ def test_refuses_to_overwrite_a_key_unless_forced(tmp_path: Path) -> None:
 
 def test_refuses_when_only_the_public_file_exists(tmp_path: Path) -> None:
     (tmp_path / "k.pub").write_text("old")
-    with pytest.raises(EvidenceError, match=r"k\.pub already exists"):
+    with pytest.raises(InputError, match=r"k\.pub already exists"):
         generate_keypair(tmp_path / "k.key")
     assert not (tmp_path / "k.key").exists()
 
 
 def test_private_path_ending_in_pub_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(EvidenceError, match="both be written"):
+    with pytest.raises(InputError, match="both be written"):
         generate_keypair(tmp_path / "k.pub")
 
 
