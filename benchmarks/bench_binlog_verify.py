@@ -7,14 +7,14 @@ every tenth one an update of an earlier row, like an OLTP workload. Then, page c
 each method reads the whole chain ``--repeat`` times, rotating which goes first:
 
 * ``cat``: ``cat FILES > /dev/null``, the floor.
-* ``scan``: :func:`drills.backends.maria_binlog.inspect_chain`, what preflight runs: every
+* ``scan``: :func:`drills.engines.mariadb.binlog.inspect_chain`, what preflight runs: every
   event header and its CRC-32, in Python.
 * ``mariadb-binlog --verify-binlog-checksum``: the same files decoded and checked by the server's
   own tool, output to ``/dev/null``.
 * ``mariadb-binlog``: the same without ``--verify-binlog-checksum`` (the decoding alone).
-* ``tracker``: :class:`~drills.backends.maria_binlog.ReplayTracker` fed the tool's output in
+* ``tracker``: :class:`~drills.engines.mariadb.binlog.ReplayTracker` fed the tool's output in
   1 MiB chunks: what following a replay costs on top of the replay.
-* ``preflight``: :func:`~drills.backends.maria_backup.tool_pass` after the scan, as a drill's
+* ``preflight``: :func:`~drills.engines.mariadb.backup.tool_pass` after the scan, as a drill's
   preflight runs them (one mariadb-binlog per file, as the server's user).
 
 With ``--replay`` it also replays the whole chain into a fresh server ``--repeat`` times each
@@ -45,11 +45,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from drills.backends.base import BackendSettings  # noqa: E402
-from drills.backends.local_mariadb import LocalMariadb  # noqa: E402
-from drills.backends.maria_backup import as_user, tool_pass, utc_env  # noqa: E402
-from drills.backends.maria_binlog import ReplayTracker, inspect_chain, plan_replay  # noqa: E402
 from drills.clock import SystemClock  # noqa: E402
-from drills.localmaria import MariaServer, find_maria_binaries, os_user, private_dir, run_as_for_mariadb  # noqa: E402
+from drills.engines.mariadb.backend import LocalMariadb  # noqa: E402
+from drills.engines.mariadb.backup import as_user, tool_pass, utc_env  # noqa: E402
+from drills.engines.mariadb.binlog import ReplayTracker, inspect_chain, plan_replay  # noqa: E402
+from drills.engines.mariadb.server import MariaServer, find_maria_binaries, run_as_for_mariadb  # noqa: E402
+from drills.osutil import os_user, private_dir  # noqa: E402
 
 SHELL, DRILL = "mariadb-binlog | mariadb (shell pipe)", "drill pipe + tracker"
 

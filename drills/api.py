@@ -117,7 +117,7 @@ def _signer(loaded: LoadedRunbook, opts: RunOptions) -> Any:
 
     ev = loaded.runbook.evidence
     if opts.signing_key is None and ev.kms_key_id is not None:
-        from drills.evidence.kms import KmsSigner
+        from drills.aws.kms import KmsSigner
 
         return KmsSigner(ev.kms_key_id, opts.aws_session)
     key = opts.signing_key or ev.signing_key

@@ -38,51 +38,6 @@ def _out(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def _regression_line(reg: dict[str, Any] | None) -> list[str]:
-    if not reg:
-        return []
-    mark = "REGRESSION: " if reg["flag"] else ""
-    return [
-        f"  {mark}RTO {reg['delta_pct']:+d} % against the median of the last {reg['baseline_drills']} passed drills "
-        f"({reg['baseline_rto_ms'] / 1000:.2f}s)"
-    ]
-
-
-def _summary_lines(res: Any) -> list[str]:
-    r = res.to_json()
-    rto = f"{r['rto_seconds']:.2f}s" if r["rto_seconds"] is not None else "not reached"
-    met = {True: ", met", False: ", MISSED", None: ""}
-    rto_met = met[r["rto_met"] if r["rto_seconds"] is not None else None]
-    rpo = f"{r['rpo_seconds']:.3f}s" if r["rpo_seconds"] is not None else "not measured"
-    rpo_obj = f" (objective {r['rpo_objective_seconds']}s)" if r["rpo_objective_seconds"] is not None else ""
-    failed = [f for f in r["findings"] if not f.get("passed")]
-    lines = [
-        "",
-        f"drill {r['run_id']}: {r['verdict'].upper()}",
-        f"  RTO achieved {rto} (objective {r['rto_objective_seconds']}s{rto_met})",
-        "    " + "  ".join(f"{k} {v / 1000:.2f}s" for k, v in r["rto_phases_ms"].items()),
-        f"  RPO achieved {rpo}{rpo_obj[:-1] + met[r['rpo_met']] + ')' if rpo_obj else ''}",
-        *_regression_line(r.get("rto_regression")),
-        f"  findings: {len(r['findings']) - len(failed)} passed, {len(failed)} failed",
-    ]
-    lines += [
-        f"    ✗ {f['validator']}: {f['check']}: expected {f.get('expected')!r}, got {f.get('actual')!r}" for f in failed
-    ]
-    if "archive_lag_seconds" in r:
-        lag, loss = r["archive_lag_seconds"], r["loss_in_archive_seconds"]
-        lines.append(
-            "  latest: archive lag "
-            + (f"{lag:.3f}s" if lag is not None else "unknown")
-            + ", loss inside the archive "
-            + (f"{loss:.3f}s" if loss is not None else "unknown")
-        )
-    if r["reasons"]:
-        lines.append("  failed because:")
-        lines += [f"    - {reason}" for reason in r["reasons"]]
-    lines.append(f"  evidence: {r['evidence']}")
-    return lines
-
-
 # ---------------------------------------------------------------- commands
 
 
@@ -125,7 +80,9 @@ def cmd_run(a: argparse.Namespace) -> int:
 
         _out(res.to_json() | {"kept": kept_json(res.drill)})
     else:
-        print("\n".join(_summary_lines(res)), file=sys.stderr)
+        from drills.render import summary_lines
+
+        print("\n".join(summary_lines(res)), file=sys.stderr)
         if a.keep and res.drill.endpoint is not None and res.error is None:
             hint = getattr(res.drill.backend, "connection_hint", None)
             where = hint() if callable(hint) else res.drill.endpoint.public()
@@ -253,7 +210,7 @@ def cmd_doctor(a: argparse.Namespace) -> int:
 
 
 def cmd_kms_pubkey(a: argparse.Namespace) -> int:
-    from drills.evidence.kms import KmsSigner, export_public_key
+    from drills.aws.kms import KmsSigner, export_public_key
 
     signer = KmsSigner(a.key_id)
     export_public_key(signer, a.out)
@@ -337,10 +294,10 @@ def cmd_runs(a: argparse.Namespace) -> int:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     if a.engine == "mariadb":
-        from drills.demo_mariadb import run_demo as run_maria
+        from drills.demo.mariadb import run_demo as run_maria
 
         return run_maria(a.workdir, as_json=a.json)
-    from drills.demo import run_demo
+    from drills.demo.postgres import run_demo
 
     return run_demo(a.workdir, as_json=a.json)
 
@@ -429,7 +386,7 @@ def _sweep_aws(a: argparse.Namespace, clock: Any, older_than: Any) -> list[dict[
     """The tag-driven AWS sweep; missing credentials or region are an InputError, AWS failures ours."""
     import boto3
 
-    from drills.backends.aws_backend import aws_errors
+    from drills.aws.backend import aws_errors
     from drills.journal import list_runs
     from drills.sweep import journal_removal, sweep
 

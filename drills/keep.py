@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from drills.backends.aws_common import parse_time
+from drills.aws.calls import parse_time
 from drills.clock import iso
 from drills.journal import read_events
 

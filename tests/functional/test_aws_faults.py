@@ -15,8 +15,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from drills.aws.calls import TAG_EXPIRES, TAG_RUN_ID
 from drills.backends import backend_factory
-from drills.backends.aws_common import TAG_EXPIRES, TAG_RUN_ID
 from drills.clock import FakeClock
 from drills.sources import AuroraSnapshotSource, RdsSnapshotSource
 from drills.sweep import sweep

@@ -12,8 +12,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from drills.aws.calls import TAG_CREATED, TAG_EXPIRES, TAG_KEPT, tag_value
 from drills.backends import backend_factory
-from drills.backends.aws_common import TAG_CREATED, TAG_EXPIRES, TAG_KEPT, tag_value
 from drills.clock import FakeClock, iso
 from drills.sources import RdsSnapshotSource
 from drills.sweep import sweep

@@ -12,8 +12,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from drills.aws.calls import TAG_EXPIRES, TAG_RUN_ID, tag_value
 from drills.backends import backend_factory
-from drills.backends.aws_common import TAG_EXPIRES, TAG_RUN_ID, tag_value
 from drills.clock import FakeClock
 from drills.errors import DeadlineExceeded, IsolationError, PreflightError, RestoreFailed, TeardownError
 from drills.resources import Resource

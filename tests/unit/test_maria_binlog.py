@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from drills.backends.maria_binlog import (
+from drills.engines.mariadb.binlog import (
     Chain,
     Defect,
     Event,

@@ -12,8 +12,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from drills.backends.aws_backend import INSTANCE, AwsBackend, RecoveryPoint, aws_errors, sibling_arn
-from drills.backends.aws_common import (
+from drills.aws.backend import INSTANCE, AwsBackend, RecoveryPoint, aws_errors, sibling_arn
+from drills.aws.calls import (
     AwsCaller,
     PollPolicy,
     Verdict,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
-from drills.backends.aws_common import (
+from drills.aws.calls import (
     TAG_EXPIRES,
     TAG_RUN_ID,
     AwsCaller,
@@ -36,8 +36,7 @@ from drills.backends.aws_common import (
     kept_tags,
     tag_value,
 )
-from drills.backends.base import BackendSettings, PreflightReport, StepContext
-from drills.backends.isolation import (
+from drills.aws.isolation import (
     Fact,
     NetworkView,
     check_restored,
@@ -46,6 +45,7 @@ from drills.backends.isolation import (
     evaluate,
     raise_if_violated,
 )
+from drills.backends.base import BackendSettings, PreflightReport, StepContext
 from drills.clock import iso
 from drills.errors import (
     DeadlineExceeded,
@@ -192,7 +192,7 @@ class AwsBackend:
         return str(region)
 
     def client(self, service: str, region: str | None = None) -> Any:
-        from drills.backends.aws_common import client_config
+        from drills.aws.calls import client_config
 
         key = (service, region or self.region)
         if key not in self._clients:

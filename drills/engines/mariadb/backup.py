@@ -4,7 +4,7 @@ What preflight and ``drill validate`` run before anything starts. Everything wro
 backup itself is a :class:`~drills.errors.BackupDefect` (a failed drill, exit 1, with
 evidence): a backup directory that is not there because last night's backup never ran, a
 backup that did not finish, missing coordinates, a file nobody can read, a gapped or damaged
-binlog chain (:mod:`drills.backends.maria_binlog`), a target the backup does not hold, a dump
+binlog chain (:mod:`drills.engines.mariadb.binlog`), a target the backup does not hold, a dump
 cut short. What this tool cannot do (an incremental backup) stays a
 :class:`~drills.errors.PreflightError` (exit 2).
 """
@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drills.backends.maria_binlog import ReplayPlan, inspect_chain, plan_replay
 from drills.clock import iso
+from drills.engines.mariadb.binlog import ReplayPlan, inspect_chain, plan_replay
 from drills.errors import BackupDefect, PreflightError
-from drills.localpg import RunAs
+from drills.osutil import RunAs
 from drills.sources import MariadbDumpSource, MariadbPitrSource
 
 __all__ = [

@@ -1,4 +1,6 @@
-"""Who a process is, proven from /proc before teardown signals it.
+"""The operating-system helpers every engine shares: process identity, accounts, private files, ports.
+
+Who a process is, proven from /proc before teardown signals it.
 
 A pid alone proves nothing: after a crash or a reboot the number may belong
 to anyone, and a journal (or a ``postmaster.pid``) can name any number. So a
@@ -9,30 +11,52 @@ on that boot, runs as the expected user and names the run's data directory
 on its command line; the signal goes through a pidfd opened *before* that
 check, so the process checked is the process signalled even if the pid is
 reused a microsecond later. Linux only, like the local backends.
+
+The account helpers exist because servers refuse to run as root (PostgreSQL) or must not
+(a restored production MariaDB): when we are root, a server runs as an unprivileged user and
+every directory and log it needs is handed to that user, private (0700/0600) to everyone else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import pwd
 import signal
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from drills.errors import InputError, PreflightError
 
 __all__ = [
     "ProcessIdentity",
+    "RunAs",
     "boot_id",
+    "chown_tree",
     "cmdline",
+    "ensure_reachable",
+    "free_port",
     "identity_of",
     "names_path",
+    "open_private_log",
+    "os_user",
     "pids_naming",
+    "pids_using",
+    "private_dir",
+    "private_log",
+    "process_alive",
     "signal_if",
     "start_wall_time",
     "stop_proven",
+    "uid_of",
+    "unprivileged_user",
+    "unreachable_ancestor",
     "user_name",
     "why_not_ours",
 ]
@@ -201,3 +225,179 @@ def stop_proven(ident: ProcessIdentity, still_ours: Callable[[], bool], steps: S
                 return True
             time.sleep(0.02)
     return _gone(ident)
+
+
+# ----------------------------------------------------------------------------- accounts, files, ports
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The unprivileged account a server runs as when we are root."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def unprivileged_user(*names: str) -> RunAs | None:
+    """The first of ``names`` that exists, when we are root; None when we are not (servers run as us)."""
+    if os.geteuid() != 0:
+        return None
+    for name in names:
+        with contextlib.suppress(KeyError):
+            pw = pwd.getpwnam(name)
+            return RunAs(name, pw.pw_uid, pw.pw_gid)
+    raise PreflightError(
+        "running as root and no unprivileged user to run the server as", hint=f"create the user `{names[0]}`"
+    )
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (the socket file name uses it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone once reaped
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def chown_tree(path: Path, run_as: RunAs | None) -> None:
+    if run_as is None:
+        return
+    os.chown(path, run_as.uid, run_as.gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            with contextlib.suppress(FileNotFoundError):
+                os.lchown(os.path.join(root, name), run_as.uid, run_as.gid)
+
+
+def ensure_reachable(path: Path, run_as: RunAs | None) -> None:
+    """Refuse early when the server's user cannot reach a directory (e.g. one under a 0700 home)."""
+    if run_as is None:
+        return
+    probe = subprocess.run(
+        ["test", "-x", str(path)], user=run_as.uid, group=run_as.gid, extra_groups=[], check=False, cwd="/"
+    )
+    if probe.returncode != 0:
+        raise InputError(
+            f"{path} is not reachable by the user {run_as.name!r} the server runs as (a parent directory is private)",
+            hint="choose a directory under /tmp, or make its parents traversable (chmod o+x)",
+        )
+
+
+def private_log(path: Path, run_as: RunAs | None) -> Path:
+    """A server log file, 0600 whatever the umask, owned by the server's user (who appends to it).
+
+    Server logs quote SQL and connection details of a production copy:
+    nobody but the server's user (and root) reads them.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        if run_as is not None:
+            os.fchown(fd, run_as.uid, run_as.gid)
+    finally:
+        os.close(fd)
+    return path
+
+
+def private_dir(path: Path, run_as: RunAs | None) -> Path:
+    """A 0700 directory owned by the server's user."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    chown_tree(path, run_as)
+    return path
+
+
+def os_user() -> str:
+    """The OS account of this process: the name MariaDB's unix_socket plugin authenticates."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return getpass.getuser()
+
+
+def unreachable_ancestor(path: Path, run_as: RunAs | None) -> Path | None:
+    """The first existing ancestor of ``path`` the server's user cannot traverse, if any.
+
+    Checked before anything is created: a server that cannot reach its own
+    datadir fails with an obscure log line, and we must not loosen the
+    permissions of directories we do not own.
+    """
+    if run_as is None:
+        return None
+    p = path.absolute()
+    for d in [*reversed(p.parents), p]:
+        try:
+            st = d.stat()
+        except FileNotFoundError:
+            break  # created by us later, with 0755
+        if st.st_uid == run_as.uid:
+            ok = bool(st.st_mode & 0o100)
+        elif st.st_gid == run_as.gid:
+            ok = bool(st.st_mode & 0o010)
+        else:
+            ok = bool(st.st_mode & 0o001)
+        if not ok:
+            return d
+    return None
+
+
+def pids_using(root: Path) -> list[int]:
+    """Live processes whose arguments name a path inside ``root`` (server, client, mariadb-backup).
+
+    This is how teardown finds what a SIGKILLed runner left behind, even a
+    server that had not written its pid file yet: every process we start
+    gets its paths under the run's directory on its command line.
+    """
+    prefix = str(root.absolute()).rstrip("/") + "/"
+    me = {os.getpid(), os.getppid()}
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in me:
+            continue
+        pid = int(entry.name)
+        args = cmdline(pid)
+        if any(prefix in a or a.rstrip("/") == prefix.rstrip("/") for a in args[1:]) and process_alive(pid):
+            found.append(pid)
+    return sorted(found)
+
+
+def uid_of(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def open_private_log(path: Path, mode: str = "wb") -> BinaryIO:
+    """A log file of the runner's, 0600 whatever the umask (``mode`` "wb" truncates, "ab" appends)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags |= os.O_APPEND if mode.startswith("a") else os.O_TRUNC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab" if mode.startswith("a") else "wb")

@@ -40,7 +40,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from drills.backends.aws_common import error_code
+from drills.aws.calls import error_code
 from drills.errors import EvidenceError
 
 __all__ = ["CREATE_KEY_HINT", "RAW_MESSAGE_LIMIT", "SIGNING_ALGORITHM", "KmsSigner", "export_public_key"]

@@ -4,7 +4,7 @@ Preflight checks exactly what the requested target needs, no more and no less: t
 (against its ``backup_manifest`` when it has one), every WAL segment from the backup's start
 through the segment holding the first commit after the target (through the end of the archive
 for ``latest``), each readable by the server's user and with valid page headers
-(:mod:`drills.backends.pg_wal`), and the timeline history the backup's timeline needs. It also
+(:mod:`drills.engines.postgres.wal`), and the timeline history the backup's timeline needs. It also
 decides what recovery must reach, so that after promotion the drill can prove it did
 (:class:`PitrPlan`). Every defect raises :class:`~drills.errors.BackupDefect` naming the file.
 
@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from drills.backends.pg_wal import (
+from drills.clock import iso
+from drills.engines.postgres.wal import (
     SegmentDefect,
     WalFile,
     WalGeometry,
@@ -37,7 +38,6 @@ from drills.backends.pg_wal import (
     segment_name,
     split_name,
 )
-from drills.clock import iso
 from drills.errors import BackupDefect
 
 __all__ = [

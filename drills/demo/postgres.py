@@ -12,7 +12,6 @@ none after it.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
@@ -24,17 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from drills.clock import iso
+from drills.demo.common import drill_and_report
+from drills.engines.postgres.server import PgCluster, find_pg_binaries, run_as_for_server
 from drills.errors import InfrastructureError
-from drills.localpg import (
-    PgCluster,
-    ensure_reachable,
-    find_pg_binaries,
-    free_port,
-    private_dir,
-    run_as_for_server,
-)
+from drills.osutil import ensure_reachable, free_port, private_dir
 
-__all__ = ["DemoSource", "archiving_options", "build_demo_source", "drill_and_report", "run_demo"]
+__all__ = ["DemoSource", "archiving_options", "build_demo_source", "run_demo"]
 
 ACTIVITY_ROWS = 40
 ACTIVITY_INTERVAL_S = 0.05
@@ -102,7 +96,7 @@ def build_demo_source(workdir: Path) -> DemoSource:
     try:
         with psycopg.connect(src.conninfo("postgres"), autocommit=True) as conn:
             conn.execute("create database shop")
-        _psql(src, resources.files("drills").joinpath("demo_schema.sql").read_text())
+        _psql(src, resources.files("drills.demo").joinpath("schema.sql").read_text())
         base = workdir / "backups" / "base"
         proc = subprocess.run(
             [bins.tool("pg_basebackup"), "-h", str(src.socket_dir), "-p", str(src.port), "-U", "postgres",
@@ -164,7 +158,7 @@ def _wait_archived(conn: Any, segment: str, timeout_s: float = 30) -> None:
 
 
 def _previous(segment: str) -> str:
-    from drills.backends.pg_wal import segment_name, split_name
+    from drills.engines.postgres.wal import segment_name, split_name
 
     per = 0x100  # the demo's cluster uses initdb's default 16 MiB segments
     tli, n = split_name(segment, per)
@@ -205,35 +199,6 @@ validators:
   freshness: {{column: orders.created_at}}
 evidence: {{dir: evidence, signing_key: keys/drill.key}}
 """
-
-
-def drill_and_report(runbook: Path, public_key: Path | None, workdir: Path, *, as_json: bool, started: float) -> int:
-    """Run the demo's drill as a user would, verify its evidence, and report (shared by both engines)."""
-    from drills.api import RunOptions, run_drill
-    from drills.cli import _summary_lines
-    from drills.evidence.keys import load_verifiers
-    from drills.evidence.store import read_and_verify
-    from drills.runbook import load_runbook
-
-    res = run_drill(load_runbook(runbook), RunOptions(trigger="manual"))
-    verified = False
-    if res.evidence is not None and public_key is not None:
-        read_and_verify(res.evidence, load_verifiers(public_key))
-        verified = True
-    if as_json:
-        out = res.to_json() | {"public_key": str(public_key), "workdir": str(workdir), "evidence_verified": verified}
-        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
-    else:
-        lines = [
-            *_summary_lines(res),
-            f"  evidence verified with {public_key}: {'yes' if verified else 'NO'}",
-            f"  runbook: {runbook}",
-            f"  workdir: {workdir}",
-            f"  verify yourself: drill verify {res.evidence} --key {public_key}",
-            f"demo finished in {time.monotonic() - started:.1f}s",
-        ]
-        print("\n".join(lines), file=sys.stderr)
-    return res.exit_code if verified else max(res.exit_code, 1)
 
 
 def run_demo(workdir: Path | None, *, as_json: bool = False) -> int:

@@ -7,7 +7,7 @@ import pwd
 from typing import Any
 
 from drills.errors import TeardownError
-from drills.procs import ProcessIdentity
+from drills.osutil import ProcessIdentity
 from drills.resources import Resource
 
 __all__ = ["server_started", "server_uid"]

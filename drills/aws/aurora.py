@@ -11,8 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from drills.backends.aws_backend import CLUSTER, INSTANCE, AwsBackend, RecoveryPoint, aws_errors, sibling_arn
-from drills.backends.aws_common import (
+from drills.aws.backend import CLUSTER, INSTANCE, AwsBackend, RecoveryPoint, aws_errors, sibling_arn
+from drills.aws.calls import (
     AwsCaller,
     PollPolicy,
     PollResult,
@@ -24,8 +24,8 @@ from drills.backends.aws_common import (
     poll,
     terminal,
 )
+from drills.aws.rds import wait_instance
 from drills.backends.base import BackendSettings, StepContext
-from drills.backends.rds import wait_instance
 from drills.errors import PreflightError, RestoreFailed
 from drills.sources import AuroraPitrSource, AuroraSnapshotSource
 

@@ -14,7 +14,7 @@ always runs with ``TZ=UTC`` and gets a UTC time.
 
 Never a false pass: preflight walks every binlog the target needs (sequence,
 readability by the user mariadb-binlog runs as, every event header and CRC;
-:mod:`drills.backends.maria_binlog`) and knows the exact event the replay must
+:mod:`drills.engines.mariadb.binlog`) and knows the exact event the replay must
 stop at. The replay stream passes through a tracker on its way to the client,
 and the drill fails with :class:`~drills.errors.IncompleteRecovery` unless every
 file was emitted to its end and the last one to exactly that event
@@ -60,7 +60,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
-from drills.backends.maria_backup import (
+from drills.clock import iso
+from drills.engines.mariadb.backup import (
     DUMP_TRAILER,
     DumpInfo,
     as_user,
@@ -71,8 +72,15 @@ from drills.backends.maria_backup import (
     tool_pass,
     utc_env,
 )
-from drills.backends.maria_binlog import ReplayPlan, ReplayTracker
-from drills.clock import iso
+from drills.engines.mariadb.binlog import ReplayPlan, ReplayTracker
+from drills.engines.mariadb.server import (
+    MAX_SOCKET_PATH,
+    MariaBinaries,
+    MariaServer,
+    find_maria_binaries,
+    run_as_for_mariadb,
+)
+from drills.engines.server_record import server_started, server_uid
 from drills.errors import (
     BackupDefect,
     DeadlineExceeded,
@@ -83,24 +91,23 @@ from drills.errors import (
     RestoreFailed,
     TeardownError,
 )
-from drills.localmaria import (
-    MAX_SOCKET_PATH,
-    MariaBinaries,
-    MariaServer,
+from drills.osutil import (
+    ProcessIdentity,
     RunAs,
-    chown_to,
-    find_maria_binaries,
+    chown_tree,
     free_port,
+    identity_of,
     open_private_log,
     os_user,
     pids_using,
-    run_as_for_mariadb,
+    start_wall_time,
+    stop_proven,
     uid_of,
     unreachable_ancestor,
+    user_name,
+    why_not_ours,
 )
-from drills.procs import ProcessIdentity, identity_of, start_wall_time, stop_proven, user_name, why_not_ours
 from drills.resources import Resource, TeardownResult
-from drills.server_record import server_started, server_uid
 from drills.sources import MariadbDumpSource, MariadbPitrSource
 from validators.endpoint import Endpoint, Secret
 
@@ -267,7 +274,7 @@ class LocalMariadb:
 
     def _preflight_pitr(self, src: MariadbPitrSource, facts: dict[str, Any], ctx: StepContext) -> PreflightReport:
         """The backup, then every binlog the target needs: in sequence, readable by mariadb-binlog's user,
-        every event header and checksum sound (see :mod:`drills.backends.maria_binlog`)."""
+        every event header and checksum sound (see :mod:`drills.engines.mariadb.binlog`)."""
         info, plan = inspect_pitr(src, reader_for(self.run_as))
         binlog_bytes = sum(s.end - s.start for s in plan.scans if s.name in plan.files)
         self._check_space(info.size_bytes + binlog_bytes, "backup and binlogs to replay")
@@ -418,7 +425,7 @@ class LocalMariadb:
             ctx,
         )
         server.datadir.chmod(0o700)
-        chown_to(server.datadir, self.run_as)
+        chown_tree(server.datadir, self.run_as)
 
     def _innodb_args(self, work: Path) -> list[str]:
         """InnoDB settings the datafiles were created with (from backup-my.cnf) that the server must match."""

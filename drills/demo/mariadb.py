@@ -27,15 +27,9 @@ from typing import Any
 import yaml
 
 from drills.clock import Clock, iso
+from drills.engines.mariadb.server import MariaServer, find_maria_binaries, run_as_for_mariadb
 from drills.errors import InfrastructureError, PreflightError
-from drills.localmaria import (
-    MariaServer,
-    find_maria_binaries,
-    os_user,
-    private_dir,
-    run_as_for_mariadb,
-    unreachable_ancestor,
-)
+from drills.osutil import os_user, private_dir, unreachable_ancestor
 
 __all__ = ["DemoSource", "build_demo_source", "run_demo"]
 
@@ -366,7 +360,7 @@ def _capture_baseline(server: MariaServer, workdir: Path) -> Path:
 def run_demo(workdir: Path | None, *, as_json: bool = False) -> int:
     """``drill demo --engine mariadb``: build the source, run the drill as a user would, verify the evidence."""
     from drills.clock import SystemClock
-    from drills.demo import drill_and_report
+    from drills.demo.common import drill_and_report
 
     wd = workdir or Path(tempfile.mkdtemp(prefix="restore-drills-mariadb-demo-", dir="/var/tmp"))
     if workdir is None:

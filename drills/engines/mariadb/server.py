@@ -15,9 +15,7 @@ directory, replication or an event scheduler behind the drill's back.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -26,26 +24,29 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from drills.errors import InfrastructureError, PreflightError
-from drills.localpg import RunAs, chown_tree, free_port, private_dir, private_log, process_alive, unprivileged_user
-from drills.procs import ProcessIdentity, identity_of
+from drills.osutil import (
+    ProcessIdentity,
+    RunAs,
+    cmdline,
+    identity_of,
+    open_private_log,
+    os_user,
+    pids_using,
+    private_dir,
+    private_log,
+    process_alive,
+    unprivileged_user,
+)
 
 __all__ = [
     "INSTALL_HINT",
     "MariaBinaries",
     "MariaServer",
-    "RunAs",
     "find_maria_binaries",
-    "free_port",
-    "open_private_log",
-    "os_user",
-    "pids_using",
-    "private_dir",
-    "process_alive",
     "run_as_for_mariadb",
-    "unreachable_ancestor",
 ]
 
 INSTALL_HINT = "install MariaDB: `sudo apt-get install mariadb-server mariadb-backup` (Debian/Ubuntu)"
@@ -117,78 +118,6 @@ def find_maria_binaries(*, need: Sequence[str] = ()) -> MariaBinaries:
 def run_as_for_mariadb() -> RunAs | None:
     """The account the server runs as: None when we are not root (it runs as us)."""
     return unprivileged_user("mysql", "nobody")
-
-
-def os_user() -> str:
-    """The OS account of this process: the name MariaDB's unix_socket plugin authenticates."""
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return getpass.getuser()
-
-
-def unreachable_ancestor(path: Path, run_as: RunAs | None) -> Path | None:
-    """The first existing ancestor of ``path`` the server's user cannot traverse, if any.
-
-    Checked before anything is created: a server that cannot reach its own
-    datadir fails with an obscure log line, and we must not loosen the
-    permissions of directories we do not own.
-    """
-    if run_as is None:
-        return None
-    p = path.absolute()
-    for d in [*reversed(p.parents), p]:
-        try:
-            st = d.stat()
-        except FileNotFoundError:
-            break  # created by us later, with 0755
-        if st.st_uid == run_as.uid:
-            ok = bool(st.st_mode & 0o100)
-        elif st.st_gid == run_as.gid:
-            ok = bool(st.st_mode & 0o010)
-        else:
-            ok = bool(st.st_mode & 0o001)
-        if not ok:
-            return d
-    return None
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
-def pids_using(root: Path) -> list[int]:
-    """Live processes whose arguments name a path inside ``root`` (server, client, mariadb-backup).
-
-    This is how teardown finds what a SIGKILLed runner left behind, even a
-    server that had not written its pid file yet: every process we start
-    gets its paths under the run's directory on its command line.
-    """
-    prefix = str(root.absolute()).rstrip("/") + "/"
-    me = {os.getpid(), os.getppid()}
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in me:
-            continue
-        pid = int(entry.name)
-        args = _cmdline(pid)
-        if any(prefix in a or a.rstrip("/") == prefix.rstrip("/") for a in args[1:]) and process_alive(pid):
-            found.append(pid)
-    return sorted(found)
-
-
-def uid_of(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Uid:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 @dataclass
@@ -329,10 +258,10 @@ class MariaServer:
             return self._proc.pid
         with contextlib.suppress(OSError, ValueError):
             pid = int(self.pid_file.read_text().strip())
-            if process_alive(pid) and any(f"--datadir={self.datadir}" == a for a in _cmdline(pid)):
+            if process_alive(pid) and any(f"--datadir={self.datadir}" == a for a in cmdline(pid)):
                 return pid
         for pid in pids_using(self.root):
-            if f"--datadir={self.datadir}" in _cmdline(pid):
+            if f"--datadir={self.datadir}" in cmdline(pid):
                 return pid
         return None
 
@@ -415,21 +344,3 @@ class MariaServer:
             if self._proc is not None:
                 self._proc.poll()
             time.sleep(0.05)
-
-
-def open_private_log(path: Path, mode: str = "wb") -> BinaryIO:
-    """A log file of the runner's, 0600 whatever the umask (``mode`` "wb" truncates, "ab" appends)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    flags |= os.O_APPEND if mode.startswith("a") else os.O_TRUNC
-    fd = os.open(path, flags, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    except OSError:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "ab" if mode.startswith("a") else "wb")
-
-
-def chown_to(path: Path, run_as: RunAs | None) -> None:
-    """Hand a tree to the server's user (after ``--move-back``, files belong to the runner)."""
-    chown_tree(path, run_as)

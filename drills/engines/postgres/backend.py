@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
-from drills.backends.pg_backup import (
+from drills.clock import iso
+from drills.engines.postgres.backup import (
     BaseBackup,
     PitrPlan,
     format_lsn,
@@ -36,9 +37,10 @@ from drills.backends.pg_backup import (
     plan_pitr,
     verify_base_backup,
 )
-from drills.backends.pg_restore_files import copy_base_backup, extract_tar, stage_wal
-from drills.backends.pg_wal import segment_name, split_name
-from drills.clock import iso
+from drills.engines.postgres.restore_files import copy_base_backup, extract_tar, stage_wal
+from drills.engines.postgres.server import PgBinaries, PgCluster, find_pg_binaries, run_as_for_server
+from drills.engines.postgres.wal import segment_name, split_name
+from drills.engines.server_record import server_started, server_uid
 from drills.errors import (
     BackupDefect,
     DeadlineExceeded,
@@ -48,19 +50,18 @@ from drills.errors import (
     RestoreFailed,
     TeardownError,
 )
-from drills.localpg import (
-    PgBinaries,
-    PgCluster,
+from drills.osutil import (
+    ProcessIdentity,
     RunAs,
     chown_tree,
     ensure_reachable,
-    find_pg_binaries,
     free_port,
-    run_as_for_server,
+    identity_of,
+    pids_naming,
+    stop_proven,
+    why_not_ours,
 )
-from drills.procs import ProcessIdentity, identity_of, pids_naming, stop_proven, why_not_ours
 from drills.resources import Resource, TeardownResult
-from drills.server_record import server_started, server_uid
 from drills.sources import PostgresDumpSource, PostgresPitrSource
 from validators.endpoint import Endpoint
 
@@ -625,7 +626,7 @@ def teardown_server(resource: Resource, ctx: StepContext) -> TeardownResult:
     Nothing named by the record is executed: the server is stopped with
     signals (SIGINT = fast shutdown, SIGQUIT = immediate, then SIGKILL), the
     way ``pg_ctl stop`` does, and only to the process proven to be the
-    postmaster this run started (:func:`drills.procs.why_not_ours`: owner,
+    postmaster this run started (:func:`drills.osutil.why_not_ours`: owner,
     data directory on its command line, start time journaled at launch). A
     pid in ``postmaster.pid`` or the record that is some other process is
     left alone and said so. The directory is removed only when it is laid out

@@ -13,55 +13,36 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drills.errors import InfrastructureError, InputError, PreflightError
-from drills.procs import ProcessIdentity, cmdline, identity_of, names_path
+from drills.errors import InfrastructureError, PreflightError
+from drills.osutil import (
+    ProcessIdentity,
+    RunAs,
+    cmdline,
+    identity_of,
+    names_path,
+    private_dir,
+    private_log,
+    process_alive,
+    unprivileged_user,
+)
 
 __all__ = [
     "PgBinaries",
     "PgCluster",
-    "RunAs",
     "find_pg_binaries",
-    "free_port",
-    "private_log",
-    "process_alive",
     "run_as_for_server",
-    "unprivileged_user",
 ]
 
 INSTALL_HINT = "install the PostgreSQL server: `sudo apt-get install postgresql` (Debian/Ubuntu)"
-
-
-@dataclass(frozen=True)
-class RunAs:
-    """The unprivileged account a server runs as when we are root."""
-
-    name: str
-    uid: int
-    gid: int
-
-
-def unprivileged_user(*names: str) -> RunAs | None:
-    """The first of ``names`` that exists, when we are root; None when we are not (servers run as us)."""
-    if os.geteuid() != 0:
-        return None
-    for name in names:
-        with contextlib.suppress(KeyError):
-            pw = pwd.getpwnam(name)
-            return RunAs(name, pw.pw_uid, pw.pw_gid)
-    raise PreflightError(
-        "running as root and no unprivileged user to run the server as", hint=f"create the user `{names[0]}`"
-    )
 
 
 def run_as_for_server() -> RunAs | None:
@@ -131,80 +112,6 @@ def find_pg_binaries(major: int | None = None) -> PgBinaries:
     if not found:
         raise PreflightError("PostgreSQL server binaries (postgres, pg_ctl) not found", hint=INSTALL_HINT)
     return max(found, key=lambda b: b.major)
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now (the socket file name uses it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours counts as gone once reaped
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
-
-
-def chown_tree(path: Path, run_as: RunAs | None) -> None:
-    if run_as is None:
-        return
-    os.chown(path, run_as.uid, run_as.gid)
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            with contextlib.suppress(FileNotFoundError):
-                os.lchown(os.path.join(root, name), run_as.uid, run_as.gid)
-
-
-def ensure_reachable(path: Path, run_as: RunAs | None) -> None:
-    """Refuse early when the server's user cannot reach a directory (e.g. one under a 0700 home)."""
-    if run_as is None:
-        return
-    probe = subprocess.run(
-        ["test", "-x", str(path)], user=run_as.uid, group=run_as.gid, extra_groups=[], check=False, cwd="/"
-    )
-    if probe.returncode != 0:
-        raise InputError(
-            f"{path} is not reachable by the user {run_as.name!r} the server runs as (a parent directory is private)",
-            hint="choose a directory under /tmp, or make its parents traversable (chmod o+x)",
-        )
-
-
-def private_log(path: Path, run_as: RunAs | None) -> Path:
-    """A server log file, 0600 whatever the umask, owned by the server's user (who appends to it).
-
-    Server logs quote SQL and connection details of a production copy:
-    nobody but the server's user (and root) reads them.
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        if run_as is not None:
-            os.fchown(fd, run_as.uid, run_as.gid)
-    finally:
-        os.close(fd)
-    return path
-
-
-def private_dir(path: Path, run_as: RunAs | None) -> Path:
-    """A 0700 directory owned by the server's user."""
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
-    chown_tree(path, run_as)
-    return path
 
 
 @dataclass
