@@ -387,8 +387,9 @@ def _sweep_aws(a: argparse.Namespace, clock: Any, older_than: Any) -> list[dict[
     import boto3
 
     from drills.aws.backend import aws_errors
+    from drills.aws.sweep import sweep
     from drills.journal import list_runs
-    from drills.sweep import journal_removal, sweep
+    from drills.sweep import journal_removal
 
     with aws_errors("drill sweep"):  # a missing profile or a broken config file is botocore's error
         session = boto3.Session(region_name=a.region) if a.region else boto3.Session()

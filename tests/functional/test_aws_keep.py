@@ -13,10 +13,10 @@ import pytest
 from moto import mock_aws
 
 from drills.aws.calls import TAG_CREATED, TAG_EXPIRES, TAG_KEPT, tag_value
+from drills.aws.sweep import sweep
 from drills.backends import backend_factory
 from drills.clock import FakeClock, iso
 from drills.sources import RdsSnapshotSource
-from drills.sweep import sweep
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the shared aws_fakes helpers
 from aws_fakes import REGION, Fakes, World, drill_leftovers, drive, isolation, keep_all, make_world, settings

@@ -476,7 +476,9 @@ def test_the_replay_tracker_agrees_with_a_plain_reading_of_the_output(corpus: Bi
     """Fed mariadb-binlog's real output in odd chunk sizes, the tracker finds what a line-by-line reading finds."""
     import random
 
-    from drills.engines.mariadb.binlog import ReplayTracker, inspect_chain, plan_replay
+    from drills.engines.mariadb.binlog import inspect_chain
+    from drills.engines.mariadb.plan import plan_replay
+    from drills.engines.mariadb.replay import ReplayTracker
     from drills.engines.mariadb.server import find_maria_binaries
 
     info = (corpus.backup / "xtrabackup_binlog_info").read_text().split()

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from maria_helpers import requires_mariadb, scratch_dir, step_ctx
 
-from drills.engines.mariadb.backend import OWNER_FILE, teardown_server
 from drills.engines.mariadb.server import MariaServer, find_maria_binaries, run_as_for_mariadb
+from drills.engines.mariadb.teardown import OWNER_FILE, teardown_server
 from drills.osutil import ProcessIdentity, identity_of, open_private_log, pids_using
 from drills.resources import Resource
 

@@ -302,7 +302,7 @@ def test_signal_during_await_ready_tears_down_and_writes_evidence(
 
 def test_teardown_refuses_a_resource_record_outside_its_layout(tmp_path: Path) -> None:
     from drills.clock import SystemClock
-    from drills.engines.postgres.backend import teardown_server
+    from drills.engines.postgres.teardown import teardown_server
     from drills.errors import TeardownError
     from drills.resources import Resource
 

@@ -43,36 +43,29 @@ account over ``unix_socket``: no password exists anywhere on disk.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import gzip
-import os
-import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
-from drills.clock import iso
+from drills.clock import iso, iso_epoch
 from drills.engines.mariadb.backup import (
-    DUMP_TRAILER,
     DumpInfo,
-    as_user,
     check_source,
     inspect_dump,
     inspect_pitr,
     reader_for,
     tool_pass,
-    utc_env,
 )
-from drills.engines.mariadb.binlog import ReplayPlan, ReplayTracker
+from drills.engines.mariadb.client import environment_failed, last_lines
+from drills.engines.mariadb.dump import feed_dump, judge_dump
+from drills.engines.mariadb.isolation import read_isolation
+from drills.engines.mariadb.plan import ReplayPlan
+from drills.engines.mariadb.replay import ReplayTracker, judge_replay, pipe
 from drills.engines.mariadb.server import (
     MAX_SOCKET_PATH,
     MariaBinaries,
@@ -80,50 +73,28 @@ from drills.engines.mariadb.server import (
     find_maria_binaries,
     run_as_for_mariadb,
 )
-from drills.engines.server_record import server_started, server_uid
+from drills.engines.mariadb.teardown import NAME, OWNER_FILE, ROOT_NAME, SERVER_KIND, teardown_server
+from drills.engines.server_record import server_started
 from drills.errors import (
     BackupDefect,
     DeadlineExceeded,
-    IncompleteRecovery,
     InfrastructureError,
     IsolationError,
     PreflightError,
     RestoreFailed,
-    TeardownError,
 )
 from drills.osutil import (
-    ProcessIdentity,
     RunAs,
     chown_tree,
     free_port,
-    identity_of,
-    open_private_log,
     os_user,
-    pids_using,
-    start_wall_time,
-    stop_proven,
-    uid_of,
     unreachable_ancestor,
-    user_name,
-    why_not_ours,
 )
 from drills.resources import Resource, TeardownResult
 from drills.sources import MariadbDumpSource, MariadbPitrSource
 from validators.endpoint import Endpoint, Secret
 
-__all__ = [
-    "NAME",
-    "SERVER_KIND",
-    "LocalMariadb",
-    "check_backup",
-    "create",
-    "teardown_server",
-]
-
-NAME = "local-mariadb"
-SERVER_KIND = "mariadb-server"
-ROOT_NAME = "mariadb"
-OWNER_FILE = ".restore-drills-owner"
+__all__ = ["LocalMariadb", "check_backup", "create"]
 
 
 def _timeout(ctx: StepContext, floor: float = 30.0) -> float:
@@ -152,59 +123,11 @@ def check_backup(source: MariadbPitrSource | MariadbDumpSource) -> dict[str, Any
     return check_source(source, run_as_for_mariadb(), tool)
 
 
-# client errors that say the environment failed, not the SQL the backup holds: connection lost,
-# server gone, out of memory, disk full, too many connections; anything else is the backup's content
-_ENVIRONMENT_ERRORS = frozenset({1021, 1037, 1038, 1040, 1041, 1114, 1135, 2002, 2003, 2006, 2013})
-_ERROR_LINE = re.compile(r"^ERROR (\d+)(?: \(\w+\))? at line (\d+)", re.M)
-_ENVIRONMENT_TEXT = re.compile(r"No space left on device|errno:? ?28\b|Cannot allocate memory|Out of memory", re.I)
-
-
-def _client_error(stderr: str) -> tuple[int | None, int | None, str]:
-    """(error code, input line, the ERROR line) from the mariadb client's stderr."""
-    lines = [ln for ln in stderr.splitlines() if ln.startswith("ERROR")]
-    last = lines[-1] if lines else stderr.strip()[-600:]
-    m = _ERROR_LINE.search(last)
-    return (int(m.group(1)), int(m.group(2)), last[:600]) if m else (None, None, last[:600])
-
-
-def _environment_failed(code: int | None, text: str) -> bool:
-    return (code is not None and code in _ENVIRONMENT_ERRORS) or bool(_ENVIRONMENT_TEXT.search(text))
-
-
 def _first_copy_error(exc: shutil.Error) -> str:
     errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) and exc.args[0] else [("", "", str(exc))]
     src, _dst, why = errors[0] if isinstance(errors[0], tuple) and len(errors[0]) == 3 else ("", "", errors[0])
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{src}: {why}{more}" if src else f"{why}{more}"
-
-
-def _iso_ts(ts: int | None) -> str | None:
-    return iso(datetime.fromtimestamp(ts, UTC)) if ts is not None else None
-
-
-def _last_lines(text: str, n: int = 3) -> str:
-    return " | ".join(text.strip().splitlines()[-n:])[-600:]
-
-
-@dataclass(frozen=True)
-class _Piped:
-    """How ``reader | client`` ended."""
-
-    reader_rc: int
-    reader_err: str
-    client_rc: int
-    client_err: str
-    timed_out: bool
-    broken_pipe: bool
-
-
-@dataclass
-class _Streamed:
-    """What streaming a dump saw."""
-
-    lines: int = 0
-    last: bytes = b""
-    used: str | None = None
 
 
 # ---------------------------------------------------------------- the backend
@@ -305,7 +228,7 @@ class LocalMariadb:
                 else None,
                 "restorable_range_ends": plan.chain_end,
                 # for latest, the archive's newest commit (results.archive_lag_ms / loss_in_archive_ms)
-                "last_archived_commit": _iso_ts(plan.last_commit_ts) if plan.stop_ts is None else None,
+                "last_archived_commit": iso_epoch(plan.last_commit_ts) if plan.stop_ts is None else None,
             },
             facts=facts,
         )
@@ -399,8 +322,8 @@ class LocalMariadb:
             raise DeadlineExceeded(f"{what} did not finish within {timeout:.0f}s") from None
         if proc.returncode != 0:
             out = (proc.stderr or proc.stdout).strip()
-            message = f"{what} failed (exit {proc.returncode}): {_last_lines(out, 6)}"
-            if proc.returncode < 0 or _environment_failed(None, out) or "Permission denied" in out:
+            message = f"{what} failed (exit {proc.returncode}): {last_lines(out, 6)}"
+            if proc.returncode < 0 or environment_failed(None, out) or "Permission denied" in out:
                 raise RestoreFailed(message)
             # the copy it works on is ours and was readable: what it refuses is the backup's content
             raise BackupDefect(message, hint="the backup's data or redo log is damaged; take a new backup")
@@ -538,245 +461,22 @@ class LocalMariadb:
         ctx.log.info("replay_binlogs", files=list(plan.files), stop=stop, requested=str(plan.requested))
         timeout = _timeout(ctx)
         tracker = ReplayTracker(plan.files, plan.start_position)
-        piped = self._pipe(cmd, self._client(server, "root", None), tracker, server.log_dir, timeout)
-        self._judge_replay(plan, tracker, piped, timeout)
-
-    def _pipe(
-        self, reader_cmd: list[str], client_cmd: list[str], tracker: ReplayTracker, log_dir: Path, timeout: float
-    ) -> _Piped:
-        """Run ``reader | client`` with the stream passing through ``tracker``; kill both at ``timeout``.
-
-        mariadb-binlog runs as the server's user when we are root: it parses files it did not
-        write, and preflight checked they are readable by that user.
-        """
-        reader_log, client_log = log_dir / "replay.err", log_dir / "client.err"
-        expired = threading.Event()
-        broken = False
-        with open_private_log(reader_log) as rerr, open_private_log(client_log) as cerr:
-            try:
-                reader = subprocess.Popen(
-                    reader_cmd,
-                    stdout=subprocess.PIPE,
-                    stderr=rerr,
-                    env=utc_env(),
-                    cwd="/",
-                    start_new_session=True,
-                    **as_user(self.run_as),
-                )
-            except OSError as exc:
-                raise RestoreFailed(f"cannot start mariadb-binlog: {exc}") from None
-            try:
-                client = subprocess.Popen(
-                    client_cmd,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=cerr,
-                    cwd="/",
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                reader.kill()
-                reader.wait()
-                raise RestoreFailed(f"cannot start the mariadb client: {exc}") from None
-            assert reader.stdout is not None and client.stdin is not None
-
-            def kill() -> None:
-                expired.set()
-                reader.kill()
-                client.kill()
-
-            timer = threading.Timer(timeout, kill)
-            timer.start()
-            try:
-                fd = reader.stdout.fileno()
-                for pipe in (fd, client.stdin.fileno()):  # fewer, larger reads and writes through this process
-                    with contextlib.suppress(OSError):
-                        fcntl.fcntl(pipe, fcntl.F_SETPIPE_SZ, 1 << 20)
-                while chunk := os.read(fd, 1 << 20):
-                    tracker.feed(chunk)
-                    try:
-                        client.stdin.write(chunk)
-                    except BrokenPipeError:
-                        broken = True
-                        break
-                tracker.finish()
-            except BaseException:
-                # a signal (or a bug) ends the replay now: waiting would block on a reader nobody reads
-                kill()
-                raise
-            finally:
-                if broken:
-                    reader.kill()
-                with contextlib.suppress(OSError):
-                    client.stdin.close()
-                client_rc, reader_rc = client.wait(), reader.wait()
-                timer.cancel()
-                reader.stdout.close()
-        return _Piped(
-            reader_rc=reader_rc,
-            reader_err=reader_log.read_text(errors="replace").strip(),
-            client_rc=client_rc,
-            client_err=client_log.read_text(errors="replace").strip(),
-            timed_out=expired.is_set(),
-            broken_pipe=broken,
-        )
-
-    def _judge_replay(self, plan: ReplayPlan, tracker: ReplayTracker, piped: _Piped, timeout: float) -> None:
-        """Complete only if both processes succeeded and every file was emitted exactly as preflight found it."""
-        reached = tracker.reached()
-        short = tracker.shortfall(plan)
-        said = f" (mariadb-binlog said: {_last_lines(piped.reader_err)})" if piped.reader_err else ""
-        cause: str | None = None
-        environment = False
-        if piped.timed_out:
-            cause = f"the replay did not finish within {timeout:.0f}s"
-        elif piped.client_rc != 0 or piped.broken_pipe:
-            code, line, text = _client_error(piped.client_err)
-            failed = tracker.event_at_line(line) if line else None
-            reached = failed or reached
-            cause = f"the mariadb client failed{f' on the event at {failed}' if failed else ''}: {text}"
-            environment = _environment_failed(code, text)
-            if (
-                short is not None
-                and failed is not None
-                and plan.files.index(short[0].file) < plan.files.index(failed.file)
-            ):  # an earlier file was cut short first; the client failed on what that left
-                reached, cause, environment = (
-                    short[0],
-                    f"mariadb-binlog skipped the rest: {short[1]}{said}; then {cause}",
-                    False,
-                )
-        elif piped.reader_rc != 0:
-            cause = f"mariadb-binlog failed (exit {piped.reader_rc}): {_last_lines(piped.reader_err)}"
-            if short is not None and reached is not None and short[0].file != reached.file:
-                reached, cause = short[0], f"mariadb-binlog skipped the rest: {short[1]}; then {cause}"
-        elif short is not None:
-            reached, cause = short[0], f"mariadb-binlog exited 0 but stopped early: {short[1]}{said}"
-        holds = f"; the binlogs hold events until {plan.holds_until}" if plan.holds_until else ""
-        self._proof = {
-            "requested": plan.requested.to_dict(),
-            "rule": plan.rule,
-            "reached": reached.to_dict() if reached else None,
-            "complete": cause is None,
-            "events_emitted": sum(s.headers for s in tracker.seen),
-            # emitted is applied only when the client took everything: the newest replayed is known then
-            "newest_replayed_transaction_at": _iso_ts(tracker.last_commit()) if cause is None else None,
-            "newest_emitted_transaction_at": _iso_ts(tracker.last_commit()),
-            "expected_last_transaction_at": _iso_ts(plan.last_commit_ts),
-            "holds_events_until": plan.holds_until.to_dict() if plan.holds_until else None,
-            "detail": cause
-            or f"replay reached {plan.requested}: every binlog emitted to where preflight found it ends",
-        }
-        if cause is None:
-            return
-        message = f"binlog replay ended at {reached or 'its start'}, short of {plan.requested}: {cause}{holds}"
-        if piped.timed_out:
-            raise DeadlineExceeded(message)
-        if environment:
-            raise RestoreFailed(message)
-        raise IncompleteRecovery(message)
-
-    def _dump_lines(self, path: Path) -> Iterator[bytes]:
-        opener: Any = gzip.open if self._dump_gz else open
-        with opener(path, "rb") as fh:
-            yield from fh
+        piped = pipe(cmd, self._client(server, "root", None), tracker, server.log_dir, timeout, run_as=self.run_as)
+        self._proof, error = judge_replay(plan, tracker, piped, timeout)
+        if error is not None:
+            raise error
 
     def _load_dump(self, src: MariadbDumpSource, server: MariaServer, ctx: StepContext) -> None:
         """Stream the dump into the client; a dump that ends early or holds SQL that fails is a BackupDefect."""
         with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
             cur.execute(f"create database if not exists `{src.database.replace('`', '``')}`")
         timeout = _timeout(ctx)
-        errpath = server.log_dir / "client.err"
-        expired = threading.Event()
-        streamed = _Streamed()
-        problem = None
-        with open_private_log(errpath) as err:
-            client = subprocess.Popen(
-                self._client(server, os_user(), src.database),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                cwd="/",
-                start_new_session=True,
-            )
-            assert client.stdin is not None
-
-            def kill() -> None:
-                expired.set()
-                client.kill()
-
-            timer = threading.Timer(timeout, kill)
-            timer.start()
-            try:
-                self._stream_dump(src.dump, client.stdin, streamed)
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                if not isinstance(exc, BrokenPipeError):
-                    problem = f"cannot read {src.dump} after line {streamed.lines}: {exc}"
-                with contextlib.suppress(OSError):
-                    client.kill()
-            except BaseException:  # a signal: the client must not go on loading what it already holds
-                with contextlib.suppress(OSError):
-                    client.kill()
-                raise
-            finally:
-                with contextlib.suppress(OSError):
-                    client.stdin.close()
-                rc = client.wait()
-                timer.cancel()
-        piped = _Piped(0, problem or "", rc, errpath.read_text(errors="replace"), expired.is_set(), False)
-        self._judge_dump(src, streamed, piped, timeout)
-
-    def _judge_dump(self, src: MariadbDumpSource, streamed: _Streamed, piped: _Piped, timeout: float) -> None:
-        """Complete when the client took every line without an error, through the trailer of a commented dump.
-
-        ``piped.reader_err`` carries a read error of the dump itself (a gzip stream cut short).
-        """
-        code, line, text = _client_error(piped.client_err)
-        problem, rc = piped.reader_err, piped.client_rc
-        trailer = bool(self._dump_info and self._dump_info.commented)
-        complete = rc == 0 and not problem and (not trailer or streamed.last.startswith(DUMP_TRAILER))
-        detail = "the client loaded every line" + (" through the '-- Dump completed' trailer" if trailer else "")
-        if problem:
-            detail = problem
-        elif piped.timed_out:
-            detail = f"the mariadb client was killed after {timeout:.0f}s"
-        elif rc != 0:
-            detail = f"the mariadb client failed{f' at dump line {line}' if line else ''}: {text or f'exit {rc}'}"
-        elif not complete:
-            detail = f"the dump has no '-- Dump completed' trailer (last line: {streamed.last[:120]!r})"
-        self._proof = {
-            "requested": {"dump": str(src.dump), "until": "the '-- Dump completed' trailer" if trailer else "its end"},
-            "reached": {"lines_streamed": streamed.lines, "last_line": streamed.last[:120].decode("utf-8", "replace")},
-            "complete": complete,
-            "detail": detail,
-        }
-        if complete:
-            self._database = streamed.used or src.database
-            return
-        message = f"loading the dump {src.dump} failed: {detail}"
-        if piped.timed_out:
-            raise DeadlineExceeded(message)
-        if rc != 0 and not problem and _environment_failed(code, text):
-            raise RestoreFailed(message)
-        raise BackupDefect(message, hint="the dump itself is damaged or was cut short")
-
-    def _stream_dump(self, path: Path, sink: IO[bytes], out: _Streamed) -> None:
-        """Write the dump to the client in 1 MiB batches, noting lines, the last line and the first USE."""
-        batch: list[bytes] = []
-        size = 0
-        for line in self._dump_lines(path):
-            out.lines += 1
-            if line.strip():
-                out.last = line.strip()
-            if out.used is None and line.startswith(b"USE `"):
-                out.used = line[5:].split(b"`", 1)[0].decode("utf-8", errors="replace")
-            batch.append(line)
-            size += len(line)
-            if size >= 1 << 20:
-                sink.write(b"".join(batch))
-                batch, size = [], 0
-        if batch:
-            sink.write(b"".join(batch))
+        client = self._client(server, os_user(), src.database)
+        streamed, piped = feed_dump(client, src.dump, self._dump_gz, server.log_dir / "client.err", timeout)
+        self._proof, error = judge_dump(src, self._dump_info, streamed, piped, timeout)
+        if error is not None:
+            raise error
+        self._database = streamed.used or src.database
 
     def _create_drill_user(self, server: MariaServer) -> None:
         """A user with a random in-memory password and read-only rights, for the validators."""
@@ -829,68 +529,15 @@ class LocalMariadb:
         )
 
     def _read_isolation(self, server: MariaServer) -> list[dict[str, Any]]:
-        with contextlib.closing(self._connect_drill(server)) as conn, conn.cursor() as cur:
-            cur.execute(
-                "select @@skip_networking, @@bind_address, @@port, @@socket, @@log_bin, "
-                "@@event_scheduler, @@secure_file_priv, @@version"
+        with contextlib.closing(self._connect_drill(server)) as conn:
+            self._version, facts = read_isolation(
+                server,
+                conn,
+                run_as=self.run_as,
+                loopback=self.loopback,
+                replicas_running=self._replicas_running,
+                user_name=self._user_name(),
             )
-            skip_net, bind, port, sock, log_bin, events, file_priv, version = cur.fetchone()
-        self._version = str(version)
-        pid = server.pid()
-        uid = uid_of(pid) if pid else None
-        want_uid = self.run_as.uid if self.run_as else os.geteuid()
-        st = server.socket_dir.stat()
-        mode = oct(st.st_mode & 0o777)
-        if self.loopback:
-            listen_ok = not skip_net and bind == "127.0.0.1"
-            listen_detail = "TCP only on 127.0.0.1; plus the private socket"
-        else:
-            listen_ok = bool(skip_net)
-            listen_detail = "no TCP listener: reachable only through the private socket"
-        facts: list[dict[str, Any]] = [
-            {
-                "check": "listen",
-                "subject": "restored server",
-                "value": {"skip_networking": int(skip_net), "bind_address": bind, "port": int(port), "socket": sock},
-                "passed": listen_ok and sock == str(server.socket),
-                "detail": listen_detail,
-            },
-            {
-                "check": "socket_directory_private",
-                "subject": str(server.socket_dir),
-                "value": mode,
-                "passed": mode == "0o700" and st.st_uid == want_uid,
-                "detail": f"owned by {self._user_name()}",
-            },
-            {
-                "check": "server_user",
-                "subject": f"mariadbd pid {pid}",
-                "value": uid,
-                "passed": uid is not None and uid == want_uid and uid != 0,
-                "detail": f"runs as {self._user_name()}, not root",
-            },
-            {
-                "check": "binlog_off",
-                "subject": "restored server",
-                "value": int(log_bin),
-                "passed": int(log_bin) == 0,
-                "detail": "the restored server writes no binary log, so never into the source's binlog directory",
-            },
-            {
-                "check": "no_scheduler_no_replication",
-                "subject": "restored server",
-                "value": {"event_scheduler": str(events), "replicas_running": self._replicas_running},
-                "passed": str(events) == "OFF" and self._replicas_running == 0,
-                "detail": "no scheduled event runs and no replica thread connects to a primary",
-            },
-            {
-                "check": "secure_file_priv",
-                "subject": "restored server",
-                "value": file_priv,
-                "passed": bool(file_priv) and str(file_priv).startswith(str(server.root)),
-                "detail": "file import/export confined to the run's directory",
-            },
-        ]
         bad = [f["check"] for f in facts if not f["passed"]]
         if bad:
             raise IsolationError("restored MariaDB server is not isolated: " + ", ".join(bad))
@@ -931,122 +578,3 @@ class LocalMariadb:
         if self.server is not None and str(self.server.datadir) == resource.id:
             self.server._proc = None
         return result
-
-
-def _helper_of_run(pid: int, uids: set[int], since: float | None) -> str | None:
-    """None when ``pid`` (which names the run's directory) is provably a process of this run; else why not.
-
-    A helper (``mariadb-backup``, ``mariadb-binlog``, the client, or a
-    ``mariadbd`` killed before its start was journaled) is this run's when it
-    runs as the runner or the server user and started after the run laid out
-    its directory (the owner file's time, 2 s of slack for ``btime``).
-    """
-    ident = identity_of(pid)
-    if ident is None:
-        return "gone"
-    if ident.uid not in uids:
-        return f"it runs as {user_name(ident.uid)}"
-    started = start_wall_time(pid)
-    if since is None or started is None or started < since - 2.0:
-        return "it started before this run laid out its directory"
-    return None
-
-
-def teardown_server(resource: Resource, ctx: StepContext) -> TeardownResult:
-    """Stop the server and remove its directory, from the resource record alone; idempotent.
-
-    Removes only ``attrs.run_dir``, and only when it is laid out as this
-    backend lays it out (``.../mariadb`` holding ``data``) and carries the
-    owner file naming the run (or is empty: the crash came before the file).
-    Nothing named by the record is executed. ``mariadbd`` gets SIGTERM (a
-    clean shutdown), then SIGKILL, only when it is proven to be the server
-    this run started (owner, ``--datadir`` on its command line, start time
-    journaled at launch); any other process naming the directory is killed
-    only when it is provably this run's (:func:`_helper_of_run`), and one that
-    is not keeps the directory in place and is reported.
-    """
-    root, datadir, since = _checked_layout(resource)
-    a = resource.attrs
-    stopped, notes, still = _stop_run_processes(a, root, datadir, since)
-    if still is not None:
-        return TeardownResult(resource, deleted=False, detail=f"server process {still} still running")
-    left = pids_using(root)
-    if left:
-        return TeardownResult(
-            resource,
-            deleted=False,
-            detail=f"{root} kept: process(es) {left} use it but are not proven to be this run's "
-            f"({'; '.join(notes) or 'still running'}); stop them yourself, then run `drill teardown` again",
-        )
-    for _ in range(20):
-        shutil.rmtree(root, ignore_errors=True)
-        if not root.exists():
-            break
-        ctx.clock.sleep(0.05)
-    if root.exists():
-        return TeardownResult(resource, deleted=False, detail=f"{root} could not be removed")
-    what = f"server (pid {', '.join(map(str, stopped))}) stopped" if stopped else "no server running"
-    detail = "; ".join([f"{what}; {root} removed", *notes])
-    ctx.log.info("teardown", resource=resource.id, detail=detail)
-    return TeardownResult(resource, deleted=True, detail=detail, verified_at=iso(ctx.clock.now()))
-
-
-def _checked_layout(resource: Resource) -> tuple[Path, Path, float | None]:
-    """The run's directory and data directory, refused unless laid out by this backend for this run.
-
-    Also returns when the run laid the directory out (the owner file's mtime), if it did.
-    """
-    if resource.kind != SERVER_KIND or resource.backend != NAME:
-        raise TeardownError(f"local-mariadb does not own {resource.kind} {resource.id}")
-    a = resource.attrs
-    root = Path(a["run_dir"])
-    datadir = Path(a["datadir"])
-    if root.name != ROOT_NAME or datadir.parent != root or Path(resource.id) != datadir or not root.is_absolute():
-        raise TeardownError(f"refusing to remove {root}: not a directory this backend laid out")
-    if root.is_symlink():
-        raise TeardownError(f"refusing to remove {root}: a symbolic link")
-    owner = root / OWNER_FILE
-    since: float | None = None
-    if root.exists():
-        owned = owner.exists() and owner.read_text().strip() == str(a.get("run_id", ""))
-        if not owned and any(root.iterdir()):
-            raise TeardownError(f"refusing to remove {root}: its owner file does not name run {a.get('run_id')}")
-        since = owner.stat().st_mtime if owned else None
-    return root, datadir, since
-
-
-def _stop_run_processes(
-    a: dict[str, Any], root: Path, datadir: Path, since: float | None
-) -> tuple[list[int], list[str], int | None]:
-    """Stop the proven server, then the proven helpers; (stopped, notes, pid that would not stop)."""
-    uid = server_uid(a.get("run_as"))
-    expected = ProcessIdentity.from_attrs(a)
-    notes: list[str] = []
-    stopped: list[int] = []
-    if expected is not None:
-
-        def ours() -> bool:
-            return why_not_ours(expected.pid, expected=expected, uid=uid, datadir=datadir) is None
-
-        why = why_not_ours(expected.pid, expected=expected, uid=uid, datadir=datadir)
-        if why is None:
-            if not stop_proven(expected, ours, [(signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0)]):
-                return stopped, notes, expected.pid
-            stopped.append(expected.pid)
-        elif why != "gone":
-            notes.append(f"pid {expected.pid} not signalled: {why}")
-    # what else names the directory: helpers (or a server whose start was not journaled)
-    uids = {os.geteuid(), uid}
-    for pid in pids_using(root):
-        why = _helper_of_run(pid, uids, since)
-        ident = identity_of(pid)
-        if why is None and ident is not None:
-
-            def helper(pid: int = pid) -> bool:
-                return _helper_of_run(pid, uids, since) is None
-
-            if stop_proven(ident, helper, [(signal.SIGKILL, 10.0)]):
-                stopped.append(pid)
-        elif why not in (None, "gone"):
-            notes.append(f"pid {pid} not signalled: {why}")
-    return stopped, notes, None

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from drills.clock import iso
-from drills.engines.mariadb.binlog import ReplayPlan, inspect_chain, plan_replay
+from drills.engines.mariadb.binlog import inspect_chain
+from drills.engines.mariadb.plan import ReplayPlan, plan_replay
 from drills.errors import BackupDefect, PreflightError
 from drills.osutil import RunAs
 from drills.sources import MariadbDumpSource, MariadbPitrSource

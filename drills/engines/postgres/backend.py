@@ -17,10 +17,8 @@ import getpass
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,46 +27,37 @@ from drills.backends.base import BackendSettings, PreflightReport, StepContext
 from drills.clock import iso
 from drills.engines.postgres.backup import (
     BaseBackup,
-    PitrPlan,
     format_lsn,
     inspect_base_backup,
     parse_lsn,
     parse_pg_time,
-    plan_pitr,
     verify_base_backup,
 )
+from drills.engines.postgres.isolation import read_isolation
+from drills.engines.postgres.plan import PitrPlan, plan_pitr
 from drills.engines.postgres.restore_files import copy_base_backup, extract_tar, stage_wal
 from drills.engines.postgres.server import PgBinaries, PgCluster, find_pg_binaries, run_as_for_server
+from drills.engines.postgres.teardown import NAME, SERVER_KIND, teardown_server
 from drills.engines.postgres.wal import segment_name, split_name
-from drills.engines.server_record import server_started, server_uid
+from drills.engines.server_record import server_started
 from drills.errors import (
     BackupDefect,
     DeadlineExceeded,
     IncompleteRecovery,
-    IsolationError,
     PreflightError,
     RestoreFailed,
-    TeardownError,
 )
 from drills.osutil import (
-    ProcessIdentity,
     RunAs,
     chown_tree,
     ensure_reachable,
     free_port,
-    identity_of,
-    pids_naming,
-    stop_proven,
-    why_not_ours,
 )
 from drills.resources import Resource, TeardownResult
 from drills.sources import PostgresDumpSource, PostgresPitrSource
 from validators.endpoint import Endpoint
 
 __all__ = ["LocalPostgres", "create"]
-
-NAME = "local-postgres"
-SERVER_KIND = "postgres-server"
 
 
 def create(source: Any, settings: BackendSettings) -> LocalPostgres:
@@ -535,61 +524,8 @@ class LocalPostgres:
         return ep
 
     def _read_isolation(self) -> list[dict[str, Any]]:
-        import psycopg
-
         assert self.cluster is not None
-        c = self.cluster
-        with psycopg.connect(c.conninfo("postgres", self.source.user), autocommit=True) as conn:
-            settings: dict[str, str] = dict(
-                conn.execute(
-                    "select name, setting from pg_settings where name in "
-                    "('listen_addresses','unix_socket_directories','unix_socket_permissions',"
-                    "'archive_mode','primary_conninfo','port')"
-                ).fetchall()
-            )
-            hba = [str(r[0]) for r in conn.execute("select type from pg_hba_file_rules where error is null").fetchall()]
-        mode = oct(c.socket_dir.stat().st_mode & 0o777)
-        facts: list[dict[str, Any]] = [
-            {
-                "check": "listen_addresses",
-                "subject": "restored server",
-                "value": settings.get("listen_addresses", "?"),
-                "passed": settings.get("listen_addresses", "x") == "",
-                "detail": "no TCP listener: reachable only through the private socket",
-            },
-            {
-                "check": "socket_directory_private",
-                "subject": str(c.socket_dir),
-                "value": mode,
-                "passed": mode == "0o700",
-                "detail": f"owned by {self._user_name()}",
-            },
-            {
-                "check": "hba_local_only",
-                "subject": "pg_hba.conf",
-                "value": hba,
-                "passed": bool(hba) and all(t == "local" for t in hba),
-                "detail": "only local (socket) connections are accepted",
-            },
-            {
-                "check": "archive_mode_off",
-                "subject": "restored server",
-                "value": settings.get("archive_mode"),
-                "passed": settings.get("archive_mode") == "off",
-                "detail": "the restored server never writes into the source's WAL archive",
-            },
-            {
-                "check": "no_primary_conninfo",
-                "subject": "restored server",
-                "value": "set" if settings.get("primary_conninfo") else "",
-                "passed": not settings.get("primary_conninfo"),
-                "detail": "the restored server follows no primary",
-            },
-        ]
-        bad = [f for f in facts if not f["passed"]]
-        if bad:
-            raise IsolationError("restored server is not isolated: " + ", ".join(f["check"] for f in bad))
-        return facts
+        return read_isolation(self.cluster, self.source.user, self._user_name())
 
     def isolation_facts(self) -> list[dict[str, Any]]:
         return list(self._isolation)
@@ -611,79 +547,3 @@ class LocalPostgres:
 
     def teardown(self, resource: Resource, ctx: StepContext) -> TeardownResult:
         return teardown_server(resource, ctx)
-
-
-def _pid_file_pid(datadir: Path) -> int | None:
-    try:
-        return int((datadir / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return None
-
-
-def teardown_server(resource: Resource, ctx: StepContext) -> TeardownResult:
-    """Stop the server and remove its directory, from the resource record alone; idempotent.
-
-    Nothing named by the record is executed: the server is stopped with
-    signals (SIGINT = fast shutdown, SIGQUIT = immediate, then SIGKILL), the
-    way ``pg_ctl stop`` does, and only to the process proven to be the
-    postmaster this run started (:func:`drills.osutil.why_not_ours`: owner,
-    data directory on its command line, start time journaled at launch). A
-    pid in ``postmaster.pid`` or the record that is some other process is
-    left alone and said so. The directory is removed only when it is laid out
-    as this backend lays it out (``.../restore-drill-RUN/pg/data``) and no
-    unproven process still runs on it.
-    """
-    if resource.kind != SERVER_KIND or resource.backend != NAME:
-        raise TeardownError(f"local-postgres does not own {resource.kind} {resource.id}")
-    a = resource.attrs
-    root, datadir = Path(a["root"]), Path(a["datadir"])
-    if (
-        not root.is_absolute()
-        or root.name != "pg"
-        or datadir != root / "data"
-        or Path(resource.id) != datadir
-        or not root.parent.name.startswith("restore-drill-")
-        or root.is_symlink()
-    ):
-        raise TeardownError(f"refusing to remove {root}: not a directory this tool laid out")
-    uid = server_uid(a.get("run_as"))
-    expected = ProcessIdentity.from_attrs(a)
-    notes: list[str] = []
-    stopped: list[int] = []
-    candidates = [p for p in (expected.pid if expected else None, _pid_file_pid(datadir)) if p is not None]
-    for pid in dict.fromkeys([*candidates, *pids_naming(datadir)]):
-
-        def ours(pid: int = pid) -> bool:
-            return why_not_ours(pid, expected=expected, uid=uid, datadir=datadir) is None
-
-        why = why_not_ours(pid, expected=expected, uid=uid, datadir=datadir)
-        if why == "gone":
-            continue
-        if why is not None:
-            notes.append(f"pid {pid} not signalled: {why}")
-            continue
-        ident = identity_of(pid)
-        steps = [(signal.SIGINT, 30.0), (signal.SIGQUIT, 10.0), (signal.SIGKILL, 10.0)]
-        if ident is not None and not stop_proven(ident, ours, steps):
-            return TeardownResult(resource, deleted=False, detail=f"server process {pid} still running")
-        stopped.append(pid)
-    left = pids_naming(datadir)
-    if left:
-        return TeardownResult(
-            resource,
-            deleted=False,
-            detail=f"{root} kept: process(es) {left} run on {datadir} but are not proven to be the server this run "
-            f"started ({'; '.join(notes)}); stop them yourself, then run `drill teardown` again",
-        )
-    shutil.rmtree(root, ignore_errors=True)
-    for _ in range(20):
-        if not root.exists():
-            break
-        time.sleep(0.05)
-        shutil.rmtree(root, ignore_errors=True)
-    if root.exists():
-        return TeardownResult(resource, deleted=False, detail=f"{root} could not be removed")
-    what = f"server (pid {', '.join(map(str, stopped))}) stopped" if stopped else "no server running"
-    detail = "; ".join([f"{what}; {root} removed", *notes])
-    ctx.log.info("teardown", resource=resource.id, detail=detail)
-    return TeardownResult(resource, deleted=True, detail=detail, verified_at=iso(ctx.clock.now()))
