@@ -26,13 +26,14 @@ import pwd
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from drills.clock import SystemClock
 from drills.errors import InputError, PreflightError
+from drills.wait import every, until
 
 __all__ = [
     "ProcessIdentity",
@@ -219,11 +220,8 @@ def stop_proven(ident: ProcessIdentity, still_ours: Callable[[], bool], steps: S
             return True
         if not signal_if(ident.pid, sig, still_ours):
             return _gone(ident)
-        end = time.monotonic() + wait_s
-        while time.monotonic() < end:
-            if _gone(ident):
-                return True
-            time.sleep(0.02)
+        if until(SystemClock(), wait_s, lambda: _gone(ident), f"pid {ident.pid} gone", policy=every(0.02)):
+            return True
     return _gone(ident)
 
 

@@ -12,22 +12,12 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from drills.aws.backend import CLUSTER, INSTANCE, AwsBackend, RecoveryPoint, aws_errors, sibling_arn
-from drills.aws.calls import (
-    AwsCaller,
-    PollPolicy,
-    PollResult,
-    Verdict,
-    drill_identifier,
-    error_code,
-    is_not_found,
-    pages,
-    poll,
-    terminal,
-)
+from drills.aws.calls import AwsCaller, drill_identifier, error_code, is_not_found, pages, terminal
 from drills.aws.rds import wait_instance
 from drills.backends.base import BackendSettings, StepContext
 from drills.errors import PreflightError, RestoreFailed
 from drills.sources import AuroraPitrSource, AuroraSnapshotSource
+from drills.wait import PollPolicy, PollResult, Verdict, poll
 
 __all__ = ["CLUSTER_TERMINAL", "AuroraBackend", "create"]
 

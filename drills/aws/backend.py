@@ -27,7 +27,6 @@ from drills.aws.calls import (
     TAG_RUN_ID,
     AwsCaller,
     Deleter,
-    PollResult,
     as_infrastructure,
     drill_identifier,
     drill_tags,
@@ -58,6 +57,7 @@ from drills.errors import (
 )
 from drills.resources import Resource, TeardownResult
 from drills.sources import AwsOptions
+from drills.wait import PollResult
 from validators.endpoint import Endpoint, Secret
 
 __all__ = ["DEFAULT_TTL_SECONDS", "AwsBackend", "RecoveryPoint", "aws_errors", "sibling_arn"]

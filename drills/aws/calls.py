@@ -1,16 +1,16 @@
 """Shared AWS plumbing for the RDS and Aurora backends and the sweeper.
 
-Three things live here because every AWS code path needs them the same way:
+Two things live here because every AWS code path needs them the same way:
 
 * **Calling** (:class:`AwsCaller`): one retry policy for every API call, on the
   injected clock. botocore's own retries are switched off (:func:`client_config`)
   so that throttling is retried by tenacity with ``sleep=clock.sleep``: tests
   of a throttled drill then take milliseconds, and the deadline of the current
   state bounds every retry.
-* **Waiting** (:func:`poll`): adaptive polling whose interval grows with the
-  time already waited (20 % of it, 10 s to 150 s), so a 2-hour restore costs
-  about 65 describe calls while the "available" time is still known to within
-  half an interval (we report the midpoint of the last two polls).
+* **Waiting** is :func:`drills.wait.poll`, the one wait primitive of the code, with its
+  default policy: the interval grows with the time already waited (20 % of it, 10 s to
+  150 s), so a 2-hour restore costs about 65 describe calls while the "available" time
+  is still known to within half an interval (the midpoint of the last two polls).
 * **Owning** (tags, identifiers, :class:`Deleter`): every resource a drill
   creates has the ``drill-`` prefix and the run's tags; deletion refuses
   anything else, so neither teardown nor the sweeper can remove a database the
@@ -23,17 +23,17 @@ and must start fast.
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from drills.clock import Clock, iso
 from drills.errors import DeadlineExceeded, InfrastructureError, RestoreFailed, TeardownError, TransientError
+from drills.wait import PollPolicy, Verdict, poll
 
 __all__ = [
     "PREFIX",
@@ -44,8 +44,6 @@ __all__ = [
     "TAG_RUN_ID",
     "AwsCaller",
     "Deleter",
-    "PollPolicy",
-    "PollResult",
     "client_config",
     "drill_identifier",
     "drill_tags",
@@ -54,7 +52,6 @@ __all__ = [
     "is_retryable",
     "kept_tags",
     "pages",
-    "poll",
     "tag_value",
 ]
 
@@ -245,119 +242,6 @@ def pages(fetch: Callable[[dict[str, Any]], Mapping[str, Any]], key: str) -> Ite
         if not marker:
             return
 
-
-# ----------------------------------------------------------------------------- waiting
-
-Verdict = Literal["ready", "pending"]
-
-
-@dataclass(frozen=True)
-class PollPolicy:
-    """Interval = ``ratio`` x time already waited, clamped to [minimum, maximum], +/- jitter.
-
-    Defaults: 10 s, growing by 20 % of the wait, at most 150 s: a 2-hour
-    restore costs about 65 describe calls and its "available" time is known
-    to within half an interval (at most ~83 s with jitter, about 1 % of 2 hours).
-
-    Restores take minutes to hours, so a fixed short interval wastes API calls
-    (and hits throttling when many drills run) while a fixed long one blurs
-    short waits. Growing with elapsed time bounds the relative error of the
-    measured time and keeps a 2-hour wait under ~90 calls.
-    """
-
-    minimum: float = 10.0
-    maximum: float = 150.0
-    ratio: float = 0.2
-    jitter: float = 0.1
-
-    def interval(self, elapsed: float, rng: random.Random) -> float:
-        base = min(self.maximum, max(self.minimum, self.ratio * elapsed))
-        return base * (1.0 + rng.uniform(-self.jitter, self.jitter))
-
-
-@dataclass
-class PollResult(Generic[S]):
-    value: S
-    polls: int
-    seen_at: datetime  # wall time of the poll that saw the ready state
-    previous_at: datetime  # wall time of the poll before it (== seen_at when ready at once)
-
-    @property
-    def estimate(self) -> datetime:
-        """Midpoint of the window in which the state became ready."""
-        return self.previous_at + (self.seen_at - self.previous_at) / 2
-
-    @property
-    def precision_ms(self) -> int:
-        return max(1, int((self.seen_at - self.previous_at).total_seconds() * 500))
-
-
-_RNG = random.Random()  # noqa: S311 - jitter for polling, not cryptography
-
-
-def poll(
-    clock: Clock,
-    deadline_ns: int,
-    check: Callable[[], tuple[Verdict, S]],
-    what: str,
-    *,
-    policy: PollPolicy | None = None,
-    rng: random.Random | None = None,
-) -> PollResult[S]:
-    """Call ``check`` until it says ready; raise DeadlineExceeded when time runs out.
-
-    ``check`` raises (RestoreFailed, TeardownError...) on terminal states, which
-    ends the wait at once: tenacity only retries the "pending" result.
-    """
-    policy = policy or PollPolicy()
-    rng = rng or _RNG
-    started = clock.monotonic_ns()
-    state: dict[str, Any] = {"polls": 0, "prev": clock.now(), "last": clock.now()}
-
-    def attempt() -> tuple[Verdict, S]:
-        state["prev"] = state["last"]
-        result = check()
-        state["last"] = clock.now()
-        state["polls"] += 1
-        return result
-
-    def wait(rs: RetryCallState) -> float:
-        elapsed = (clock.monotonic_ns() - started) / 1e9
-        return policy.interval(elapsed, rng)
-
-    def stop(rs: RetryCallState) -> bool:
-        remaining = (deadline_ns - clock.monotonic_ns()) / 1e9
-        return remaining <= 0
-
-    def sleep(seconds: float) -> None:
-        remaining = (deadline_ns - clock.monotonic_ns()) / 1e9
-        clock.sleep(max(0.0, min(seconds, remaining)))
-
-    retrying = Retrying(
-        sleep=sleep,
-        stop=stop,
-        wait=wait,
-        retry=lambda rs: bool(rs.outcome and not rs.outcome.failed and rs.outcome.result()[0] == "pending"),
-        reraise=True,
-        retry_error_callback=lambda rs: None,
-    )
-    result = retrying(attempt)
-    if result is None or result[0] != "ready":
-        waited = (clock.monotonic_ns() - started) / 1e9
-        raise DeadlineExceeded(
-            f"{what}: not ready after {waited:.0f}s ({state['polls']} polls)",
-            hint="raise the state's timeout_seconds or the drill deadline in the runbook",
-        )
-    first = state["polls"] == 1
-    return PollResult(
-        value=result[1],
-        polls=state["polls"],
-        seen_at=state["last"],
-        previous_at=state["last"] if first else state["prev"],
-    )
-
-
-# ----------------------------------------------------------------------------- owning
 
 _SLUG = re.compile(r"[^a-z0-9]+")
 

@@ -13,19 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from drills.aws.backend import INSTANCE, AwsBackend, RecoveryPoint, aws_errors, sibling_arn
-from drills.aws.calls import (
-    AwsCaller,
-    PollPolicy,
-    Verdict,
-    error_code,
-    is_not_found,
-    pages,
-    poll,
-    terminal,
-)
+from drills.aws.calls import AwsCaller, error_code, is_not_found, pages, terminal
 from drills.backends.base import BackendSettings, StepContext
 from drills.errors import PreflightError, RestoreFailed
 from drills.sources import RdsPitrSource, RdsSnapshotSource
+from drills.wait import PollPolicy, Verdict, poll
 
 __all__ = ["INSTANCE_TERMINAL", "RdsBackend", "create"]
 

@@ -22,11 +22,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from drills.clock import iso
+from drills.clock import SystemClock, iso
 from drills.demo.common import drill_and_report
 from drills.engines.postgres.server import PgCluster, find_pg_binaries, run_as_for_server
 from drills.errors import InfrastructureError
 from drills.osutil import ensure_reachable, free_port, private_dir
+from drills.wait import every, until
 
 __all__ = ["DemoSource", "archiving_options", "build_demo_source", "run_demo"]
 
@@ -148,13 +149,13 @@ def _write_activity(src: PgCluster) -> tuple[datetime, int]:
 
 def _wait_archived(conn: Any, segment: str, timeout_s: float = 30) -> None:
     """pg_switch_wal() closes the segment; wait until archive_command has copied everything before it."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def archived() -> bool:
         row = conn.execute("select last_archived_wal from pg_stat_archiver").fetchone()
-        if row and row[0] and row[0] >= _previous(segment):
-            return
-        time.sleep(0.05)
-    raise InfrastructureError("the demo source did not archive its WAL in time")
+        return bool(row and row[0] and row[0] >= _previous(segment))
+
+    if not until(SystemClock(), timeout_s, archived, "WAL archived", policy=every(0.05)):
+        raise InfrastructureError("the demo source did not archive its WAL in time")
 
 
 def _previous(segment: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drills.aws.calls import PollPolicy, drill_identifier, drill_tags, tag_value
+from drills.aws.calls import drill_identifier, drill_tags, tag_value
 from drills.aws.isolation import (
     NetworkView,
     check_restored,
@@ -23,6 +23,7 @@ from drills.aws.isolation import (
 )
 from drills.errors import IsolationError, RunbookError
 from drills.runbook import parse_runbook
+from drills.wait import PollPolicy
 
 LOCAL = {"DestinationCidrBlock": "10.0.0.0/16", "GatewayId": "local", "State": "active"}
 

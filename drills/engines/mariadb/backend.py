@@ -92,6 +92,7 @@ from drills.osutil import (
 )
 from drills.resources import Resource, TeardownResult
 from drills.sources import MariadbDumpSource, MariadbPitrSource
+from drills.wait import LOCAL, Verdict, poll
 from validators.endpoint import Endpoint, Secret
 
 __all__ = ["LocalMariadb", "check_backup", "create"]
@@ -405,8 +406,7 @@ class LocalMariadb:
         """Poll the socket on the injected clock until the server answers, it dies, or the deadline passes."""
         import pymysql
 
-        delay = 0.02
-        while True:
+        def check() -> tuple[Verdict, None]:
             if not server.running():
                 raise RestoreFailed(f"the restored server exited (code {server.exit_code()}): {server.log_tail()}")
             if server.socket.exists():
@@ -414,13 +414,15 @@ class LocalMariadb:
                     with contextlib.closing(server.connect(user=user, password=password)) as conn, conn.cursor() as cur:
                         cur.execute("select version()")
                         self._version = str(cur.fetchone()[0])
-                        return
+                        return "ready", None
                 except pymysql.err.OperationalError as exc:
                     ctx.log.debug("not_ready", reason=str(exc))
-            if ctx.remaining_seconds() <= 0:
-                raise DeadlineExceeded(f"the restored server was not ready in time; log: {server.log_tail(5)}")
-            ctx.clock.sleep(min(delay, ctx.remaining_seconds()))
-            delay = min(delay * 1.5, 0.25)
+            return "pending", None
+
+        def too_late() -> DeadlineExceeded:
+            return DeadlineExceeded(f"the restored server was not ready in time; log: {server.log_tail(5)}")
+
+        poll(ctx.clock, ctx.deadline_ns, check, "the restored server", policy=LOCAL, on_deadline=too_late)
 
     def _client(self, server: MariaServer, user: str, database: str | None) -> list[str]:
         args = [

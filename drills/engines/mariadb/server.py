@@ -20,12 +20,12 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drills.clock import SystemClock
 from drills.errors import InfrastructureError, PreflightError
 from drills.osutil import (
     ProcessIdentity,
@@ -40,6 +40,7 @@ from drills.osutil import (
     process_alive,
     unprivileged_user,
 )
+from drills.wait import every, until
 
 __all__ = [
     "INSTALL_HINT",
@@ -300,19 +301,19 @@ class MariaServer:
         """Block (real time) until the server answers over its socket; used by the demo and tests."""
         import pymysql
 
-        end = time.monotonic() + timeout
-        while True:
+        def accepting() -> bool:
             if not self.running():
                 raise InfrastructureError(f"mariadbd exited (code {self.exit_code()}): {self.log_tail()}")
             if self.socket.exists():
                 try:
                     self.connect(user=user).close()
-                    return
+                    return True
                 except pymysql.err.OperationalError:
                     pass
-            if time.monotonic() > end:
-                raise InfrastructureError(f"mariadbd did not accept connections in {timeout:.0f}s: {self.log_tail()}")
-            time.sleep(0.05)
+            return False
+
+        if not until(SystemClock(), timeout, accepting, "mariadbd accepting", policy=every(0.05)):
+            raise InfrastructureError(f"mariadbd did not accept connections in {timeout:.0f}s: {self.log_tail()}")
 
     def stop(self, timeout: float = 60) -> bool:
         """SIGTERM (a clean shutdown), then SIGKILL; True once no process of ours is left.
@@ -339,8 +340,9 @@ class MariaServer:
         return not pids_using(self.root) and (self._proc is None or self._proc.poll() is not None)
 
     def _wait_gone(self, pids: list[int], timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while any(process_alive(p) for p in pids) and time.monotonic() < end:
+        def gone() -> bool:
             if self._proc is not None:
                 self._proc.poll()
-            time.sleep(0.05)
+            return not any(process_alive(p) for p in pids)
+
+        until(SystemClock(), timeout, gone, "mariadbd gone", policy=every(0.05))

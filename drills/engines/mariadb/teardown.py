@@ -26,6 +26,7 @@ from drills.osutil import (
     why_not_ours,
 )
 from drills.resources import Resource, TeardownResult
+from drills.wait import every, until
 
 __all__ = ["NAME", "OWNER_FILE", "ROOT_NAME", "SERVER_KIND", "teardown_server"]
 
@@ -80,11 +81,12 @@ def teardown_server(resource: Resource, ctx: StepContext) -> TeardownResult:
             detail=f"{root} kept: process(es) {left} use it but are not proven to be this run's "
             f"({'; '.join(notes) or 'still running'}); stop them yourself, then run `drill teardown` again",
         )
-    for _ in range(20):
+
+    def removed() -> bool:
         shutil.rmtree(root, ignore_errors=True)
-        if not root.exists():
-            break
-        ctx.clock.sleep(0.05)
+        return not root.exists()
+
+    until(ctx.clock, 1.0, removed, f"{root} removed", policy=every(0.05))
     if root.exists():
         return TeardownResult(resource, deleted=False, detail=f"{root} could not be removed")
     what = f"server (pid {', '.join(map(str, stopped))}) stopped" if stopped else "no server running"

@@ -55,6 +55,7 @@ from drills.osutil import (
 )
 from drills.resources import Resource, TeardownResult
 from drills.sources import PostgresDumpSource, PostgresPitrSource
+from drills.wait import LOCAL, Verdict, poll
 from validators.endpoint import Endpoint
 
 __all__ = ["LocalPostgres", "create"]
@@ -409,9 +410,10 @@ class LocalPostgres:
         import psycopg
 
         assert self.cluster is not None
-        cluster, delay = self.cluster, 0.01
+        cluster = self.cluster
         user = self.source.user
-        while True:
+
+        def check() -> tuple[Verdict, None]:
             if not cluster.running():
                 self._stopped_during_recovery(cluster)
             try:
@@ -425,19 +427,20 @@ class LocalPostgres:
                         ctx.mark("server_ready", iso(ctx.clock.now()))
                         if self.plan is not None:
                             self._prove_recovery(row[2], row[3], cluster)
-                        return
+                        return "ready", None
             except psycopg.OperationalError as exc:
                 if not cluster.running():
                     self._stopped_during_recovery(cluster)
                 last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
                 ctx.log.debug("not_ready", reason=last)
-            if ctx.remaining_seconds() <= 0:
-                raise DeadlineExceeded(
-                    "the restored server was not ready in time; log: "
-                    + (_log_errors(cluster.logfile) or cluster.log_tail(3))
-                )
-            ctx.clock.sleep(min(delay, ctx.remaining_seconds()))
-            delay = min(delay * 1.5, 0.05)  # a starting server refuses at once: polling often is cheap
+            return "pending", None
+
+        def too_late() -> DeadlineExceeded:
+            log = _log_errors(cluster.logfile) or cluster.log_tail(3)
+            return DeadlineExceeded("the restored server was not ready in time; log: " + log)
+
+        # a starting server refuses at once: polling often is cheap
+        poll(ctx.clock, ctx.deadline_ns, check, "the restored server", policy=LOCAL, on_deadline=too_late)
 
     def _stopped_during_recovery(self, cluster: PgCluster) -> None:
         errors = _log_errors(cluster.logfile)

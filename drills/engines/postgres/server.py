@@ -17,11 +17,11 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drills.clock import SystemClock
 from drills.errors import InfrastructureError, PreflightError
 from drills.osutil import (
     ProcessIdentity,
@@ -34,6 +34,7 @@ from drills.osutil import (
     process_alive,
     unprivileged_user,
 )
+from drills.wait import every, until
 
 __all__ = [
     "PgBinaries",
@@ -182,14 +183,15 @@ class PgCluster:
         proc = subprocess.Popen(  # type: ignore[call-overload]
             args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/", **kwargs
         )
-        end = time.monotonic() + timeout + 10
-        while proc.poll() is None:
+
+        def exited() -> bool:
             self._report_started()
-            if time.monotonic() > end:
-                proc.kill()
-                proc.wait()
-                raise InfrastructureError(f"pg_ctl start did not finish within {timeout + 10:.0f}s")
-            time.sleep(0.005)
+            return proc.poll() is not None
+
+        if not until(SystemClock(), timeout + 10, exited, "pg_ctl start", policy=every(0.005)):
+            proc.kill()
+            proc.wait()
+            raise InfrastructureError(f"pg_ctl start did not finish within {timeout + 10:.0f}s")
         _, stderr = proc.communicate()
         if proc.returncode != 0:
             raise InfrastructureError(
@@ -214,16 +216,18 @@ class PgCluster:
 
     def _await_pid(self, timeout: float) -> None:
         """pg_ctl -W returns before the postmaster writes its pid file; wait for it (or for its death)."""
-        deadline = time.monotonic() + min(timeout, 30.0)
-        while time.monotonic() < deadline:
+
+        def started() -> bool:
             if self.pid() is not None:
-                self.started_pid = self.pid()
-                return
+                return True
             log = self.log_tail(50)
             if "FATAL" in log or "PANIC" in log or "database system is shut down" in log:
-                break
-            time.sleep(0.005)
-        raise InfrastructureError(f"the server did not start: {self.log_tail()}")
+                raise InfrastructureError(f"the server did not start: {self.log_tail()}")
+            return False
+
+        if not until(SystemClock(), min(timeout, 30.0), started, "postmaster.pid", policy=every(0.005)):
+            raise InfrastructureError(f"the server did not start: {self.log_tail()}")
+        self.started_pid = self.pid()
 
     def pid(self) -> int | None:
         try:

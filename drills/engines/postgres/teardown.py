@@ -16,6 +16,7 @@ from drills.engines.server_record import server_uid
 from drills.errors import TeardownError
 from drills.osutil import ProcessIdentity, identity_of, pids_naming, stop_proven, why_not_ours
 from drills.resources import Resource, TeardownResult
+from drills.wait import every, until
 
 __all__ = ["NAME", "SERVER_KIND", "teardown_server"]
 
@@ -85,12 +86,12 @@ def teardown_server(resource: Resource, ctx: StepContext) -> TeardownResult:
             detail=f"{root} kept: process(es) {left} run on {datadir} but are not proven to be the server this run "
             f"started ({'; '.join(notes)}); stop them yourself, then run `drill teardown` again",
         )
-    shutil.rmtree(root, ignore_errors=True)
-    for _ in range(20):
-        if not root.exists():
-            break
-        ctx.clock.sleep(0.05)
+
+    def removed() -> bool:
         shutil.rmtree(root, ignore_errors=True)
+        return not root.exists()
+
+    until(ctx.clock, 1.0, removed, f"{root} removed", policy=every(0.05))
     if root.exists():
         return TeardownResult(resource, deleted=False, detail=f"{root} could not be removed")
     what = f"server (pid {', '.join(map(str, stopped))}) stopped" if stopped else "no server running"
