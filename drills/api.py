@@ -119,7 +119,7 @@ def _signer(loaded: LoadedRunbook, opts: RunOptions) -> Any:
     if opts.signing_key is None and ev.kms_key_id is not None:
         from drills.aws.kms import KmsSigner
 
-        return KmsSigner(ev.kms_key_id, opts.aws_session)
+        return KmsSigner(ev.kms_key_id, opts.aws_session, clock=opts.clock)
     key = opts.signing_key or ev.signing_key
     path = key or default_key_path(opts.home)
     if key is None and not path.exists():
@@ -290,7 +290,7 @@ def _finish(
         )
     except (EvidenceError, OSError) as exc:
         journal.append("evidence_failed", error=str(exc))
-        log.error("evidence_failed", run_id=drill.run_id, error=str(exc))
+        log.error("evidence_failed", error=str(exc))
         if drill.error is None:
             drill.error = exc if isinstance(exc, DrillError) else EvidenceError(str(exc))
             drill.failed_state = "evidence"
@@ -313,6 +313,13 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     if store is not None:
         store.check_bucket()  # a bucket that cannot lock records is refused before anything starts
     run_id = new_run_id(clock.now())
+    with structlog.contextvars.bound_contextvars(run_id=run_id):  # every log line of the run names it; unbound after
+        return _run(loaded, opts, signer, run_id)
+
+
+def _run(loaded: LoadedRunbook, opts: RunOptions, signer: Any, run_id: str) -> RunResult:
+    clock = opts.clock
+    rb = loaded.runbook
     journal = Journal.create(run_id, clock, opts.home)
     source_dump = rb.source.model_dump(mode="json")
     journal.append(

@@ -26,6 +26,7 @@ import pwd
 import signal
 import socket
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from drills.wait import every, until
 __all__ = [
     "ProcessIdentity",
     "RunAs",
+    "atomic_write",
     "boot_id",
     "chown_tree",
     "cmdline",
@@ -399,3 +401,31 @@ def open_private_log(path: Path, mode: str = "wb") -> BinaryIO:
         os.close(fd)
         raise
     return os.fdopen(fd, "ab" if mode.startswith("a") else "wb")
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so that a reader, or a crash, sees the old file or the whole new one.
+
+    A temp file in the same directory (same filesystem, so the rename is atomic), written and
+    fsync'd, given ``mode`` (mkstemp creates 0600), renamed over ``path``, then the directory
+    fsync'd so the rename itself survives a power cut. The temp file is removed on any failure.
+    Raises OSError: callers say what could not be written.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.chmod(mode)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # some filesystems cannot fsync a directory; the rename is still atomic
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

@@ -25,13 +25,17 @@ Message type
 IAM
     ``kms:GetPublicKey`` (once, at construction) and ``kms:Sign`` on the key.
 
+Calls
+    Through :class:`drills.aws.calls.AwsCaller`, like every other AWS call of the tool: botocore's
+    own retries off, throttling and 5xx retried with jittered backoff on the injected clock, each
+    call bounded by :data:`CALL_BUDGET_SECONDS`.
+
 boto3 is imported lazily inside the constructor: the CLI must start fast.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -40,13 +44,23 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from drills.aws.calls import error_code
-from drills.errors import EvidenceError
+from drills.aws.calls import AwsCaller, client_config, error_code
+from drills.clock import Clock, SystemClock
+from drills.errors import EvidenceError, TransientError
+from drills.osutil import atomic_write
 
-__all__ = ["CREATE_KEY_HINT", "RAW_MESSAGE_LIMIT", "SIGNING_ALGORITHM", "KmsSigner", "export_public_key"]
+__all__ = [
+    "CALL_BUDGET_SECONDS",
+    "CREATE_KEY_HINT",
+    "RAW_MESSAGE_LIMIT",
+    "SIGNING_ALGORITHM",
+    "KmsSigner",
+    "export_public_key",
+]
 
 SIGNING_ALGORITHM = "ECDSA_SHA_256"
 RAW_MESSAGE_LIMIT = 4096  # bytes; KMS Sign refuses larger RAW messages
+CALL_BUDGET_SECONDS = 60.0  # one KMS call, retries included: signing must not hold a drill's evidence for long
 CREATE_KEY_HINT = (
     "create a signing key with `aws kms create-key --key-spec ECC_NIST_P256 --key-usage SIGN_VERIFY` "
     "and put its ARN in the runbook as evidence: {kms_key_id: arn:aws:kms:...}"
@@ -84,7 +98,7 @@ class KmsSigner:
     ARN: it also fixes the region). ``session`` is a ``boto3.Session`` (None:
     the default session, region from the ARN or the environment).
     ``message_type`` is ``"DIGEST"`` (production) or ``"RAW"`` (emulators; at
-    most 4096 bytes per signature).
+    most 4096 bytes per signature). ``clock`` paces retries (tests pass a fake one).
 
     Construction calls ``GetPublicKey`` once and refuses a key that is not an
     ECC_NIST_P256 ``SIGN_VERIFY`` key offering ``ECDSA_SHA_256``. Every AWS
@@ -92,13 +106,21 @@ class KmsSigner:
     the missing permission or state.
     """
 
-    def __init__(self, key_id: str, session: Any = None, *, message_type: Literal["DIGEST", "RAW"] | str = "DIGEST"):
+    def __init__(
+        self,
+        key_id: str,
+        session: Any = None,
+        *,
+        message_type: Literal["DIGEST", "RAW"] | str = "DIGEST",
+        clock: Clock | None = None,
+    ):
         if not isinstance(key_id, str) or not key_id.strip():
             raise EvidenceError("KMS signing needs a key id or ARN", hint=CREATE_KEY_HINT)
         if message_type not in _MESSAGE_TYPES:
             raise EvidenceError(f"KMS message_type must be DIGEST or RAW, not {message_type!r}")
         self.key_id = key_id
         self.message_type = message_type
+        self._clock = clock or SystemClock()
         self._client = self._make_client(session)
         response = self._call("GetPublicKey", "kms:GetPublicKey", KeyId=key_id)
         self.key_arn: str = str(response.get("KeyId") or key_id)
@@ -167,15 +189,13 @@ class KmsSigner:
     def _make_client(self, session: Any) -> Any:
         try:
             import boto3
-            from botocore.config import Config
         except ImportError as exc:  # pragma: no cover - boto3 is a dependency
             raise EvidenceError("KMS signing needs boto3", hint="pip install boto3") from exc
         if session is None:
             session = boto3.Session()
-        config = Config(retries={"mode": "standard", "max_attempts": 5}, user_agent_extra="restore-drills")
         region = _region_of(self.key_id) or getattr(session, "region_name", None)
         try:
-            return session.client("kms", region_name=region, config=config)
+            return session.client("kms", region_name=region, config=client_config())
         except Exception as exc:  # botocore.exceptions.NoRegionError and friends
             raise EvidenceError(
                 f"cannot create a KMS client for key {self.key_id}: {exc}",
@@ -186,8 +206,14 @@ class KmsSigner:
         from botocore.exceptions import BotoCoreError, ClientError
 
         method = getattr(self._client, "get_public_key" if operation == "GetPublicKey" else "sign")
+        call = AwsCaller(self._clock, self._clock.monotonic_ns() + int(CALL_BUDGET_SECONDS * 1e9))
         try:
-            result: dict[str, Any] = method(**params)
+            result: dict[str, Any] = call(method, **params)
+        except TransientError as exc:  # throttled or unavailable through every retry
+            raise EvidenceError(
+                f"KMS {operation} for key {self.key_id} failed: {exc}",
+                hint="KMS is throttling or unavailable; sign again later (`drill` keeps the unsigned run's journal)",
+            ) from exc
         except ClientError as exc:
             raise self._translate(exc, operation, action) from exc
         except BotoCoreError as exc:  # no credentials, no region, endpoint unreachable...
@@ -255,15 +281,7 @@ def export_public_key(signer: KmsSigner, path: Path | str) -> Path:
     data = signer.public_key_pem().encode("ascii")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.chmod(0o644)
-        tmp.replace(path)
+        atomic_write(path, data, mode=0o644)
     except OSError as exc:
         raise EvidenceError(f"cannot write the public key of KMS key {signer.key_id} to {path}: {exc}") from exc
     return path
