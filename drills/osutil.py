@@ -25,6 +25,7 @@ import os
 import pwd
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -54,12 +55,14 @@ __all__ = [
     "private_dir",
     "private_log",
     "process_alive",
+    "readable_by",
     "signal_if",
     "start_wall_time",
     "stop_proven",
     "uid_of",
     "unprivileged_user",
     "unreachable_ancestor",
+    "unreadable_reason",
     "user_name",
     "why_not_ours",
 ]
@@ -429,3 +432,54 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+# ----------------------------------------------------------------------------- who can read a file
+
+
+def readable_by(st_mode: int, st_uid: int, st_gid: int, uid: int, gids: Iterable[int]) -> bool:
+    """Whether a user may open a file for reading, from its mode bits (root reads anything)."""
+    if uid == 0:
+        return True
+    if st_uid == uid:
+        return bool(st_mode & stat.S_IRUSR)
+    if st_gid in set(gids):
+        return bool(st_mode & stat.S_IRGRP)
+    return bool(st_mode & stat.S_IROTH)
+
+
+def _traversable_by(st: os.stat_result, uid: int, gids: Sequence[int]) -> bool:
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in gids:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def unreadable_reason(path: Path, reader: tuple[str, int, Sequence[int]] | None) -> str | None:
+    """Why ``reader`` (name, uid, gids; None: this process) cannot read ``path``, or None when it can.
+
+    From mode bits and every directory on the way (ACLs are not read: a file they open is
+    reported unreadable only if the mode bits refuse it too, and the reader itself still fails
+    loudly later).
+    """
+    if reader is None:
+        return None if os.access(path, os.R_OK) else f"not readable by this process (uid {os.geteuid()})"
+    who, uid, gids = reader
+    p = path.absolute()
+    for d in reversed(p.parents):
+        try:
+            st = d.stat()
+        except OSError as exc:
+            return f"cannot stat {d}: {exc.strerror}"
+        if not _traversable_by(st, uid, gids):
+            return f"not readable by {who}: directory {d} (mode {stat.S_IMODE(st.st_mode):04o}) is not traversable"
+    try:
+        st = p.stat()
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror}"
+    if not readable_by(st.st_mode, st.st_uid, st.st_gid, uid, gids):
+        return f"not readable by {who} (mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid} gid {st.st_gid})"
+    return None

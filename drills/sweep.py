@@ -17,7 +17,7 @@ security groups that carry the ``drill-`` prefix *and* a
   the journal), and no other resource of the same run is still kept.
 
 Anything without the prefix and tag is never touched (the same
-:class:`~drills.aws.calls.Deleter` as teardown checks it again right
+:class:`~drills.aws.deleter.Deleter` as teardown checks it again right
 before deleting). Deletion order is instances, clusters, subnet groups,
 security groups, because each depends on the one before.
 

@@ -26,7 +26,6 @@ from drills.aws.calls import (
     TAG_EXPIRES,
     TAG_RUN_ID,
     AwsCaller,
-    Deleter,
     as_infrastructure,
     drill_identifier,
     drill_tags,
@@ -35,6 +34,7 @@ from drills.aws.calls import (
     kept_tags,
     tag_value,
 )
+from drills.aws.deleter import Deleter
 from drills.aws.isolation import (
     Fact,
     NetworkView,

@@ -21,13 +21,13 @@ from drills.aws.calls import (
     TAG_KEPT,
     TAG_RUN_ID,
     AwsCaller,
-    Deleter,
     client_config,
     error_code,
     pages,
     parse_time,
     tag_value,
 )
+from drills.aws.deleter import Deleter
 from drills.clock import Clock, iso
 from drills.errors import DrillError
 

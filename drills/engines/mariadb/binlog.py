@@ -32,16 +32,16 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from drills.errors import BackupDefect
+from drills.osutil import unreadable_reason
 
 __all__ = [
     "MAGIC",
@@ -51,9 +51,7 @@ __all__ = [
     "binlog_number",
     "inspect_chain",
     "iso_ts",
-    "readable_by",
     "scan_file",
-    "unreadable_reason",
 ]
 
 MAGIC = b"\xfebin"
@@ -357,54 +355,6 @@ def scan_file(path: Path, *, start: int = 4, stop_ts: int | None = None, chunk: 
 
 
 # ---------------------------------------------------------------- who can read it
-
-
-def readable_by(st_mode: int, st_uid: int, st_gid: int, uid: int, gids: Iterable[int]) -> bool:
-    """Whether a user may open a file for reading, from its mode bits (root reads anything)."""
-    if uid == 0:
-        return True
-    if st_uid == uid:
-        return bool(st_mode & stat.S_IRUSR)
-    if st_gid in set(gids):
-        return bool(st_mode & stat.S_IRGRP)
-    return bool(st_mode & stat.S_IROTH)
-
-
-def _traversable_by(st: os.stat_result, uid: int, gids: Sequence[int]) -> bool:
-    if uid == 0:
-        return True
-    if st.st_uid == uid:
-        return bool(st.st_mode & stat.S_IXUSR)
-    if st.st_gid in gids:
-        return bool(st.st_mode & stat.S_IXGRP)
-    return bool(st.st_mode & stat.S_IXOTH)
-
-
-def unreadable_reason(path: Path, reader: tuple[str, int, Sequence[int]] | None) -> str | None:
-    """Why ``reader`` (name, uid, gids; None: this process) cannot read ``path``, or None when it can.
-
-    From mode bits and every directory on the way (ACLs are not read: a file they open is
-    reported unreadable only if the mode bits refuse it too, and the reader itself still fails
-    loudly later).
-    """
-    if reader is None:
-        return None if os.access(path, os.R_OK) else f"not readable by this process (uid {os.geteuid()})"
-    who, uid, gids = reader
-    p = path.absolute()
-    for d in reversed(p.parents):
-        try:
-            st = d.stat()
-        except OSError as exc:
-            return f"cannot stat {d}: {exc.strerror}"
-        if not _traversable_by(st, uid, gids):
-            return f"not readable by {who}: directory {d} (mode {stat.S_IMODE(st.st_mode):04o}) is not traversable"
-    try:
-        st = p.stat()
-    except OSError as exc:
-        return f"cannot stat: {exc.strerror}"
-    if not readable_by(st.st_mode, st.st_uid, st.st_gid, uid, gids):
-        return f"not readable by {who} (mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid} gid {st.st_gid})"
-    return None
 
 
 # ---------------------------------------------------------------- the chain

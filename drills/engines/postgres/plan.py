@@ -31,12 +31,12 @@ from drills.engines.postgres.wal import (
     WalFile,
     WalGeometry,
     geometry_of,
-    readable_by,
     scan_segment,
     segment_name,
     split_name,
 )
 from drills.errors import BackupDefect
+from drills.osutil import readable_by
 
 __all__ = ["Commit", "PitrPlan", "parse_commits", "plan_pitr"]
 

@@ -12,9 +12,8 @@ import subprocess
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from drills.engines.postgres.wal import readable_by
 from drills.errors import BackupDefect, RestoreFailed
-from drills.osutil import RunAs, chown_tree
+from drills.osutil import RunAs, chown_tree, readable_by
 
 __all__ = ["copy_base_backup", "extract_tar", "stage_wal", "unsafe_member"]
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import struct
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
@@ -31,7 +29,6 @@ __all__ = [
     "check_headers",
     "check_segment_bytes",
     "geometry_of",
-    "readable_by",
     "scan_segment",
     "segment_name",
     "split_name",
@@ -104,17 +101,6 @@ def split_name(name: str, segments_per_id: int) -> tuple[int, int]:
 
 def segment_name(tli: int, number: int, segments_per_id: int) -> str:
     return f"{tli:08X}{number // segments_per_id:08X}{number % segments_per_id:08X}"
-
-
-def readable_by(st_mode: int, st_uid: int, st_gid: int, uid: int, gids: Iterable[int]) -> bool:
-    """Whether a user could open a file for reading, from its mode bits (root reads anything)."""
-    if uid == 0:
-        return True
-    if st_uid == uid:
-        return bool(st_mode & stat.S_IRUSR)
-    if st_gid in set(gids):
-        return bool(st_mode & stat.S_IRGRP)
-    return bool(st_mode & stat.S_IROTH)
 
 
 def geometry_of(  # noqa: PLR0911 - one return per check reads best: each names its own defect
