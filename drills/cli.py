@@ -386,7 +386,7 @@ def _sweep_aws(a: argparse.Namespace, clock: Any, older_than: Any) -> list[dict[
     """The tag-driven AWS sweep; missing credentials or region are an InputError, AWS failures ours."""
     import boto3
 
-    from drills.aws.backend import aws_errors
+    from drills.aws.calls import aws_errors
     from drills.aws.sweep import sweep
     from drills.journal import list_runs
     from drills.sweep import journal_removal

@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from drills.aws.backend import CLUSTER, INSTANCE, AwsBackend, RecoveryPoint, aws_errors, sibling_arn
-from drills.aws.calls import AwsCaller, drill_identifier, error_code, is_not_found, pages, terminal
+from drills.aws.backend import CLUSTER, INSTANCE, AwsBackend
+from drills.aws.calls import AwsCaller, aws_errors, drill_identifier, error_code, is_not_found, pages, terminal
 from drills.aws.rds import wait_instance
+from drills.aws.recovery import RecoveryPoint, sibling_arn
 from drills.backends.base import BackendSettings, StepContext
 from drills.errors import PreflightError, RestoreFailed
 from drills.sources import AuroraPitrSource, AuroraSnapshotSource

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
@@ -26,13 +25,17 @@ from drills.aws.calls import (
     TAG_EXPIRES,
     TAG_RUN_ID,
     AwsCaller,
-    as_infrastructure,
+    Tolerated,
+    aws_errors,
     drill_identifier,
     drill_tags,
     error_code,
     is_not_found,
     kept_tags,
+    quota_count,
     tag_value,
+    tolerate,
+    why,
 )
 from drills.aws.deleter import Deleter
 from drills.aws.isolation import (
@@ -43,7 +46,9 @@ from drills.aws.isolation import (
     collect,
     evaluate,
     raise_if_violated,
+    same_rule,
 )
+from drills.aws.recovery import RecoveryPoint
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
 from drills.clock import iso
 from drills.errors import (
@@ -60,7 +65,7 @@ from drills.sources import AwsOptions
 from drills.wait import PollResult
 from validators.endpoint import Endpoint, Secret
 
-__all__ = ["DEFAULT_TTL_SECONDS", "AwsBackend", "RecoveryPoint", "aws_errors", "sibling_arn"]
+__all__ = ["CLUSTER", "DEFAULT_TTL_SECONDS", "INSTANCE", "AwsBackend"]
 
 # Why the default IAM policy has no rds-db:connect (docs/aws.md, "IAM database authentication").
 IAM_AUTH_WARNING = (
@@ -79,70 +84,6 @@ INSTANCE = "rds-instance"
 CLUSTER = "rds-cluster"
 SUBNET_GROUP = "rds-subnet-group"
 SECURITY_GROUP = "ec2-security-group"
-
-
-@dataclass
-class RecoveryPoint:
-    """The backup a drill restores, as AWS describes it."""
-
-    kind: Literal["snapshot", "pitr"]
-    engine: str
-    engine_version: str | None
-    source_identifier: str  # instance or cluster the backup belongs to
-    source_arn: str | None = None
-    snapshot_id: str | None = None
-    snapshot_arn: str | None = None
-    snapshot_type: str | None = None
-    created_at: datetime | None = None
-    target_time: datetime | Literal["latest"] | None = None
-    earliest: datetime | None = None
-    latest: datetime | None = None
-    earliest_from: str | None = None
-    encrypted: bool = False
-    kms_key_id: str | None = None
-    master_username: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        def t(v: datetime | str | None) -> str | None:
-            return iso(v) if isinstance(v, datetime) else v
-
-        return {
-            "kind": self.kind,
-            "snapshot_id": self.snapshot_id,
-            "snapshot_arn": self.snapshot_arn,
-            "snapshot_type": self.snapshot_type,
-            "created_at": t(self.created_at),
-            "target_time": t(self.target_time),
-            "earliest_restorable_time": t(self.earliest),
-            "latest_restorable_time": t(self.latest),
-            "earliest_from": self.earliest_from,
-            "encrypted": self.encrypted,
-            "kms_key_id": self.kms_key_id,
-        }
-
-
-def sibling_arn(arn: str, kind: str, other: str, ident: Any) -> str | None:
-    """The ARN of the instance/cluster a snapshot ARN belongs to (same partition, region, account)."""
-    if not arn or not ident or f":{kind}:" not in arn:
-        return None
-    return arn.split(f":{kind}:", maxsplit=1)[0] + f":{other}:{ident}"
-
-
-@contextlib.contextmanager
-def aws_errors(what: str, *, preflight: bool = False) -> Iterator[None]:
-    """Translate botocore errors at the edge; ours pass through unchanged."""
-    try:
-        yield
-    except DrillError:
-        raise
-    except Exception as exc:
-        if error_code(exc) is None and not type(exc).__module__.startswith("botocore"):
-            raise
-        if preflight and error_code(exc) in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
-            raise PreflightError(
-                f"{what}: access denied ({error_code(exc)})", hint="grant the actions in docs/iam-policy.json"
-            ) from exc
-        raise as_infrastructure(exc, what) from exc
 
 
 class AwsBackend:
@@ -410,7 +351,7 @@ class AwsBackend:
         except (Interrupted, DeadlineExceeded):
             raise
         except Exception as exc:  # denied, throttled past retries, unparsable, not implemented
-            return {"checked": False, "warning": f"describe_account_attributes failed: {_why(exc)}"}
+            return {"checked": False, "warning": f"describe_account_attributes failed: {why(exc)}"}
         quotas = answer.get("AccountQuotas") if isinstance(answer, Mapping) else None
         if not isinstance(quotas, list):
             return {"checked": False, "warning": "describe_account_attributes answered without AccountQuotas"}
@@ -418,7 +359,7 @@ class AwsBackend:
         unusable: list[str] = []
         for name in self._quota_names():
             q = next((q for q in quotas if isinstance(q, Mapping) and q.get("AccountQuotaName") == name), None)
-            used, most = (_count(q.get("Used")), _count(q.get("Max"))) if q is not None else (None, None)
+            used, most = (quota_count(q.get("Used")), quota_count(q.get("Max"))) if q is not None else (None, None)
             if used is None or most is None:
                 unusable.append(name)
                 continue
@@ -494,12 +435,12 @@ class AwsBackend:
             rule["Ipv6Ranges"] = [{"CidrIpv6": cfg.runner_cidr, "Description": "drill runner"}]
         else:
             rule["IpRanges"] = [{"CidrIp": cfg.runner_cidr, "Description": "drill runner"}]
-        with contextlib.suppress(_Duplicate):
-            _tolerate(call, ec2.authorize_security_group_ingress, "InvalidPermission.Duplicate", GroupId=gid,
+        with contextlib.suppress(Tolerated):
+            tolerate(call, ec2.authorize_security_group_ingress, "InvalidPermission.Duplicate", GroupId=gid,
                       IpPermissions=[rule])  # fmt: skip
         # The database needs no egress: remove the default allow-all rule.
-        with contextlib.suppress(_Duplicate):
-            _tolerate(
+        with contextlib.suppress(Tolerated):
+            tolerate(
                 call,
                 ec2.revoke_security_group_egress,
                 "InvalidPermission.NotFound",
@@ -508,7 +449,7 @@ class AwsBackend:
             )
         sg = call(ec2.describe_security_groups, GroupIds=[gid])["SecurityGroups"][0]
         facts = check_security_group(sg, vpc)
-        extra = [p for p in sg.get("IpPermissions", []) if not _same_rule(p, rule)]
+        extra = [p for p in sg.get("IpPermissions", []) if not same_rule(p, rule)]
         facts.append(
             Fact(
                 "drill-sg-only-runner-ingress",
@@ -687,40 +628,3 @@ class AwsBackend:
                 raise TeardownError(f"{resource.kind} {resource.id}: {exc}") from exc
         ctx.log.info("aws.teardown", kind=resource.kind, id=resource.id, detail=detail)
         return TeardownResult(resource=resource, deleted=True, detail=detail, verified_at=iso(ctx.clock.now()))
-
-
-def _count(value: Any) -> int | None:
-    """A quota count as AWS sends it (a non-negative integer), else None."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
-
-
-def _why(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{error_code(exc) or type(exc).__name__}{': ' + text[:200] if text else ''}"
-
-
-class _Duplicate(Exception):
-    """Raised by :func:`_tolerate` when the tolerated error code came back."""
-
-
-def _tolerate(call: AwsCaller, fn: Any, code: str, **kwargs: Any) -> Any:
-    try:
-        return call(fn, **kwargs)
-    except Exception as exc:
-        if error_code(exc) == code:
-            raise _Duplicate(code) from exc
-        raise
-
-
-def _same_rule(perm: Mapping[str, Any], rule: Mapping[str, Any]) -> bool:
-    if perm.get("IpProtocol") != rule["IpProtocol"] or perm.get("FromPort") != rule["FromPort"]:
-        return False
-    got = {g.get("GroupId") for g in perm.get("UserIdGroupPairs", [])}
-    got |= {r.get("CidrIp") for r in perm.get("IpRanges", [])}
-    got |= {r.get("CidrIpv6") for r in perm.get("Ipv6Ranges", [])}
-    want = {g.get("GroupId") for g in rule.get("UserIdGroupPairs", [])}
-    want |= {r.get("CidrIp") for r in rule.get("IpRanges", [])}
-    want |= {r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])}
-    return got == want

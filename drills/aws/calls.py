@@ -22,6 +22,7 @@ and must start fast.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -31,7 +32,7 @@ from typing import Any, TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from drills.clock import Clock, iso
-from drills.errors import InfrastructureError, RestoreFailed, TransientError
+from drills.errors import DrillError, InfrastructureError, PreflightError, RestoreFailed, TransientError
 
 __all__ = [
     "PREFIX",
@@ -41,6 +42,8 @@ __all__ = [
     "TAG_RUNBOOK",
     "TAG_RUN_ID",
     "AwsCaller",
+    "Tolerated",
+    "aws_errors",
     "client_config",
     "drill_identifier",
     "drill_tags",
@@ -49,7 +52,10 @@ __all__ = [
     "is_retryable",
     "kept_tags",
     "pages",
+    "quota_count",
     "tag_value",
+    "tolerate",
+    "why",
 ]
 
 T = TypeVar("T")
@@ -312,3 +318,45 @@ def as_infrastructure(exc: BaseException, what: str) -> InfrastructureError:
     if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
         return InfrastructureError(f"{what}: access denied ({code})", hint="compare with docs/iam-policy.json")
     return InfrastructureError(f"{what}: {code or type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def aws_errors(what: str, *, preflight: bool = False) -> Iterator[None]:
+    """Translate botocore errors at the edge; ours pass through unchanged."""
+    try:
+        yield
+    except DrillError:
+        raise
+    except Exception as exc:
+        if error_code(exc) is None and not type(exc).__module__.startswith("botocore"):
+            raise
+        if preflight and error_code(exc) in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+            raise PreflightError(
+                f"{what}: access denied ({error_code(exc)})", hint="grant the actions in docs/iam-policy.json"
+            ) from exc
+        raise as_infrastructure(exc, what) from exc
+
+
+def quota_count(value: Any) -> int | None:
+    """A quota count as AWS sends it (a non-negative integer), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def why(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{error_code(exc) or type(exc).__name__}{': ' + text[:200] if text else ''}"
+
+
+class Tolerated(Exception):
+    """Raised by :func:`tolerate` when the tolerated error code came back."""
+
+
+def tolerate(call: AwsCaller, fn: Any, code: str, **kwargs: Any) -> Any:
+    try:
+        return call(fn, **kwargs)
+    except Exception as exc:
+        if error_code(exc) == code:
+            raise Tolerated(code) from exc
+        raise

@@ -40,6 +40,7 @@ __all__ = [
     "isolation_hint",
     "raise_if_violated",
     "route_exit",
+    "same_rule",
 ]
 
 WORLD = frozenset({"0.0.0.0/0", "::/0"})
@@ -328,3 +329,16 @@ def collect(
         allowed_routes=allowed_routes,
         notes=notes,
     )
+
+
+def same_rule(perm: Mapping[str, Any], rule: Mapping[str, Any]) -> bool:
+    """Whether an ingress permission AWS reports is exactly the drill's runner rule (same port, same peers)."""
+    if perm.get("IpProtocol") != rule["IpProtocol"] or perm.get("FromPort") != rule["FromPort"]:
+        return False
+    got = {g.get("GroupId") for g in perm.get("UserIdGroupPairs", [])}
+    got |= {r.get("CidrIp") for r in perm.get("IpRanges", [])}
+    got |= {r.get("CidrIpv6") for r in perm.get("Ipv6Ranges", [])}
+    want = {g.get("GroupId") for g in rule.get("UserIdGroupPairs", [])}
+    want |= {r.get("CidrIp") for r in rule.get("IpRanges", [])}
+    want |= {r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])}
+    return got == want

@@ -12,8 +12,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from drills.aws.backend import INSTANCE, AwsBackend, RecoveryPoint, aws_errors, sibling_arn
-from drills.aws.calls import AwsCaller, error_code, is_not_found, pages, terminal
+from drills.aws.backend import INSTANCE, AwsBackend
+from drills.aws.calls import AwsCaller, aws_errors, error_code, is_not_found, pages, terminal
+from drills.aws.recovery import RecoveryPoint, sibling_arn
 from drills.backends.base import BackendSettings, StepContext
 from drills.errors import PreflightError, RestoreFailed
 from drills.sources import RdsPitrSource, RdsSnapshotSource
