@@ -30,12 +30,9 @@ from drills.aws.calls import (
     drill_identifier,
     drill_tags,
     error_code,
-    is_not_found,
     kept_tags,
-    quota_count,
     tag_value,
     tolerate,
-    why,
 )
 from drills.aws.deleter import Deleter
 from drills.aws.isolation import (
@@ -46,16 +43,16 @@ from drills.aws.isolation import (
     collect,
     evaluate,
     raise_if_violated,
+    runner_rule,
     same_rule,
 )
-from drills.aws.recovery import RecoveryPoint
+from drills.aws.preflight import check_free, check_kms, check_quota
+from drills.aws.recovery import RecoveryPoint, event_time
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
 from drills.clock import iso
 from drills.errors import (
-    DeadlineExceeded,
     DrillError,
     InfrastructureError,
-    Interrupted,
     IsolationError,
     PreflightError,
     TeardownError,
@@ -77,8 +74,6 @@ DEFAULT_TTL_SECONDS = 6 * 3600  # a normal drill's resources are sweepable after
 DEFAULT_PORTS = {"postgres": 5432, "aurora-postgresql": 5432, "mysql": 3306, "mariadb": 3306, "aurora-mysql": 3306}
 # Pending modifications that must be applied before the drill may connect.
 _WAIT_FOR_PENDING = frozenset({"MasterUserPassword", "IAMDatabaseAuthenticationEnabled", "BackupRetentionPeriod"})
-# RDS event messages that say a restore finished (lower-case substrings).
-_DONE_EVENTS = ("restored from", "db instance restored", "db cluster restored", "db instance created")
 
 INSTANCE = "rds-instance"
 CLUSTER = "rds-cluster"
@@ -201,37 +196,11 @@ class AwsBackend:
         self, ctx: StepContext, call: AwsCaller, name: str, result: PollResult[Any], *, source_type: str, ident: str
     ) -> None:
         """Mark when a state was reached: an RDS event inside the poll window if any, else its midpoint."""
-        when = self._event_time(call, source_type, ident, (result.previous_at, result.seen_at))
+        when = event_time(call, self.client("rds"), source_type, ident, (result.previous_at, result.seen_at))
         if when is not None:
             self._mark(ctx, name, when, "rds-event", 1000)
         else:
             self._mark(ctx, name, result.estimate, "runner-clock", result.precision_ms)
-
-    def _event_time(
-        self, call: AwsCaller, source_type: str, ident: str, window: tuple[datetime, datetime]
-    ) -> datetime | None:
-        after, until = window
-        if after >= until:
-            return None
-        try:
-            events = call(
-                self.client("rds").describe_events,
-                SourceIdentifier=ident,
-                SourceType=source_type,
-                StartTime=after - timedelta(minutes=1),
-            ).get("Events", [])
-        except Exception as exc:
-            if error_code(exc) is None:
-                raise
-            return None  # events are a refinement; the poll window stands
-        times = [
-            e["Date"]
-            for e in events
-            if isinstance(e.get("Date"), datetime)
-            and any(s in str(e.get("Message", "")).lower() for s in _DONE_EVENTS)
-            and after < e["Date"] <= until
-        ]
-        return max(times) if times else None
 
     def _snapshot_ref(self) -> str | None:
         """The snapshot as the restore call should name it: the ARN only when the runbook gave one (shared)."""
@@ -260,9 +229,15 @@ class AwsBackend:
                 raise PreflightError(
                     f"the backup is {rp.engine}, the runbook says {self.source.engine}", hint="fix source.engine"
                 )
-            facts: dict[str, Any] = {"kms": self._check_kms(call, rp)}
-            facts["identifiers_free"] = self._check_free(call)
-            facts["quota"] = self._check_quota(call)
+            facts: dict[str, Any] = {
+                "kms": check_kms(call, lambda r: self.client("kms", r), rp, self.source.kms_key_id)
+            }
+            checks = list(self._identifiers_to_check())
+            if self.creates_subnet_group:
+                checks.append(("subnet-group", self.subnet_group_name))
+            sg_name = self.sg_name if self.creates_sg else None
+            facts["identifiers_free"] = check_free(call, self.client("rds"), self.client("ec2"), checks, sg_name)
+            facts["quota"] = check_quota(call, self.client("rds"), self._quota_names())
             warnings: list[str] = []
             if facts["quota"].get("warning"):
                 ctx.log.warning("aws.quota_unchecked", detail=facts["quota"]["warning"])
@@ -287,92 +262,6 @@ class AwsBackend:
             recovery_point=rp.to_dict(),
             facts=facts,
         )
-
-    def _check_kms(self, call: AwsCaller, rp: RecoveryPoint) -> dict[str, Any]:
-        keys = [k for k in (rp.kms_key_id if rp.encrypted else None, self.source.kms_key_id) if k]
-        checked: list[dict[str, Any]] = []
-        for key in keys:
-            region = key.split(":")[3] if key.startswith("arn:") else None
-            try:
-                meta = call(self.client("kms", region).describe_key, KeyId=key)["KeyMetadata"]
-            except Exception as exc:
-                code = error_code(exc)
-                if code in ("AccessDeniedException", "AccessDenied"):
-                    raise PreflightError(
-                        f"missing KMS key access: cannot use {key} that encrypts the backup ({code})",
-                        hint="grant kms:DescribeKey, kms:CreateGrant and kms:Decrypt on the key to the drill role",
-                    ) from exc
-                if code in ("NotFoundException",):
-                    raise PreflightError(f"KMS key {key} of the backup does not exist or is not visible") from exc
-                raise
-            state = meta.get("KeyState")
-            if state != "Enabled":
-                raise PreflightError(f"KMS key {key} is {state}; the backup cannot be decrypted")
-            checked.append({"key": key, "state": state, "describe_key": "allowed"})
-        return {"encrypted": rp.encrypted, "keys": checked}
-
-    def _check_free(self, call: AwsCaller) -> list[str]:
-        rds, ec2 = self.client("rds"), self.client("ec2")
-        checks = list(self._identifiers_to_check())
-        if self.creates_subnet_group:
-            checks.append(("subnet-group", self.subnet_group_name))
-        for kind, ident in checks:
-            try:
-                if kind == "instance":
-                    call(rds.describe_db_instances, DBInstanceIdentifier=ident)
-                elif kind == "cluster":
-                    call(rds.describe_db_clusters, DBClusterIdentifier=ident)
-                else:
-                    call(rds.describe_db_subnet_groups, DBSubnetGroupName=ident)
-            except Exception as exc:
-                if is_not_found(exc):
-                    continue
-                raise
-            raise PreflightError(
-                f"{kind} identifier {ident} is taken", hint="a leftover of an earlier run? `drill sweep` removes it"
-            )
-        if self.creates_sg:
-            found = call(ec2.describe_security_groups, Filters=[{"Name": "group-name", "Values": [self.sg_name]}]).get(
-                "SecurityGroups", []
-            )
-            if found:
-                raise PreflightError(f"security group name {self.sg_name} is taken", hint="run `drill sweep`")
-        return [ident for _, ident in checks] + ([self.sg_name] if self.creates_sg else [])
-
-    def _check_quota(self, call: AwsCaller) -> dict[str, Any]:
-        """Room for the instances/clusters a restore adds.
-
-        Advisory: a full quota fails preflight (the restore would fail anyway), but an answer that
-        cannot be used (the call refused or unimplemented, the quota missing, a count that is not a
-        number) is a warning in the evidence, never a failed drill.
-        """
-        try:
-            answer = call(self.client("rds").describe_account_attributes)
-        except (Interrupted, DeadlineExceeded):
-            raise
-        except Exception as exc:  # denied, throttled past retries, unparsable, not implemented
-            return {"checked": False, "warning": f"describe_account_attributes failed: {why(exc)}"}
-        quotas = answer.get("AccountQuotas") if isinstance(answer, Mapping) else None
-        if not isinstance(quotas, list):
-            return {"checked": False, "warning": "describe_account_attributes answered without AccountQuotas"}
-        out: dict[str, Any] = {"checked": True}
-        unusable: list[str] = []
-        for name in self._quota_names():
-            q = next((q for q in quotas if isinstance(q, Mapping) and q.get("AccountQuotaName") == name), None)
-            used, most = (quota_count(q.get("Used")), quota_count(q.get("Max"))) if q is not None else (None, None)
-            if used is None or most is None:
-                unusable.append(name)
-                continue
-            out[name] = {"used": used, "max": most}
-            if used + 1 > most:
-                raise PreflightError(
-                    f"RDS quota {name} exhausted ({used}/{most})",
-                    hint="delete unused databases or raise the quota in Service Quotas",
-                )
-        if unusable:
-            out["checked"] = len(unusable) < len(self._quota_names())
-            out["warning"] = f"quota {', '.join(unusable)} missing from the answer or not a count: not checked"
-        return out
 
     def _check_isolation(self, call: AwsCaller) -> None:
         cfg = self.source.isolation
@@ -427,14 +316,7 @@ class AwsBackend:
             )["SecurityGroups"]
             self._adopt("security group", self.sg_name, found[0].get("Tags") if found else None)
             gid = found[0]["GroupId"]
-        cfg = self.source.isolation
-        rule: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": self.port, "ToPort": self.port}
-        if cfg.runner_security_group_id:
-            rule["UserIdGroupPairs"] = [{"GroupId": cfg.runner_security_group_id, "Description": "drill runner"}]
-        elif cfg.runner_cidr and ":" in cfg.runner_cidr:
-            rule["Ipv6Ranges"] = [{"CidrIpv6": cfg.runner_cidr, "Description": "drill runner"}]
-        else:
-            rule["IpRanges"] = [{"CidrIp": cfg.runner_cidr, "Description": "drill runner"}]
+        rule = runner_rule(self.port, self.source.isolation.runner_security_group_id, self.source.isolation.runner_cidr)
         with contextlib.suppress(Tolerated):
             tolerate(call, ec2.authorize_security_group_ingress, "InvalidPermission.Duplicate", GroupId=gid,
                       IpPermissions=[rule])  # fmt: skip

@@ -342,3 +342,15 @@ def same_rule(perm: Mapping[str, Any], rule: Mapping[str, Any]) -> bool:
     want |= {r.get("CidrIp") for r in rule.get("IpRanges", [])}
     want |= {r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])}
     return got == want
+
+
+def runner_rule(port: int, runner_security_group_id: str | None, runner_cidr: str | None) -> dict[str, Any]:
+    """The one ingress rule of the drill's security group: the database port, from the runner only."""
+    rule: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": port, "ToPort": port}
+    if runner_security_group_id:
+        rule["UserIdGroupPairs"] = [{"GroupId": runner_security_group_id, "Description": "drill runner"}]
+    elif runner_cidr and ":" in runner_cidr:
+        rule["Ipv6Ranges"] = [{"CidrIpv6": runner_cidr, "Description": "drill runner"}]
+    else:
+        rule["IpRanges"] = [{"CidrIp": runner_cidr, "Description": "drill runner"}]
+    return rule

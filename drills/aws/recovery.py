@@ -1,14 +1,19 @@
-"""What a drill restores on AWS, as AWS describes it: a snapshot or a point in time of an instance or cluster."""
+"""What a drill restores on AWS, as AWS describes it (a snapshot or a point in time of an instance or cluster),
+and when AWS says the restore finished."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from drills.aws.calls import AwsCaller, error_code
 from drills.clock import iso
 
-__all__ = ["RecoveryPoint", "sibling_arn"]
+__all__ = ["RecoveryPoint", "event_time", "sibling_arn"]
+
+# RDS event messages that say a restore finished (lower-case substrings).
+_DONE_EVENTS = ("restored from", "db instance restored", "db cluster restored", "db instance created")
 
 
 @dataclass
@@ -56,3 +61,31 @@ def sibling_arn(arn: str, kind: str, other: str, ident: Any) -> str | None:
     if not arn or not ident or f":{kind}:" not in arn:
         return None
     return arn.split(f":{kind}:", maxsplit=1)[0] + f":{other}:{ident}"
+
+
+def event_time(
+    call: AwsCaller, rds: Any, source_type: str, ident: str, window: tuple[datetime, datetime]
+) -> datetime | None:
+    """When an RDS event inside ``window`` says the restore finished (a refinement of the poll window), if any."""
+    after, until = window
+    if after >= until:
+        return None
+    try:
+        events = call(
+            rds.describe_events,
+            SourceIdentifier=ident,
+            SourceType=source_type,
+            StartTime=after - timedelta(minutes=1),
+        ).get("Events", [])
+    except Exception as exc:
+        if error_code(exc) is None:
+            raise
+        return None  # events are a refinement; the poll window stands
+    times = [
+        e["Date"]
+        for e in events
+        if isinstance(e.get("Date"), datetime)
+        and any(s in str(e.get("Message", "")).lower() for s in _DONE_EVENTS)
+        and after < e["Date"] <= until
+    ]
+    return max(times) if times else None
