@@ -255,6 +255,7 @@ def cmd_teardown(a: argparse.Namespace) -> int:
 def cmd_runs(a: argparse.Namespace) -> int:
     from drills.journal import list_runs, read_events, state_home
     from drills.keep import KeepState, keep_state
+    from drills.render import run_json, run_line
 
     runs = list(list_runs())
     root = state_home() / "runs"
@@ -263,32 +264,10 @@ def cmd_runs(a: argparse.Namespace) -> int:
         path = root / r.run_id / "journal.jsonl"
         keeps[r.run_id] = keep_state(read_events(path)) if path.is_file() else KeepState()
     if a.json:
-        _out(
-            [
-                {
-                    "run_id": r.run_id,
-                    "runbook": r.runbook,
-                    "started_at": r.started_at,
-                    "status": r.status,
-                    "last_state": r.last_state,
-                    "verdict": r.verdict,
-                    "evidence": r.evidence,
-                    "outstanding": [x.to_dict() for x in r.outstanding],
-                    "kept": r.kept,
-                    "kept_until": keeps[r.run_id].to_dict()["expires_at"],
-                    "swept": keeps[r.run_id].swept,
-                }
-                for r in runs
-            ]
-        )
+        _out([run_json(r, keeps[r.run_id]) for r in runs])
         return 0
     for r in runs:
-        k = keeps[r.run_id]
-        until = f" until {k.to_dict()['expires_at']}" if k.expires_at else ""
-        why = f"kept for inspection{until}" if r.kept else "left"
-        left = f"  {len(r.outstanding)} resource(s) {why}: drill teardown {r.run_id}" if r.outstanding else ""
-        swept = f"  swept: {len(k.swept)} resource(s) removed by drill sweep" if k.swept else ""
-        print(f"{r.run_id}  {r.runbook:<24} {r.status:<11} {r.last_state:<12} {r.verdict or '-':<7}{left}{swept}")
+        print(run_line(r, keeps[r.run_id]))
     return 0
 
 

@@ -23,6 +23,7 @@ import contextlib
 import getpass
 import os
 import pwd
+import shutil
 import signal
 import socket
 import stat
@@ -42,6 +43,7 @@ __all__ = [
     "RunAs",
     "atomic_write",
     "boot_id",
+    "check_scratch_space",
     "chown_tree",
     "cmdline",
     "ensure_reachable",
@@ -483,3 +485,19 @@ def unreadable_reason(path: Path, reader: tuple[str, int, Sequence[int]] | None)
     if not readable_by(st.st_mode, st.st_uid, st.st_gid, uid, gids):
         return f"not readable by {who} (mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid} gid {st.st_gid})"
     return None
+
+
+def check_scratch_space(scratch: Path, needed: int, what: str) -> None:
+    """Refuse up front when the scratch filesystem cannot hold a restore of ``needed`` bytes of ``what``
+    (plus 10 % and 128 MiB for the server): a restore that fills the disk halfway fails late and obscurely."""
+    try:
+        free = shutil.disk_usage(scratch).free
+    except OSError as exc:
+        raise PreflightError(f"scratch {scratch}: {exc.strerror}", hint="set --scratch DIR") from None
+    want = int(needed * 1.1) + (128 << 20)
+    if free < want:
+        raise PreflightError(
+            f"scratch {scratch} has {free / 2**20:.0f} MiB free; this restore needs about {want / 2**20:.0f} MiB "
+            f"({needed / 2**20:.0f} MiB of {what}, plus 10 % and 128 MiB)",
+            hint="free space there, or point --scratch / RESTORE_DRILLS_SCRATCH at a larger filesystem",
+        )

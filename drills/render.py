@@ -1,4 +1,4 @@
-"""The human summary of a drill, one module for the CLI and the demos alike.
+"""The human summary of a drill (one module for the CLI and the demos alike), and the lines of ``drill runs``.
 
 Rendering only: it reads the result's JSON form and returns lines; the caller decides where they go.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["summary_lines"]
+__all__ = ["run_json", "run_line", "summary_lines"]
 
 
 def _regression_line(reg: dict[str, Any] | None) -> list[str]:
@@ -56,3 +56,29 @@ def summary_lines(res: Any) -> list[str]:
         lines += [f"    - {reason}" for reason in r["reasons"]]
     lines.append(f"  evidence: {r['evidence']}")
     return lines
+
+
+def run_json(r: Any, k: Any) -> dict[str, Any]:
+    """One run of ``drill runs --json``: its journal summary ``r`` and what it kept ``k`` (a ``KeepState``)."""
+    return {
+        "run_id": r.run_id,
+        "runbook": r.runbook,
+        "started_at": r.started_at,
+        "status": r.status,
+        "last_state": r.last_state,
+        "verdict": r.verdict,
+        "evidence": r.evidence,
+        "outstanding": [x.to_dict() for x in r.outstanding],
+        "kept": r.kept,
+        "kept_until": k.to_dict()["expires_at"],
+        "swept": k.swept,
+    }
+
+
+def run_line(r: Any, k: Any) -> str:
+    """One run of ``drill runs``: id, runbook, status, last state, verdict, and what it left or kept."""
+    until = f" until {k.to_dict()['expires_at']}" if k.expires_at else ""
+    why = f"kept for inspection{until}" if r.kept else "left"
+    left = f"  {len(r.outstanding)} resource(s) {why}: drill teardown {r.run_id}" if r.outstanding else ""
+    swept = f"  swept: {len(k.swept)} resource(s) removed by drill sweep" if k.swept else ""
+    return f"{r.run_id}  {r.runbook:<24} {r.status:<11} {r.last_state:<12} {r.verdict or '-':<7}{left}{swept}"

@@ -52,16 +52,18 @@ from pathlib import Path
 from typing import Any
 
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
-from drills.clock import iso, iso_epoch
+from drills.clock import iso
+from drills.engines.mariadb.accounts import create_drill_user
 from drills.engines.mariadb.backup import (
     DumpInfo,
     check_source,
     inspect_dump,
     inspect_pitr,
+    pitr_recovery_point,
     reader_for,
     tool_pass,
 )
-from drills.engines.mariadb.client import environment_failed, last_lines
+from drills.engines.mariadb.client import client_args, environment_failed, last_lines
 from drills.engines.mariadb.dump import feed_dump, judge_dump
 from drills.engines.mariadb.isolation import read_isolation
 from drills.engines.mariadb.plan import ReplayPlan
@@ -71,6 +73,7 @@ from drills.engines.mariadb.server import (
     MariaBinaries,
     MariaServer,
     find_maria_binaries,
+    innodb_args,
     run_as_for_mariadb,
 )
 from drills.engines.mariadb.teardown import NAME, OWNER_FILE, ROOT_NAME, SERVER_KIND, teardown_server
@@ -85,6 +88,7 @@ from drills.errors import (
 )
 from drills.osutil import (
     RunAs,
+    check_scratch_space,
     chown_tree,
     free_port,
     os_user,
@@ -207,47 +211,14 @@ class LocalMariadb:
         target = src.target_time
         for problem in plan.not_needed:
             ctx.log.warning("binlog_defect_not_needed", defect=problem, requested=str(plan.requested))
-        chain = plan.facts()
         return PreflightReport(
             source={"engine": "mariadb", "identifier": str(src.backup), "binlogs": str(src.binlogs)},
-            recovery_point={
-                "kind": "pitr",
-                "backup": info.facts(),
-                "binlogs": chain.pop("files"),
-                "binlog_chain": chain,
-                "target_time": iso(target) if isinstance(target, datetime) else "latest",
-                "effective_stop": iso(datetime.fromtimestamp(plan.stop_ts, UTC))
-                if plan.stop_ts is not None
-                else f"end of the binlog chain ({plan.requested})",
-                "stop_rule": "events stamped before effective_stop (binlog timestamps have 1 s resolution)"
-                if plan.stop_ts is not None
-                else "every event of the contiguous valid binlog chain",
-                "requested": plan.requested.to_dict(),
-                "earliest_restorable_time": iso(info.end),
-                "latest_restorable_time": iso(datetime.fromtimestamp(plan.restorable_until.ts, UTC))
-                if plan.restorable_until.ts is not None
-                else None,
-                "restorable_range_ends": plan.chain_end,
-                # for latest, the archive's newest commit (results.archive_lag_ms / loss_in_archive_ms)
-                "last_archived_commit": iso_epoch(plan.last_commit_ts) if plan.stop_ts is None else None,
-            },
+            recovery_point=pitr_recovery_point(info, plan, target),
             facts=facts,
         )
 
     def _check_space(self, needed: int, what: str) -> None:
-        """Refuse up front when the scratch filesystem cannot hold the restore (with a margin for the server)."""
-        scratch = self.settings.run_dir.parent
-        try:
-            free = shutil.disk_usage(scratch).free
-        except OSError as exc:
-            raise PreflightError(f"scratch {scratch}: {exc.strerror}", hint="set --scratch DIR") from None
-        want = int(needed * 1.1) + (128 << 20)
-        if free < want:
-            raise PreflightError(
-                f"scratch {scratch} has {free / 2**20:.0f} MiB free; this restore needs about {want / 2**20:.0f} MiB "
-                f"({needed / 2**20:.0f} MiB of {what}, plus 10 % and 128 MiB)",
-                hint="free space there, or point --scratch / RESTORE_DRILLS_SCRATCH at a larger filesystem",
-            )
+        check_scratch_space(self.settings.run_dir.parent, needed, what)
 
     def _preflight_dump(self, src: MariadbDumpSource, facts: dict[str, Any]) -> PreflightReport:
         dump = inspect_dump(src.dump)
@@ -305,7 +276,7 @@ class LocalMariadb:
         server = self._register(ctx)
         if isinstance(self.source, MariadbPitrSource):
             self._restore_pitr(self.source, server, ctx)
-            extra = ["--skip-log-bin", "--skip-grant-tables", *self._innodb_args(server.root / "work")]
+            extra = ["--skip-log-bin", "--skip-grant-tables", *innodb_args(server.root / "work")]
         else:
             server.install_db(timeout=_timeout(ctx))
             extra = ["--skip-log-bin"]
@@ -350,16 +321,6 @@ class LocalMariadb:
         )
         server.datadir.chmod(0o700)
         chown_tree(server.datadir, self.run_as)
-
-    def _innodb_args(self, work: Path) -> list[str]:
-        """InnoDB settings the datafiles were created with (from backup-my.cnf) that the server must match."""
-        out: list[str] = []
-        with contextlib.suppress(OSError):
-            for line in (work / "backup-my.cnf").read_text().splitlines():
-                key, _, value = line.partition("=")
-                if key.strip() in ("innodb_page_size", "innodb_undo_tablespaces") and value.strip():
-                    out.append(f"--{key.strip().replace('_', '-')}={value.strip()}")
-        return out
 
     def bin(self, tool: str) -> str:
         assert self.binaries is not None
@@ -425,17 +386,7 @@ class LocalMariadb:
         poll(ctx.clock, ctx.deadline_ns, check, "the restored server", policy=LOCAL, on_deadline=too_late)
 
     def _client(self, server: MariaServer, user: str, database: str | None) -> list[str]:
-        args = [
-            self.bin("client"),
-            "--no-defaults",
-            f"--socket={server.socket}",
-            f"--user={user}",
-            "--binary-mode",
-            "--max-allowed-packet=1G",
-            "--default-character-set=utf8mb4",
-            "--batch",
-        ]
-        return [*args, database] if database else args
+        return client_args(self.bin("client"), server.socket, user, database)
 
     def _replay(self, server: MariaServer, ctx: StepContext) -> None:
         """``mariadb-binlog --verify-binlog-checksum --start-position ... | mariadb``, then prove where it got to.
@@ -482,20 +433,10 @@ class LocalMariadb:
 
     def _create_drill_user(self, server: MariaServer) -> None:
         """A user with a random in-memory password and read-only rights, for the validators."""
-        user = "root" if self._pitr else None
-        pw = self._password.reveal().replace("'", "''")
-        with contextlib.closing(server.connect(user=user)) as conn, conn.cursor() as cur:
-            cur.execute("show all slaves status")  # started with --skip-slave-start: none may run
-            cols = [d[0] for d in cur.description or ()]
-            self._replicas_running = sum(
-                1 for row in cur.fetchall() if dict(zip(cols, row, strict=False)).get("Slave_IO_Running") == "Yes"
+        with contextlib.closing(server.connect(user="root" if self._pitr else None)) as conn, conn.cursor() as cur:
+            self._replicas_running = create_drill_user(
+                cur, self._user, self._password, loopback=self.loopback, grants_skipped=self._pitr
             )
-            if self._pitr:
-                cur.execute("flush privileges")  # authentication back on; this session keeps its rights
-            hosts = ["localhost", "127.0.0.1"] if self.loopback else ["localhost"]
-            for host in hosts:
-                cur.execute(f"create or replace user '{self._user}'@'{host}' identified by '{pw}'")
-                cur.execute(f"grant select, show view, show databases on *.* to '{self._user}'@'{host}'")
 
     def _restart_on_loopback(self, server: MariaServer, ctx: StepContext) -> None:
         """Restart with grants on and 127.0.0.1 only: never listen while grants are skipped."""
@@ -504,7 +445,7 @@ class LocalMariadb:
         server.port = self._port
         extra = ["--skip-log-bin"]
         if self._pitr:
-            extra += self._innodb_args(server.root / "work")
+            extra += innodb_args(server.root / "work")
         server.start(extra)
         if self._pitr:
             self._wait_accepting(server, ctx, user=self._user, password=self._password.reveal())

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drills.clock import iso
+from drills.clock import iso, iso_epoch
 from drills.engines.mariadb.binlog import inspect_chain
 from drills.engines.mariadb.plan import ReplayPlan, plan_replay
 from drills.errors import BackupDefect, PreflightError
@@ -325,3 +325,29 @@ def check_source(
     else:
         facts["mariadb_binlog_check"] = tool_pass(binlog_tool, source.binlogs, plan, run_as, timeout=3600)
     return facts
+
+
+def pitr_recovery_point(info: BackupInfo, plan: ReplayPlan, target: datetime | str) -> dict[str, Any]:
+    """The evidence's recovery point of a PITR: the backup, the binlog chain, the stop rule and the restorable range."""
+    chain = plan.facts()
+    return {
+        "kind": "pitr",
+        "backup": info.facts(),
+        "binlogs": chain.pop("files"),
+        "binlog_chain": chain,
+        "target_time": iso(target) if isinstance(target, datetime) else "latest",
+        "effective_stop": iso(datetime.fromtimestamp(plan.stop_ts, UTC))
+        if plan.stop_ts is not None
+        else f"end of the binlog chain ({plan.requested})",
+        "stop_rule": "events stamped before effective_stop (binlog timestamps have 1 s resolution)"
+        if plan.stop_ts is not None
+        else "every event of the contiguous valid binlog chain",
+        "requested": plan.requested.to_dict(),
+        "earliest_restorable_time": iso(info.end),
+        "latest_restorable_time": iso(datetime.fromtimestamp(plan.restorable_until.ts, UTC))
+        if plan.restorable_until.ts is not None
+        else None,
+        "restorable_range_ends": plan.chain_end,
+        # for latest, the archive's newest commit (results.archive_lag_ms / loss_in_archive_ms)
+        "last_archived_commit": iso_epoch(plan.last_commit_ts) if plan.stop_ts is None else None,
+    }

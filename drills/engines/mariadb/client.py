@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["Piped", "client_error", "environment_failed", "last_lines"]
+__all__ = ["Piped", "client_args", "client_error", "environment_failed", "last_lines"]
 
 # client errors that say the environment failed, not the SQL the backup holds: connection lost,
 # server gone, out of memory, disk full, too many connections; anything else is the backup's content
@@ -45,3 +46,18 @@ class Piped:
     client_err: str
     timed_out: bool
     broken_pipe: bool
+
+
+def client_args(tool: str, socket: Path, user: str, database: str | None) -> list[str]:
+    """The ``mariadb`` client over the server's socket, as the replay and the dump load run it."""
+    args = [
+        tool,
+        "--no-defaults",
+        f"--socket={socket}",
+        f"--user={user}",
+        "--binary-mode",
+        "--max-allowed-packet=1G",
+        "--default-character-set=utf8mb4",
+        "--batch",
+    ]
+    return [*args, database] if database else args

@@ -47,6 +47,7 @@ __all__ = [
     "MariaBinaries",
     "MariaServer",
     "find_maria_binaries",
+    "innodb_args",
     "run_as_for_mariadb",
 ]
 
@@ -346,3 +347,14 @@ class MariaServer:
             return not any(process_alive(p) for p in pids)
 
         until(SystemClock(), timeout, gone, "mariadbd gone", policy=every(0.05))
+
+
+def innodb_args(work: Path) -> list[str]:
+    """InnoDB settings the datafiles were created with (from backup-my.cnf) that the server must match."""
+    out: list[str] = []
+    with contextlib.suppress(OSError):
+        for line in (work / "backup-my.cnf").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() in ("innodb_page_size", "innodb_undo_tablespaces") and value.strip():
+                out.append(f"--{key.strip().replace('_', '-')}={value.strip()}")
+    return out

@@ -16,7 +16,6 @@ import contextlib
 import getpass
 import os
 import re
-import shutil
 import socket
 import subprocess
 from datetime import UTC, datetime
@@ -34,9 +33,16 @@ from drills.engines.postgres.backup import (
     verify_base_backup,
 )
 from drills.engines.postgres.isolation import read_isolation
-from drills.engines.postgres.plan import PitrPlan, plan_pitr
+from drills.engines.postgres.plan import PitrPlan, plan_facts, plan_pitr
 from drills.engines.postgres.restore_files import copy_base_backup, extract_tar, stage_wal
-from drills.engines.postgres.server import PgBinaries, PgCluster, find_pg_binaries, run_as_for_server
+from drills.engines.postgres.server import (
+    PgBinaries,
+    PgCluster,
+    find_pg_binaries,
+    log_errors,
+    read_log,
+    run_as_for_server,
+)
 from drills.engines.postgres.teardown import NAME, SERVER_KIND, teardown_server
 from drills.engines.postgres.wal import segment_name, split_name
 from drills.engines.server_record import server_started
@@ -44,11 +50,11 @@ from drills.errors import (
     BackupDefect,
     DeadlineExceeded,
     IncompleteRecovery,
-    PreflightError,
     RestoreFailed,
 )
 from drills.osutil import (
     RunAs,
+    check_scratch_space,
     chown_tree,
     ensure_reachable,
     free_port,
@@ -76,66 +82,18 @@ def check_backup(source: Any) -> dict[str, Any]:
         plan = plan_pitr(
             backup, source.wal_archive, target, bins.tool("pg_waldump"), server_ids=ids, full=source.verify == "full"
         )
-        return {"base_backup": verified, "wal": _plan_facts(plan)}
+        return {"base_backup": verified, "wal": plan_facts(plan)}
     if isinstance(source, PostgresDumpSource) and not source.archive.exists():
         raise BackupDefect(f"no pg_dump archive at {source.archive}", hint="did the dump job run?")
     return {}
 
 
 STOP_RE = re.compile(r"recovery stopping before (?:commit|abort) of transaction \d+, time (\d{4}-\d\d-\d\d [\d:.]+)")
-LOG_LEVELS = re.compile(r"\b(FATAL|PANIC|ERROR):\s+(.*)")
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-# our own readiness polling makes the server log these while it starts: noise, not causes
-POLLING_NOISE = (
-    "the database system is starting up",
-    "not accepting connections",
-    "the database system is shutting down",
-)
-WAL_STOP = re.compile(r"LOG:\s+((?:invalid|incorrect|unexpected|contrecord)[^\n]* at [0-9A-F]+/[0-9A-F]+[^\n]*)")
-
-
-def _log_errors(path: Path, most: int = 3) -> str:
-    """The server log's causes: FATAL/PANIC/ERROR lines and where WAL stopped being readable, never the whole tail."""
-    text = _read(path)
-    found = [
-        f"{m.group(1)}: {m.group(2).strip()}"
-        for m in LOG_LEVELS.finditer(text)
-        if not any(n in m.group(2) for n in POLLING_NOISE)
-    ]
-    found += [f"LOG: {m.group(1).strip()}" for m in WAL_STOP.finditer(text)][-1:]
-    return " | ".join(found[-most:])
 
 
 def _optional_tool(bins: PgBinaries, name: str) -> str | None:
     path = Path(bins.tool(name))
     return str(path) if path.exists() else None
-
-
-def _plan_facts(plan: PitrPlan) -> dict[str, Any]:
-    """What preflight proved about the WAL, and what recovery must reach, for the evidence."""
-    last = plan.expected_last_commit
-    after = plan.first_commit_after_target
-    return {
-        "first_segment": plan.first_segment,
-        "last_needed_segment": plan.last_needed_segment,
-        "segments_verified": plan.segments_needed,
-        "segment_size": plan.geometry.segment_size,
-        "system_identifier": str(plan.geometry.system_identifier),
-        "archive_last_segment": plan.archive_last_segment,
-        "history_files": plan.history_files,
-        "expected_last_commit": {"lsn": format_lsn(last.lsn), "at": iso(last.at)} if last else None,
-        "first_commit_after_target": {"lsn": format_lsn(after.lsn), "at": iso(after.at)} if after else None,
-        "last_record_lsn": format_lsn(plan.last_record_lsn) if plan.last_record_lsn is not None else None,
-        "outside_needed_range": plan.facts,
-    }
 
 
 def _quote(v: str) -> str:
@@ -202,7 +160,7 @@ class LocalPostgres:
                     "verification": "full (page headers and pg_waldump records)"
                     if src.verify == "full"
                     else "page headers of every needed segment",
-                    **_plan_facts(plan),
+                    **plan_facts(plan),
                 },
                 "target_time": iso(target) if target else "latest",
                 "earliest_restorable_time": iso(plan.backup_end),
@@ -214,19 +172,8 @@ class LocalPostgres:
 
     def _check_space(self, needed: int) -> None:
         """Refuse up front when the scratch filesystem cannot hold the restore (with a margin for the server)."""
-        scratch = self.settings.run_dir.parent
         ensure_reachable(self.settings.run_dir, self.run_as)
-        try:
-            free = shutil.disk_usage(scratch).free
-        except OSError as exc:
-            raise PreflightError(f"scratch {scratch}: {exc.strerror}", hint="set --scratch DIR") from None
-        want = int(needed * 1.1) + (128 << 20)
-        if free < want:
-            raise PreflightError(
-                f"scratch {scratch} has {free / 2**20:.0f} MiB free; this restore needs about "
-                f"{want / 2**20:.0f} MiB ({needed / 2**20:.0f} MiB of backup and WAL, plus 10 % and 128 MiB)",
-                hint="free space there, or point --scratch / RESTORE_DRILLS_SCRATCH at a larger filesystem",
-            )
+        check_scratch_space(self.settings.run_dir.parent, needed, "backup and WAL")
 
     def _preflight_dump(self, src: PostgresDumpSource) -> PreflightReport:
         check_backup(src)
@@ -436,14 +383,14 @@ class LocalPostgres:
             return "pending", None
 
         def too_late() -> DeadlineExceeded:
-            log = _log_errors(cluster.logfile) or cluster.log_tail(3)
+            log = log_errors(cluster.logfile) or cluster.log_tail(3)
             return DeadlineExceeded("the restored server was not ready in time; log: " + log)
 
         # a starting server refuses at once: polling often is cheap
         poll(ctx.clock, ctx.deadline_ns, check, "the restored server", policy=LOCAL, on_deadline=too_late)
 
     def _stopped_during_recovery(self, cluster: PgCluster) -> None:
-        errors = _log_errors(cluster.logfile)
+        errors = log_errors(cluster.logfile)
         if "recovery ended before configured recovery target was reached" in errors:
             self._proof = {"complete": False, "detail": errors}
             raise IncompleteRecovery(
@@ -462,7 +409,7 @@ class LocalPostgres:
         assert self.plan is not None
         plan = self.plan
         reached = parse_lsn(replay_lsn) if replay_lsn else None
-        log = _read(cluster.logfile)
+        log = read_log(cluster.logfile)
         stop = STOP_RE.search(log)
         stopped_at = parse_pg_time(stop.group(1)) if stop else None
         expected = plan.expected_last_commit

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from drills.clock import iso
 from drills.engines.postgres.backup import (
@@ -38,7 +39,7 @@ from drills.engines.postgres.wal import (
 from drills.errors import BackupDefect
 from drills.osutil import readable_by
 
-__all__ = ["Commit", "PitrPlan", "parse_commits", "plan_pitr"]
+__all__ = ["Commit", "PitrPlan", "parse_commits", "plan_facts", "plan_pitr"]
 
 
 # ---------------------------------------------------------------- WAL archive
@@ -351,3 +352,22 @@ def _verify_records(waldump: str, archive: Path, first: str, last: str, required
             f"WAL record at {format_lsn(at)} is damaged ({text}); recovery would stop there, "
             f"before {format_lsn(required_lsn)}"
         )
+
+
+def plan_facts(plan: PitrPlan) -> dict[str, Any]:
+    """What preflight proved about the WAL, and what recovery must reach, for the evidence."""
+    last = plan.expected_last_commit
+    after = plan.first_commit_after_target
+    return {
+        "first_segment": plan.first_segment,
+        "last_needed_segment": plan.last_needed_segment,
+        "segments_verified": plan.segments_needed,
+        "segment_size": plan.geometry.segment_size,
+        "system_identifier": str(plan.geometry.system_identifier),
+        "archive_last_segment": plan.archive_last_segment,
+        "history_files": plan.history_files,
+        "expected_last_commit": {"lsn": format_lsn(last.lsn), "at": iso(last.at)} if last else None,
+        "first_commit_after_target": {"lsn": format_lsn(after.lsn), "at": iso(after.at)} if after else None,
+        "last_record_lsn": format_lsn(plan.last_record_lsn) if plan.last_record_lsn is not None else None,
+        "outside_needed_range": plan.facts,
+    }

@@ -40,6 +40,8 @@ __all__ = [
     "PgBinaries",
     "PgCluster",
     "find_pg_binaries",
+    "log_errors",
+    "read_log",
     "run_as_for_server",
 ]
 
@@ -277,3 +279,37 @@ class PgCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return not process_alive(pid)
+
+
+# ----------------------------------------------------------------------------- reading its log
+
+LOG_LEVELS = re.compile(r"\b(FATAL|PANIC|ERROR):\s+(.*)")
+
+
+def read_log(path: Path) -> str:
+    """A server log's text; empty when it cannot be read (a missing log is no cause of its own)."""
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+# our own readiness polling makes the server log these while it starts: noise, not causes
+POLLING_NOISE = (
+    "the database system is starting up",
+    "not accepting connections",
+    "the database system is shutting down",
+)
+WAL_STOP = re.compile(r"LOG:\s+((?:invalid|incorrect|unexpected|contrecord)[^\n]* at [0-9A-F]+/[0-9A-F]+[^\n]*)")
+
+
+def log_errors(path: Path, most: int = 3) -> str:
+    """The server log's causes: FATAL/PANIC/ERROR lines and where WAL stopped being readable, never the whole tail."""
+    text = read_log(path)
+    found = [
+        f"{m.group(1)}: {m.group(2).strip()}"
+        for m in LOG_LEVELS.finditer(text)
+        if not any(n in m.group(2) for n in POLLING_NOISE)
+    ]
+    found += [f"LOG: {m.group(1).strip()}" for m in WAL_STOP.finditer(text)][-1:]
+    return " | ".join(found[-most:])
