@@ -25,7 +25,8 @@ def check_kms(
     for key in keys:
         region = key.split(":")[3] if key.startswith("arn:") else None
         try:
-            meta = call(kms_client(region).describe_key, KeyId=key)["KeyMetadata"]
+            kms = kms_client(region)
+            meta = call(kms.describe_key, KeyId=key)["KeyMetadata"]
         except Exception as exc:
             code = error_code(exc)
             if code in ("AccessDeniedException", "AccessDenied"):
