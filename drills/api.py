@@ -314,10 +314,10 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
         store.check_bucket()  # a bucket that cannot lock records is refused before anything starts
     run_id = new_run_id(clock.now())
     with structlog.contextvars.bound_contextvars(run_id=run_id):  # every log line of the run names it; unbound after
-        return _run(loaded, opts, signer, run_id)
+        return _run(loaded, opts, signer, store, run_id)
 
 
-def _run(loaded: LoadedRunbook, opts: RunOptions, signer: Any, run_id: str) -> RunResult:
+def _run(loaded: LoadedRunbook, opts: RunOptions, signer: Any, store: Any, run_id: str) -> RunResult:
     clock = opts.clock
     rb = loaded.runbook
     journal = Journal.create(run_id, clock, opts.home)

@@ -56,7 +56,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ("drills.runbook", "drills.keep", "drills.machine", "drills.cleanup", "drills.record", "drills.sweep"),
     ),
     ("the API", ("drills.api",)),
-    ("the faces: CLI, summary rendering, demos", ("drills.cli", "drills.render", "drills.demo")),
+    ("the faces: CLI, summary rendering, demos", ("drills.cli", "drills.cli_evidence", "drills.render", "drills.demo")),
 ]
 
 # Engines and providers are siblings: none imports another (what they share lives lower down).
