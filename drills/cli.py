@@ -93,8 +93,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
         print("\n".join(summary_lines(res)), file=sys.stderr)
         if a.keep and res.drill.endpoint is not None and res.error is None:
-            hint = getattr(res.drill.backend, "connection_hint", None)
-            where = hint() if callable(hint) else res.drill.endpoint.public()
+            where = res.drill.backend.connection_hint() or res.drill.endpoint.public()
             print(f"  kept for {a.keep}s for inspection: {where}", file=sys.stderr)
             print("  `drill sweep` removes it after its expiry", file=sys.stderr)
     return res.exit_code

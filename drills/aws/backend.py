@@ -442,6 +442,9 @@ class AwsBackend:
             admin=not self.source.iam_auth,
         )
 
+    def recovery_proof(self) -> dict[str, Any] | None:
+        return None  # AWS restores to the time it reports; the restorable range is in the recovery point
+
     def connection_hint(self) -> str:
         """How to reach a database kept for an incident (no secret in it)."""
         if self._address is None:

@@ -4,8 +4,10 @@ The machine calls, in order: ``preflight`` (no side effects), ``restore``
 (creates resources, registering each *before* creating it), ``await_ready``
 (waits, on the injected clock, within the deadline), ``endpoint`` (where the
 validators connect, with credentials), ``isolation_facts`` (the proof of
-segregation for the evidence) and, on every path, ``teardown`` per resource in
-reverse order. ``teardown`` must work from the resource record alone, because
+segregation for the evidence), ``recovery_proof`` and ``target_facts`` (what was
+reached, and where) and, on every path, ``teardown`` per resource in reverse
+order. ``connection_hint`` tells a person how to reach a database kept with
+``--keep``. ``teardown`` must work from the resource record alone, because
 after a crash the backend is rebuilt from the journal.
 """
 
@@ -101,7 +103,17 @@ class Backend(Protocol):
 
     def isolation_facts(self) -> list[dict[str, Any]]: ...
 
+    def recovery_proof(self) -> dict[str, Any] | None:
+        """Where recovery got to against what was asked (``requested``, ``reached``, ``complete``, ``detail``);
+        None when the backend cannot observe it (AWS restores to a time AWS chose) or before it ran."""
+        ...
+
     def target_facts(self) -> dict[str, Any]: ...
+
+    def connection_hint(self) -> str | None:
+        """How a person reaches the restored database kept with ``--keep``, without a secret; None when the
+        endpoint's public form says it all (a local server's socket)."""
+        ...
 
     def teardown(self, resource: Resource, ctx: StepContext) -> TeardownResult: ...
 

@@ -500,6 +500,9 @@ class LocalMariadb:
         """
         return dict(self._proof) if self._proof is not None else None
 
+    def connection_hint(self) -> str | None:
+        return None  # the endpoint (socket, port, user, database) is the whole story of a local server
+
     def target_facts(self) -> dict[str, Any]:
         s = self.server
         return {

@@ -480,6 +480,9 @@ class LocalPostgres:
     def isolation_facts(self) -> list[dict[str, Any]]:
         return list(self._isolation)
 
+    def connection_hint(self) -> str | None:
+        return None  # the endpoint (socket, port, user, database) is the whole story of a local server
+
     def target_facts(self) -> dict[str, Any]:
         c = self.cluster
         return {
