@@ -36,7 +36,6 @@ from drills.aws.calls import (
 )
 from drills.aws.deleter import Deleter
 from drills.aws.isolation import (
-    Fact,
     NetworkView,
     check_restored,
     check_security_group,
@@ -48,7 +47,7 @@ from drills.aws.isolation import (
 )
 from drills.aws.preflight import check_free, check_kms, check_quota
 from drills.aws.recovery import RecoveryPoint, event_time
-from drills.backends.base import BackendSettings, PreflightReport, StepContext
+from drills.backends.base import BackendSettings, Fact, PreflightReport, StepContext
 from drills.clock import iso
 from drills.errors import (
     DrillError,

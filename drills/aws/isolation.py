@@ -23,12 +23,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from drills.backends.base import Fact
 from drills.errors import IsolationError
 
 __all__ = [
     "HINTS",
     "WORLD",
-    "Fact",
     "NetworkView",
     "check_restored",
     "check_routes",
@@ -57,17 +57,6 @@ _EXIT_TARGETS = (
     ("LocalGatewayId", "local gateway"),
     ("CoreNetworkArn", "core network"),
 )
-
-
-@dataclass(frozen=True)
-class Fact:
-    check: str
-    subject: str
-    passed: bool
-    detail: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "subject": self.subject, "passed": self.passed, "detail": self.detail}
 
 
 @dataclass(frozen=True)

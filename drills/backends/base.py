@@ -25,9 +25,11 @@ from drills.resources import Resource, TeardownResult
 from validators.endpoint import Endpoint
 
 __all__ = [
+    "NOT_READ",
     "Backend",
     "BackendFactory",
     "BackendSettings",
+    "Fact",
     "Mark",
     "PreflightReport",
     "StepContext",
@@ -73,6 +75,32 @@ class StepContext:
 
     def mark(self, name: str, at: str, source: str = "runner-clock", precision_ms: int = 1) -> None:
         self.marks.append(Mark(name, at, source, precision_ms))
+
+
+class _NotRead:
+    def __repr__(self) -> str:
+        return "NOT_READ"
+
+
+NOT_READ: Any = _NotRead()  # a fact decided without a single value to show (most AWS network checks)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One isolation check, the same shape for every backend: what was checked, on what, with what value
+    (as read back from the server or AWS; omitted when there is none), whether it passed, and why."""
+
+    check: str
+    subject: str
+    passed: bool
+    detail: str
+    value: Any = NOT_READ
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"check": self.check, "subject": self.subject}
+        if self.value is not NOT_READ:
+            out["value"] = self.value
+        return out | {"passed": self.passed, "detail": self.detail}
 
 
 @dataclass(frozen=True)

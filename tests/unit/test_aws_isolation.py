@@ -195,7 +195,8 @@ FACT_CHECKS = (
 
 @pytest.mark.parametrize("check", FACT_CHECKS)
 def test_each_refusal_hints_at_its_own_cause_only(check: str) -> None:
-    from drills.aws.isolation import HINTS, Fact
+    from drills.aws.isolation import HINTS
+    from drills.backends.base import Fact
 
     with pytest.raises(IsolationError) as info:
         raise_if_violated([Fact(check, "x", False, "bad"), Fact("no-egress-route", "y", True, "fine")])

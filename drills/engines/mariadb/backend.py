@@ -481,10 +481,10 @@ class LocalMariadb:
                 replicas_running=self._replicas_running,
                 user_name=self._user_name(),
             )
-        bad = [f["check"] for f in facts if not f["passed"]]
+        bad = [f.check for f in facts if not f.passed]
         if bad:
             raise IsolationError("restored MariaDB server is not isolated: " + ", ".join(bad))
-        return facts
+        return [f.to_dict() for f in facts]
 
     def isolation_facts(self) -> list[dict[str, Any]]:
         if not self._isolation and self.server is not None and self._phase == "ready":

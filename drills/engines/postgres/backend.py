@@ -475,7 +475,7 @@ class LocalPostgres:
 
     def _read_isolation(self) -> list[dict[str, Any]]:
         assert self.cluster is not None
-        return read_isolation(self.cluster, self.source.user, self._user_name())
+        return [f.to_dict() for f in read_isolation(self.cluster, self.source.user, self._user_name())]
 
     def isolation_facts(self) -> list[dict[str, Any]]:
         return list(self._isolation)
