@@ -47,6 +47,7 @@ __all__ = [
     "chown_tree",
     "cmdline",
     "ensure_reachable",
+    "first_copy_error",
     "free_port",
     "identity_of",
     "names_path",
@@ -501,3 +502,11 @@ def check_scratch_space(scratch: Path, needed: int, what: str) -> None:
             f"({needed / 2**20:.0f} MiB of {what}, plus 10 % and 128 MiB)",
             hint="free space there, or point --scratch / RESTORE_DRILLS_SCRATCH at a larger filesystem",
         )
+
+
+def first_copy_error(exc: shutil.Error) -> str:
+    """A failed ``copytree`` in one line: the first (src, dst, why) and how many more, never all of them."""
+    errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) and exc.args[0] else [("", "", str(exc))]
+    src, _dst, why = errors[0] if isinstance(errors[0], tuple) and len(errors[0]) == 3 else ("", "", errors[0])
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{src}: {why}{more}" if src else f"{why}{more}"

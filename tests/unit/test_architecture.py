@@ -246,3 +246,31 @@ def test_the_layer_rules_catch_an_upward_import() -> None:
     assert layer_of("drills.backends.base") < layer_of("drills.backends")
     made_up = [Edge("a", "b", 1, False), Edge("b", "c", 1, False), Edge("c", "a", 1, False), Edge("c", "d", 1, False)]
     assert _cycles(made_up) == [["a", "b", "c"]]
+
+
+# Sleeping outside the one wait primitive: the clock itself, and the demo pacing its source's writes.
+SLEEPERS = {
+    "drills.clock": "SystemClock.sleep is the one real sleep",
+    "drills.demo.postgres": "paces the demo source's writes, waits for nothing",
+    "drills.demo.mariadb": "paces the demo source's writes, waits for nothing",
+}
+
+
+def test_every_wait_goes_through_the_one_poll() -> None:
+    """No ``time.sleep`` outside the clock, and no hand-written loop that sleeps: waits are ``drills.wait.poll``."""
+    found: list[str] = []
+    for module, path in MODULES.items():
+        if module in SLEEPERS or module == "drills.wait":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "time.sleep":
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: time.sleep")
+            if isinstance(node, ast.While | ast.For):
+                sleeps = [
+                    n
+                    for n in ast.walk(node)
+                    if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "sleep"
+                ]
+                found += [f"{path.relative_to(ROOT)}:{node.lineno}: a loop that sleeps" for _ in sleeps[:1]]
+    assert not found, "\n".join(found)

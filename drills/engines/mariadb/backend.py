@@ -90,6 +90,7 @@ from drills.osutil import (
     RunAs,
     check_scratch_space,
     chown_tree,
+    first_copy_error,
     free_port,
     os_user,
     unreachable_ancestor,
@@ -126,13 +127,6 @@ def check_backup(source: MariadbPitrSource | MariadbDumpSource) -> dict[str, Any
         with contextlib.suppress(PreflightError):
             tool = find_maria_binaries(need=("binlog",)).tool("binlog")
     return check_source(source, run_as_for_mariadb(), tool)
-
-
-def _first_copy_error(exc: shutil.Error) -> str:
-    errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) and exc.args[0] else [("", "", str(exc))]
-    src, _dst, why = errors[0] if isinstance(errors[0], tuple) and len(errors[0]) == 3 else ("", "", errors[0])
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{src}: {why}{more}" if src else f"{why}{more}"
 
 
 # ---------------------------------------------------------------- the backend
@@ -307,7 +301,7 @@ class LocalMariadb:
         try:
             shutil.copytree(src.backup, work, symlinks=True)
         except shutil.Error as exc:  # one (src, dst, why) per file: the first and a count, never all of them
-            raise RestoreFailed(f"copying the backup to {work} failed: {_first_copy_error(exc)}") from None
+            raise RestoreFailed(f"copying the backup to {work} failed: {first_copy_error(exc)}") from None
         except OSError as exc:
             raise RestoreFailed(f"copying the backup to {work} failed: {exc.filename}: {exc.strerror}") from None
         self._run(
