@@ -55,7 +55,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "the drill: runbook, machine, cleanup, record",
         ("drills.runbook", "drills.keep", "drills.machine", "drills.cleanup", "drills.record", "drills.sweep"),
     ),
-    ("the API", ("drills.api",)),
+    ("the API, and what the operator asks of it (doctor)", ("drills.api", "drills.doctor", "drills.doctor_facts")),
     ("the faces: CLI, summary rendering, demos", ("drills.cli", "drills.cli_evidence", "drills.render", "drills.demo")),
 ]
 
