@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import subprocess
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from drills.engines.postgres.backup import (
     verify_base_backup,
 )
 from drills.engines.postgres.isolation import read_isolation
-from drills.engines.postgres.plan import PitrPlan, plan_facts, plan_pitr
+from drills.engines.postgres.plan import PitrPlan, needed_wal, plan_facts, plan_pitr
 from drills.engines.postgres.restore_files import copy_base_backup, extract_tar, stage_wal
 from drills.engines.postgres.server import (
     PgBinaries,
@@ -50,6 +51,7 @@ from drills.errors import (
     BackupDefect,
     DeadlineExceeded,
     IncompleteRecovery,
+    InfrastructureError,
     RestoreFailed,
 )
 from drills.osutil import (
@@ -100,15 +102,29 @@ def _quote(v: str) -> str:
     return "'" + v.replace("'", "''") + "'"
 
 
+@dataclass(frozen=True)
+class PitrPrepared:
+    """What preflight decided for a PITR; restore and await_ready act on it and on nothing else."""
+
+    binaries: PgBinaries
+    backup: BaseBackup
+    plan: PitrPlan  # the WAL recovery needs and what it must reach
+
+
+@dataclass(frozen=True)
+class DumpPrepared:
+    """What preflight decided for a pg_dump restore."""
+
+    binaries: PgBinaries
+
+
 class LocalPostgres:
     name = NAME
 
     def __init__(self, source: PostgresPitrSource | PostgresDumpSource, settings: BackendSettings) -> None:
         self.source = source
         self.settings = settings
-        self.binaries: PgBinaries | None = None
-        self.backup: BaseBackup | None = None
-        self.plan: PitrPlan | None = None
+        self.prepared: PitrPrepared | DumpPrepared | None = None  # preflight's decision, frozen
         self._proof: dict[str, Any] | None = None
         self.cluster: PgCluster | None = None
         self.run_as: RunAs | None = None
@@ -128,15 +144,15 @@ class LocalPostgres:
 
     def _preflight_pitr(self, src: PostgresPitrSource) -> PreflightReport:
         backup = inspect_base_backup(src.base_backup)
-        self.binaries = find_pg_binaries(backup.pg_major)
-        verified = verify_base_backup(backup, _optional_tool(self.binaries, "pg_verifybackup"))
+        binaries = find_pg_binaries(backup.pg_major)
+        verified = verify_base_backup(backup, _optional_tool(binaries, "pg_verifybackup"))
         target = src.target_time if isinstance(src.target_time, datetime) else None
         # as root the server's user reads the WAL (or a private copy when it cannot); else this process does
         ids = None if self.run_as is not None else (os.geteuid(), os.getgroups())
         plan = plan_pitr(
-            backup, src.wal_archive, target, self.binaries.tool("pg_waldump"), server_ids=ids, full=src.verify == "full"
+            backup, src.wal_archive, target, binaries.tool("pg_waldump"), server_ids=ids, full=src.verify == "full"
         )
-        self.backup, self.plan = backup, plan
+        self.prepared = PitrPrepared(binaries, backup, plan)
         self._check_space(backup.expanded_bytes + plan.wal_bytes_needed)
         last = plan.expected_last_commit
         return PreflightReport(
@@ -167,7 +183,7 @@ class LocalPostgres:
                 "latest_restorable_time": iso(last.at) if last and target is None else None,
                 "last_archived_commit": iso(last.at) if last and target is None else None,
             },
-            facts={"server_binaries": str(self.binaries.bindir), "server_user": self._user_name()},
+            facts={"server_binaries": str(binaries.bindir), "server_user": self._user_name()},
         )
 
     def _check_space(self, needed: int) -> None:
@@ -177,9 +193,10 @@ class LocalPostgres:
 
     def _preflight_dump(self, src: PostgresDumpSource) -> PreflightReport:
         check_backup(src)
-        self.binaries = find_pg_binaries()
+        binaries = find_pg_binaries()
+        self.prepared = DumpPrepared(binaries)
         proc = subprocess.run(
-            [self.binaries.tool("pg_restore"), "--list", str(src.archive)],
+            [binaries.tool("pg_restore"), "--list", str(src.archive)],
             capture_output=True,
             text=True,
             timeout=120,
@@ -209,7 +226,7 @@ class LocalPostgres:
                 "toc_entries": entries,
                 "created_at": iso(created) if created else None,
             },
-            facts={"server_binaries": str(self.binaries.bindir), "server_user": self._user_name()},
+            facts={"server_binaries": str(binaries.bindir), "server_user": self._user_name()},
         )
 
     def _user_name(self) -> str:
@@ -217,10 +234,19 @@ class LocalPostgres:
 
     # ------------------------------------------------------------ restore
 
-    def _new_cluster(self, ctx: StepContext) -> PgCluster:
-        assert self.binaries is not None
+    def _need_prepared(self) -> PitrPrepared | DumpPrepared:
+        if self.prepared is None:
+            raise InfrastructureError("local-postgres: restore before preflight")
+        return self.prepared
+
+    def _need_cluster(self) -> PgCluster:
+        if self.cluster is None:
+            raise InfrastructureError("local-postgres: restore has not run")
+        return self.cluster
+
+    def _new_cluster(self, ctx: StepContext, binaries: PgBinaries) -> PgCluster:
         root = self.settings.run_dir / "pg"
-        cluster = PgCluster(self.binaries, root / "data", root / "sock", free_port(), self.run_as, root / "server.log")
+        cluster = PgCluster(binaries, root / "data", root / "sock", free_port(), self.run_as, root / "server.log")
         resource = Resource(
             kind=SERVER_KIND,
             id=str(cluster.datadir),
@@ -230,8 +256,8 @@ class LocalPostgres:
                 "datadir": str(cluster.datadir),
                 "socket_dir": str(cluster.socket_dir),
                 "port": cluster.port,
-                "bindir": str(self.binaries.bindir),
-                "major": self.binaries.major,
+                "bindir": str(binaries.bindir),
+                "major": binaries.major,
                 "run_as": self.run_as.name if self.run_as else None,
             },
         )
@@ -244,21 +270,23 @@ class LocalPostgres:
         return cluster
 
     def restore(self, ctx: StepContext) -> None:
-        if isinstance(self.source, PostgresPitrSource):
-            self._restore_pitr(self.source, ctx)
+        prep = self._need_prepared()
+        if isinstance(self.source, PostgresPitrSource) and isinstance(prep, PitrPrepared):
+            self._restore_pitr(self.source, prep, ctx)
+        elif isinstance(self.source, PostgresDumpSource) and isinstance(prep, DumpPrepared):
+            self._restore_dump(self.source, prep, ctx)
         else:
-            self._restore_dump(self.source, ctx)
+            raise InfrastructureError(f"local-postgres: preflight prepared a {type(prep).__name__} for this source")
 
-    def _restore_pitr(self, src: PostgresPitrSource, ctx: StepContext) -> None:
-        assert self.backup is not None and self.plan is not None
-        cluster = self._new_cluster(ctx)
+    def _restore_pitr(self, src: PostgresPitrSource, prep: PitrPrepared, ctx: StepContext) -> None:
+        cluster = self._new_cluster(ctx, prep.binaries)
         data = cluster.datadir
         ctx.mark("restore_requested", iso(ctx.clock.now()))
-        if self.backup.format == "plain":
+        if prep.backup.format == "plain":
             copy_base_backup(src.base_backup, data)
         else:
-            extract_tar(self.backup.tar_path, data)
-            wal_tar = src.base_backup / f"pg_wal.{self.backup.format}"
+            extract_tar(prep.backup.tar_path, data)
+            wal_tar = src.base_backup / f"pg_wal.{prep.backup.format}"
             if wal_tar.exists():
                 extract_tar(wal_tar, data / "pg_wal")
         (data / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
@@ -268,7 +296,7 @@ class LocalPostgres:
             (data / "postgresql.conf").write_text(
                 "# restored by restore-drills: the source kept its config elsewhere\n"
             )
-        self.wal_source = stage_wal(src.wal_archive, self._needed_wal(), cluster.datadir.parent, self.run_as)
+        self.wal_source = stage_wal(src.wal_archive, needed_wal(prep.plan), cluster.datadir.parent, self.run_as)
         settings = {
             "restore_command": f"cp {self.wal_source}/%f %p",
             "recovery_target_action": "promote",
@@ -287,15 +315,6 @@ class LocalPostgres:
         chown_tree(data, self.run_as)
         cluster.start(wait=False)
 
-    def _needed_wal(self) -> list[str]:
-        """Segment and history file names recovery will ask for (what a private copy must hold)."""
-        assert self.plan is not None
-        p = self.plan
-        per = p.geometry.segments_per_id
-        tli, first = split_name(p.first_segment, per)
-        _, last = split_name(p.last_needed_segment, per)
-        return [*p.history_files, *(segment_name(tli, n, per) for n in range(first, last + 1))]
-
     def _isolating_settings(self, cluster: PgCluster) -> dict[str, str]:
         return {
             "listen_addresses": "",
@@ -311,9 +330,8 @@ class LocalPostgres:
             "logging_collector": "off",
         }
 
-    def _restore_dump(self, src: PostgresDumpSource, ctx: StepContext) -> None:
-        cluster = self._new_cluster(ctx)
-        assert self.binaries is not None
+    def _restore_dump(self, src: PostgresDumpSource, prep: DumpPrepared, ctx: StepContext) -> None:
+        cluster = self._new_cluster(ctx, prep.binaries)
         ctx.mark("restore_requested", iso(ctx.clock.now()))
         cluster.initdb(superuser=src.user)
         (cluster.datadir / "pg_ident.conf").touch()
@@ -325,13 +343,13 @@ class LocalPostgres:
         cluster.start(wait=True, timeout=max(5.0, ctx.remaining_seconds()))
         base = ["-h", str(cluster.socket_dir), "-p", str(cluster.port), "-U", src.user]
         created = subprocess.run(
-            [self.binaries.tool("createdb"), *base, src.database], capture_output=True, text=True, check=False
+            [prep.binaries.tool("createdb"), *base, src.database], capture_output=True, text=True, check=False
         )
         if created.returncode != 0:
             raise RestoreFailed(f"createdb {src.database} failed: {created.stderr.strip()}")
         proc = subprocess.run(
             [
-                self.binaries.tool("pg_restore"),
+                prep.binaries.tool("pg_restore"),
                 *base,
                 "-d",
                 src.database,
@@ -356,8 +374,8 @@ class LocalPostgres:
         """Poll until the server accepts connections and has left recovery; then prove where recovery stopped."""
         import psycopg
 
-        assert self.cluster is not None
-        cluster = self.cluster
+        cluster = self._need_cluster()
+        prepared = self.prepared
         user = self.source.user
 
         def check() -> tuple[Verdict, None]:
@@ -372,8 +390,8 @@ class LocalPostgres:
                     if row is not None and not row[0]:
                         self._server_version = str(row[1])
                         ctx.mark("server_ready", iso(ctx.clock.now()))
-                        if self.plan is not None:
-                            self._prove_recovery(row[2], row[3], cluster)
+                        if isinstance(prepared, PitrPrepared):
+                            self._prove_recovery(prepared.plan, row[2], row[3], cluster)
                         return "ready", None
             except psycopg.OperationalError as exc:
                 if not cluster.running():
@@ -399,15 +417,15 @@ class LocalPostgres:
             )
         raise RestoreFailed(f"the restored server stopped during recovery: {errors or cluster.log_tail(3)}")
 
-    def _prove_recovery(self, replay_lsn: str | None, replay_ts: datetime | None, cluster: PgCluster) -> None:
+    def _prove_recovery(
+        self, plan: PitrPlan, replay_lsn: str | None, replay_ts: datetime | None, cluster: PgCluster
+    ) -> None:
         """Recovery reached exactly what the archive holds for this target, or the drill fails here.
 
         A ``latest`` restore over a damaged archive promotes silently wherever WAL stops being
         readable; a time target stops before the first commit after it. Both are checked
         against what preflight read from the archive (:class:`PitrPlan`).
         """
-        assert self.plan is not None
-        plan = self.plan
         reached = parse_lsn(replay_lsn) if replay_lsn else None
         log = read_log(cluster.logfile)
         stop = STOP_RE.search(log)
@@ -461,11 +479,11 @@ class LocalPostgres:
 
     def endpoint(self, ctx: StepContext) -> Endpoint:
         """The superuser over the private socket, marked admin: the drill makes the validators' reader with it."""
-        assert self.cluster is not None
+        cluster = self._need_cluster()
         ep = Endpoint(
             engine="postgres",
-            host=str(self.cluster.socket_dir),
-            port=self.cluster.port,
+            host=str(cluster.socket_dir),
+            port=cluster.port,
             database=self.source.database,
             user=self.source.user,
             admin=True,
@@ -474,8 +492,7 @@ class LocalPostgres:
         return ep
 
     def _read_isolation(self) -> list[dict[str, Any]]:
-        assert self.cluster is not None
-        return [f.to_dict() for f in read_isolation(self.cluster, self.source.user, self._user_name())]
+        return [f.to_dict() for f in read_isolation(self._need_cluster(), self.source.user, self._user_name())]
 
     def isolation_facts(self) -> list[dict[str, Any]]:
         return list(self._isolation)

@@ -39,7 +39,7 @@ from drills.engines.postgres.wal import (
 from drills.errors import BackupDefect
 from drills.osutil import readable_by
 
-__all__ = ["Commit", "PitrPlan", "parse_commits", "plan_facts", "plan_pitr"]
+__all__ = ["Commit", "PitrPlan", "needed_wal", "parse_commits", "plan_facts", "plan_pitr"]
 
 
 # ---------------------------------------------------------------- WAL archive
@@ -371,3 +371,11 @@ def plan_facts(plan: PitrPlan) -> dict[str, Any]:
         "last_record_lsn": format_lsn(plan.last_record_lsn) if plan.last_record_lsn is not None else None,
         "outside_needed_range": plan.facts,
     }
+
+
+def needed_wal(p: PitrPlan) -> list[str]:
+    """Segment and history file names recovery will ask for (what a private copy must hold)."""
+    per = p.geometry.segments_per_id
+    tli, first = split_name(p.first_segment, per)
+    _, last = split_name(p.last_needed_segment, per)
+    return [*p.history_files, *(segment_name(tli, n, per) for n in range(first, last + 1))]
