@@ -55,8 +55,9 @@ from drills.backends.base import BackendSettings, PreflightReport, StepContext
 from drills.clock import iso
 from drills.engines.mariadb.accounts import create_drill_user
 from drills.engines.mariadb.backup import (
-    DumpInfo,
-    check_source,
+    DumpPrepared,
+    PitrPrepared,
+    check_backup,
     inspect_dump,
     inspect_pitr,
     pitr_recovery_point,
@@ -66,7 +67,6 @@ from drills.engines.mariadb.backup import (
 from drills.engines.mariadb.client import client_args, environment_failed, last_lines
 from drills.engines.mariadb.dump import feed_dump, judge_dump
 from drills.engines.mariadb.isolation import read_isolation
-from drills.engines.mariadb.plan import ReplayPlan
 from drills.engines.mariadb.replay import ReplayTracker, judge_replay, pipe
 from drills.engines.mariadb.server import (
     MAX_SOCKET_PATH,
@@ -115,20 +115,6 @@ def create(source: Any, settings: BackendSettings) -> LocalMariadb:
 # ---------------------------------------------------------------- backup checks without a server
 
 
-def check_backup(source: MariadbPitrSource | MariadbDumpSource) -> dict[str, Any]:
-    """What ``drill validate`` runs: the checks preflight makes that need no server (the mariadb-binlog
-    pass over the binlogs only where it is installed; the facts say when it was skipped).
-
-    Raises :class:`~drills.errors.BackupDefect` naming the defect (a missing backup directory,
-    a gapped or damaged binlog chain, a target the backup does not hold, a truncated dump).
-    """
-    tool = None
-    if isinstance(source, MariadbPitrSource):
-        with contextlib.suppress(PreflightError):
-            tool = find_maria_binaries(need=("binlog",)).tool("binlog")
-    return check_source(source, run_as_for_mariadb(), tool)
-
-
 # ---------------------------------------------------------------- the backend
 
 
@@ -138,9 +124,8 @@ class LocalMariadb:
     def __init__(self, source: MariadbPitrSource | MariadbDumpSource | None, settings: BackendSettings) -> None:
         self.source = source
         self.settings = settings
-        self.binaries: MariaBinaries | None = None
+        self.prepared: PitrPrepared | DumpPrepared | None = None  # preflight's decision, frozen
         self.run_as: RunAs | None = None
-        self.plan: ReplayPlan | None = None
         self.server: MariaServer | None = None
         self.loopback = settings.extra.get("mariadb_listen") == "loopback"
         self._proof: dict[str, Any] | None = None  # where replay / the dump load got to, against what was asked
@@ -150,8 +135,6 @@ class LocalMariadb:
         self._database: str | None = None
         self._version: str | None = None
         self._isolation: list[dict[str, Any]] = []
-        self._dump_gz = False
-        self._dump_info: DumpInfo | None = None
         self._port: int | None = None
         self._replicas_running = -1  # unknown until read from the running server
 
@@ -168,7 +151,7 @@ class LocalMariadb:
         """Binaries, backup, binlogs, target range and the run directory; creates nothing."""
         src = self.source
         pitr = isinstance(src, MariadbPitrSource)
-        self.binaries = find_maria_binaries(need=("backup", "binlog") if pitr else ())
+        binaries = find_maria_binaries(need=("backup", "binlog") if pitr else ())
         self.run_as = run_as_for_mariadb()
         if self.run_as is not None:
             ctx.log.info("server_user", user=self.run_as.name, reason="a restored database never runs as root")
@@ -184,24 +167,28 @@ class LocalMariadb:
                 f"socket path {sock} is longer than {MAX_SOCKET_PATH} bytes", hint="use a shorter run directory"
             )
         facts = {
-            "mariadbd": self.binaries.tool("mariadbd"),
-            "server_version": self.binaries.version,
+            "mariadbd": binaries.tool("mariadbd"),
+            "server_version": binaries.version,
             "server_user": self._user_name(),
         }
         if isinstance(src, MariadbPitrSource):
-            return self._preflight_pitr(src, facts, ctx)
+            return self._preflight_pitr(src, binaries, facts, ctx)
         if isinstance(src, MariadbDumpSource):
-            return self._preflight_dump(src, facts)
+            return self._preflight_dump(src, binaries, facts)
         raise PreflightError(f"local-mariadb cannot restore a {type(src).__name__}")
 
-    def _preflight_pitr(self, src: MariadbPitrSource, facts: dict[str, Any], ctx: StepContext) -> PreflightReport:
+    def _preflight_pitr(
+        self, src: MariadbPitrSource, binaries: MariaBinaries, facts: dict[str, Any], ctx: StepContext
+    ) -> PreflightReport:
         """The backup, then every binlog the target needs: in sequence, readable by mariadb-binlog's user,
         every event header and checksum sound (see :mod:`drills.engines.mariadb.binlog`)."""
         info, plan = inspect_pitr(src, reader_for(self.run_as))
         binlog_bytes = sum(s.end - s.start for s in plan.scans if s.name in plan.files)
         self._check_space(info.size_bytes + binlog_bytes, "backup and binlogs to replay")
-        facts["mariadb_binlog_check"] = tool_pass(self.bin("binlog"), src.binlogs, plan, self.run_as, _timeout(ctx))
-        self.plan = plan
+        facts["mariadb_binlog_check"] = tool_pass(
+            binaries.tool("binlog"), src.binlogs, plan, self.run_as, _timeout(ctx)
+        )
+        self.prepared = PitrPrepared(binaries, plan)
         target = src.target_time
         for problem in plan.not_needed:
             ctx.log.warning("binlog_defect_not_needed", defect=problem, requested=str(plan.requested))
@@ -214,12 +201,13 @@ class LocalMariadb:
     def _check_space(self, needed: int, what: str) -> None:
         check_scratch_space(self.settings.run_dir.parent, needed, what)
 
-    def _preflight_dump(self, src: MariadbDumpSource, facts: dict[str, Any]) -> PreflightReport:
+    def _preflight_dump(
+        self, src: MariadbDumpSource, binaries: MariaBinaries, facts: dict[str, Any]
+    ) -> PreflightReport:
         dump = inspect_dump(src.dump)
         if not dump.gz:  # a gzip'd dump's loaded size is not known before reading it all
             self._check_space(dump.size_bytes, "dump to load")
-        self._dump_gz = dump.gz
-        self._dump_info = dump
+        self.prepared = DumpPrepared(binaries, dump)
         return PreflightReport(
             source={"engine": "mariadb", "identifier": str(src.dump)},
             recovery_point={
@@ -234,9 +222,9 @@ class LocalMariadb:
 
     def _register(self, ctx: StepContext) -> MariaServer:
         """Journal the server, then lay out its directory (never the other way round)."""
-        assert self.binaries is not None
+        binaries = self._need_prepared().binaries
         root = self.root
-        server = MariaServer(self.binaries, root, self.run_as, port=None)
+        server = MariaServer(binaries, root, self.run_as, port=None)
         port = free_port() if self.loopback else None
         resource = Resource(
             kind=SERVER_KIND,
@@ -249,7 +237,7 @@ class LocalMariadb:
                 "socket": str(server.socket),
                 "pid_file": str(server.pid_file),
                 "port": port,
-                "mariadbd": self.binaries.tool("mariadbd"),
+                "mariadbd": binaries.tool("mariadbd"),
                 "run_as": self.run_as.name if self.run_as else None,
             },
         )
@@ -265,8 +253,6 @@ class LocalMariadb:
 
     def restore(self, ctx: StepContext) -> None:
         """Build the datadir and start the server (socket only); ``await_ready`` brings it to the target."""
-        if self.binaries is None:
-            self.preflight(ctx)
         server = self._register(ctx)
         if isinstance(self.source, MariadbPitrSource):
             self._restore_pitr(self.source, server, ctx)
@@ -317,8 +303,12 @@ class LocalMariadb:
         chown_tree(server.datadir, self.run_as)
 
     def bin(self, tool: str) -> str:
-        assert self.binaries is not None
-        return self.binaries.tool(tool)
+        return self._need_prepared().binaries.tool(tool)
+
+    def _need_prepared(self) -> PitrPrepared | DumpPrepared:
+        if self.prepared is None:
+            raise InfrastructureError("local-mariadb: restore before preflight")
+        return self.prepared
 
     # ------------------------------------------------------------ waiting & loading
 
@@ -391,8 +381,10 @@ class LocalMariadb:
         time target stops with ``--stop-datetime`` (TZ=UTC), ``latest`` with ``--stop-position`` at
         the end of the last whole event (a live copy's last file may end mid-event).
         """
-        plan, src = self.plan, self.source
-        assert plan is not None and isinstance(src, MariadbPitrSource)
+        prep, src = self._need_prepared(), self.source
+        if not (isinstance(prep, PitrPrepared) and isinstance(src, MariadbPitrSource)):
+            raise InfrastructureError(f"local-mariadb: preflight prepared a {type(prep).__name__}, not a replay")
+        plan = prep.plan
         if plan.stop_ts is not None:
             stop = f"--stop-datetime={datetime.fromtimestamp(plan.stop_ts, UTC):%Y-%m-%d %H:%M:%S}"
         else:
@@ -418,9 +410,12 @@ class LocalMariadb:
         with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
             cur.execute(f"create database if not exists `{src.database.replace('`', '``')}`")
         timeout = _timeout(ctx)
+        prep = self._need_prepared()
+        if not isinstance(prep, DumpPrepared):
+            raise InfrastructureError(f"local-mariadb: preflight prepared a {type(prep).__name__}, not a dump load")
         client = self._client(server, os_user(), src.database)
-        streamed, piped = feed_dump(client, src.dump, self._dump_gz, server.log_dir / "client.err", timeout)
-        self._proof, error = judge_dump(src, self._dump_info, streamed, piped, timeout)
+        streamed, piped = feed_dump(client, src.dump, prep.dump.gz, server.log_dir / "client.err", timeout)
+        self._proof, error = judge_dump(src, prep.dump, streamed, piped, timeout)
         if error is not None:
             raise error
         self._database = streamed.used or src.database
@@ -506,7 +501,7 @@ class LocalMariadb:
             "datadir": str(s.datadir) if s else None,
             "socket": str(s.socket) if s else None,
             "port": s.port if s else None,
-            "server_version": self._version or (self.binaries.version if self.binaries else None),
+            "server_version": self._version or (self.prepared.binaries.version if self.prepared else None),
             "server_user": self._user_name(),
             "binlogs_read_from": str(self.source.binlogs) if isinstance(self.source, MariadbPitrSource) else None,
         }

@@ -26,6 +26,7 @@ from typing import Any
 from drills.clock import iso, iso_epoch
 from drills.engines.mariadb.binlog import inspect_chain
 from drills.engines.mariadb.plan import ReplayPlan, plan_replay
+from drills.engines.mariadb.server import MariaBinaries, find_maria_binaries, run_as_for_mariadb
 from drills.errors import BackupDefect, PreflightError
 from drills.osutil import RunAs
 from drills.sources import MariadbDumpSource, MariadbPitrSource
@@ -33,6 +34,9 @@ from drills.sources import MariadbDumpSource, MariadbPitrSource
 __all__ = [
     "BackupInfo",
     "DumpInfo",
+    "DumpPrepared",
+    "PitrPrepared",
+    "check_backup",
     "inspect_backup",
     "inspect_dump",
     "inspect_pitr",
@@ -351,3 +355,36 @@ def pitr_recovery_point(info: BackupInfo, plan: ReplayPlan, target: datetime | s
         # for latest, the archive's newest commit (results.archive_lag_ms / loss_in_archive_ms)
         "last_archived_commit": iso_epoch(plan.last_commit_ts) if plan.stop_ts is None else None,
     }
+
+
+# ---------------------------------------------------------------- what preflight decides
+
+
+@dataclass(frozen=True)
+class PitrPrepared:
+    """What preflight decided for a PITR; restore and await_ready act on it and on nothing else."""
+
+    binaries: MariaBinaries
+    plan: ReplayPlan  # the binlogs to replay, from where, and the exact event it must stop at
+
+
+@dataclass(frozen=True)
+class DumpPrepared:
+    """What preflight decided for a dump load."""
+
+    binaries: MariaBinaries
+    dump: DumpInfo
+
+
+def check_backup(source: MariadbPitrSource | MariadbDumpSource) -> dict[str, Any]:
+    """What ``drill validate`` runs: the checks preflight makes that need no server (the mariadb-binlog
+    pass over the binlogs only where it is installed; the facts say when it was skipped).
+
+    Raises :class:`~drills.errors.BackupDefect` naming the defect (a missing backup directory,
+    a gapped or damaged binlog chain, a target the backup does not hold, a truncated dump).
+    """
+    tool = None
+    if isinstance(source, MariadbPitrSource):
+        with contextlib.suppress(PreflightError):
+            tool = find_maria_binaries(need=("binlog",)).tool("binlog")
+    return check_source(source, run_as_for_mariadb(), tool)
