@@ -24,6 +24,7 @@ from drills.backends import SOURCE_BACKENDS, backend_factory
 from drills.backends.base import Backend, BackendSettings
 from drills.cleanup import SCRATCH_BACKEND, SCRATCH_KIND, Dispatch, finish_teardown
 from drills.clock import Clock, SystemClock
+from drills.deliver import Outlets, deliver_run
 from drills.errors import (
     DrillError,
     EvidenceError,
@@ -60,6 +61,7 @@ class RunOptions:
     aws_session: Any = None
     scratch_root: Path | None = None
     backend_factory: Any = None  # BackendFactory: embed a custom backend, or a fault-injecting one in tests
+    outlets: Any = None  # drills.deliver.Outlets (metrics, notifications); None: from the environment
 
 
 @dataclass
@@ -75,6 +77,7 @@ class RunResult:
     failed_state: str | None
     drill: Drill
     evidence_storage: dict[str, Any] | None = None  # the S3 copy: status and what S3 reported (evidence.s3)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)  # metrics and notifications (drills.deliver)
 
     def to_json(self) -> dict[str, Any]:
         from drills.record import failure_reasons, latest_rpo_split
@@ -100,6 +103,7 @@ class RunResult:
             "rto_regression": self.drill.regression,
             "error": self.error,
             "failed_state": self.failed_state,
+            "deliveries": self.deliveries,
         }
 
 
@@ -273,7 +277,7 @@ def _finish(
     past = past_drills(out_dir, rb.name)
     predicate |= chain_link(past, rb.name)
     m = drill.measurement
-    drill.regression = regression(past, m.achieved_rto_ms if m else None)
+    drill.regression = regression(past, m.achieved_rto_ms if m else None, predicate)
     predicate["regression"] = drill.regression
     if store is not None and past:  # S3 attests the previous record's lock now; this record signs what it said
         predicate["previous_drill_storage"] = store.storage_facts(rb.name, past[-1].run_id)
@@ -312,12 +316,14 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     store = _evidence_store(loaded, opts)
     if store is not None:
         store.check_bucket()  # a bucket that cannot lock records is refused before anything starts
+    outlets = opts.outlets or Outlets.from_env()
+    outlets.preflight()
     run_id = new_run_id(clock.now())
     with structlog.contextvars.bound_contextvars(run_id=run_id):  # every log line of the run names it; unbound after
-        return _run(loaded, opts, signer, store, run_id)
+        return _run(loaded, opts, run_id, signer=signer, store=store, outlets=outlets)
 
 
-def _run(loaded: LoadedRunbook, opts: RunOptions, signer: Any, store: Any, run_id: str) -> RunResult:
+def _run(loaded: LoadedRunbook, opts: RunOptions, run_id: str, *, signer: Any, store: Any, outlets: Any) -> RunResult:
     clock = opts.clock
     rb = loaded.runbook
     journal = Journal.create(run_id, clock, opts.home)
@@ -371,6 +377,10 @@ def _run(loaded: LoadedRunbook, opts: RunOptions, signer: Any, store: Any, run_i
     )
     verdict = verdict_of(d)
     exit_code = _exit_code(d, verdict)
+    deliveries = deliver_run(  # metrics and notifications: never raises, never changes the verdict
+        d, verdict=verdict, evidence=evidence_path[0] if evidence_path else None,
+        evidence_dir=opts.evidence_dir or rb.evidence.dir, outlets=outlets, session=opts.aws_session,
+    )  # fmt: skip
     journal.append("run_finished", verdict=verdict, exit_code=exit_code, interrupted=d.interrupted)
     journal.close()
     m = d.measurement
@@ -386,6 +396,7 @@ def _run(loaded: LoadedRunbook, opts: RunOptions, signer: Any, store: Any, run_i
         failed_state=d.failed_state,
         drill=d,
         evidence_storage=stored[0] if stored else None,
+        deliveries=deliveries,
     )
 
 

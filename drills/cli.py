@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +27,11 @@ from drills.cli_evidence import (
     cmd_pack,
     cmd_report,
     cmd_verify,
-    given_file,
 )
+from drills.cli_ops import add_ops_commands, cmd_history, duration, history_args, out_json
 from drills.errors import DrillError, InputError
 
 __all__ = ["main"]
-
-
-def _duration(text: str) -> int:
-    """``90s``, ``15m``, ``6h``, ``2d`` → seconds."""
-    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30m, 6h, 2d)")
-    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-
-
-def _out(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 # ---------------------------------------------------------------- commands
@@ -73,21 +60,30 @@ def cmd_schema(_a: argparse.Namespace) -> int:
 
 def cmd_run(a: argparse.Namespace) -> int:
     from drills.api import RunOptions, run_drill
+    from drills.deliver import Outlets
     from drills.runbook import load_runbook
 
     loaded = load_runbook(a.file)
+    outlets = Outlets.from_env(metrics_textfile=a.metrics_textfile)
     opts = RunOptions(
+        outlets=outlets,
         signing_key=a.key,
         evidence_dir=a.evidence_dir,
         trigger=a.trigger,
         keep_seconds=a.keep,
         scratch_root=a.scratch,
     )
+    if a.junit is not None:
+        _probe_out(a.junit, "--junit")
     res = run_drill(loaded, opts)
+    if a.junit is not None:
+        from drills.junit import render_junit
+
+        a.junit.write_bytes(render_junit(res.to_json(), loaded.runbook.name))
     if a.json:
         from drills.keep import kept_json
 
-        _out(res.to_json() | {"kept": kept_json(res.drill)})
+        out_json(res.to_json() | {"kept": kept_json(res.drill)})
     else:
         from drills.render import summary_lines
 
@@ -99,25 +95,13 @@ def cmd_run(a: argparse.Namespace) -> int:
     return res.exit_code
 
 
-def cmd_doctor(a: argparse.Namespace) -> int:
-    from drills.doctor import diagnose
-    from drills.doctor_facts import gather
-    from drills.evidence.keys import load_verifiers
-
-    if a.key is not None:
-        given_file(a.key, "--key")
-    runbooks, runs, keys = gather(a.paths, load_verifiers(a.key) if a.key else None)
-    findings = diagnose(runbooks, runs, keys, datetime.now(UTC))
-    if a.json:
-        _out({"ok": not findings, "runbooks": [r.name for r in runbooks], "findings": [f.to_dict() for f in findings]})
-    else:
-        for f in findings:
-            print(f"{f.check:<22} {f.message}")
-        print(
-            f"{len(runbooks)} runbook(s), {len(runs)} run(s): "
-            + (f"{len(findings)} need a human" if findings else "ok")
-        )
-    return 1 if findings else 0
+def _probe_out(path: Path, what: str) -> None:
+    """An output file named on the command line must be writable before anything starts."""
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise InputError(f"{what} {path}: {exc.strerror or exc}") from None
 
 
 def cmd_teardown(a: argparse.Namespace) -> int:
@@ -143,7 +127,7 @@ def cmd_runs(a: argparse.Namespace) -> int:
         path = root / r.run_id / "journal.jsonl"
         keeps[r.run_id] = keep_state(read_events(path)) if path.is_file() else KeepState()
     if a.json:
-        _out([run_json(r, keeps[r.run_id]) for r in runs])
+        out_json([run_json(r, keeps[r.run_id]) for r in runs])
         return 0
     for r in runs:
         print(run_line(r, keeps[r.run_id]))
@@ -212,7 +196,6 @@ def _capture_error(exc: Exception, password_env: str) -> DrillError:
 
 def cmd_sweep(a: argparse.Namespace) -> int:
     """AWS resources by their tags, then leftovers in this machine's journals; one JSON report."""
-    from datetime import timedelta
 
     from drills.clock import SystemClock
     from drills.sweep import summary, sweep_local
@@ -234,7 +217,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         records += aws or []
     if a.scope in ("all", "local"):
         records += sweep_local(older_than, a.dry_run, clock, aws_records=aws)
-    _out({"resources": records, "summary": summary(records), "skipped": skipped})
+    out_json({"resources": records, "summary": summary(records), "skipped": skipped})
     if failure is not None:
         return failure.exit_code
     return 3 if any(r.get("action") == "error" for r in records) else 0
@@ -288,7 +271,7 @@ def _add_data_commands(add: Callable[[str, Callable[[argparse.Namespace], int], 
     )
     sp.add_argument(
         "--older-than",
-        type=_duration,
+        type=duration,
         default=6 * 3600,
         metavar="AGE",
         help="leftovers of crashed runs must be this old (default 6h); kept resources go at their own expiry",
@@ -354,13 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--key", type=Path, help="Ed25519 signing key (default: the runbook's, else the user's)")
     sp.add_argument("--evidence-dir", type=Path, help="where to write evidence (default: the runbook's)")
     sp.add_argument("--trigger", default="manual", choices=["manual", "scheduled", "change-triggered"])
-    sp.add_argument("--keep", type=_duration, metavar="TTL", help="incident mode: keep the restored database for TTL")
+    sp.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML: each check a test case")
+    sp.add_argument("--keep", type=duration, metavar="TTL", help="incident mode: keep the restored database for TTL")
     sp.add_argument(
         "--scratch",
         type=Path,
         metavar="DIR",
         help="where local restores are laid out (default: the runbook's scratch_dir, $RESTORE_DRILLS_SCRATCH, /tmp)",
     )
+    sp.add_argument(
+        "--metrics-textfile",
+        type=Path,
+        metavar="PATH",
+        help="write Prometheus metrics for node_exporter's textfile collector (a .prom file or a directory); "
+        "other outlets: docs/metrics.md",
+    )
+    history_args(add("history", cmd_history, "one row per verified drill record: verdict, RTO, phases, RPO, size"))
     sp = add("validate", cmd_validate, "check a runbook without running it")
     sp.add_argument("file", type=Path)
     sp.add_argument(
@@ -375,11 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true")
     sp.set_defaults(logs=False)
     _add_evidence_commands(add)
-    sp = add("doctor", cmd_doctor, "what needs a human: overdue, failing or slow drills, leftovers, expiring keys")
-    sp.add_argument("paths", type=Path, nargs="+", metavar="RUNBOOK|DIR")
-    sp.add_argument("--key", type=Path, help="public key or keyring the records must verify against")
-    sp.add_argument("--json", action="store_true")
-    sp.set_defaults(logs=False)
+    add_ops_commands(add)
     sp = add("report", cmd_report, "render a verified evidence file as a Markdown report for auditors")
     sp.add_argument("file", type=Path)
     sp.add_argument("--key", type=Path, required=True, help="public key PEM or keyring JSON")

@@ -8,7 +8,7 @@ runbook's ``evidence.signing_key``, else the user's default key).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,10 @@ def _time(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)  # a date (regression.projection) is UTC midnight
 
 
 def _projection(predicate: dict[str, Any]) -> datetime | None:

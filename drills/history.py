@@ -5,7 +5,7 @@ History is a view over the evidence directory, not a database of its own: each
 envelope names its predecessor (``chain.prev_envelope_sha256``) and carries a
 sequence number, so an auditor can detect an edited, removed or reordered
 record by walking the chain; ``regression`` compares the achieved RTO with the
-median of the runbook's recent passed drills.
+runbook's history with the robust statistics of :mod:`drills.trend`.
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import statistics
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PastDrill", "chain_link", "past_drills", "regression"]
+from drills.trend import Point, regression_record, restored_bytes
 
-REGRESSION_WINDOW = 5  # recent passed drills the RTO is compared with
-REGRESSION_THRESHOLD_PCT = 20  # slower than the recent median by more than this is flagged
+__all__ = ["PastDrill", "chain_link", "past_drills", "regression"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,7 @@ class PastDrill:
     achieved_rto_ms: int | None
     seq: int
     envelope_sha256: str
+    restored_bytes: int | None = None  # drills.trend.restored_bytes of the record
 
 
 def _read(path: Path) -> tuple[str, PastDrill] | None:
@@ -46,6 +46,7 @@ def _read(path: Path) -> tuple[str, PastDrill] | None:
             achieved_rto_ms=predicate["results"].get("achieved_rto_ms"),
             seq=int((predicate.get("chain") or {}).get("seq", 0)),
             envelope_sha256=hashlib.sha256(raw).hexdigest(),
+            restored_bytes=restored_bytes(predicate),
         )
         return str(predicate["runbook"]["name"]), past
     except (OSError, ValueError, KeyError, TypeError):
@@ -75,18 +76,34 @@ def chain_link(past: list[PastDrill], runbook_name: str) -> dict[str, Any]:
     }
 
 
-def regression(past: list[PastDrill], achieved_rto_ms: int | None) -> dict[str, Any] | None:
-    """Achieved RTO against the median of the last passed drills; None without history or RTO."""
-    recent = [p.achieved_rto_ms for p in past if p.verdict == "passed" and p.achieved_rto_ms][-REGRESSION_WINDOW:]
-    if not recent or achieved_rto_ms is None:
+def _when(text: str | None) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
         return None
-    baseline = int(statistics.median(recent))
-    delta_pct = round((achieved_rto_ms - baseline) * 100 / baseline) if baseline else 0
-    return {
-        "baseline_rto_ms": baseline,
-        "baseline_drills": len(recent),
-        "delta_pct": delta_pct,
-        "flag": delta_pct > REGRESSION_THRESHOLD_PCT,
-        "rule": f"slower than the median of the last {REGRESSION_WINDOW} passed drills by more than "
-        f"{REGRESSION_THRESHOLD_PCT} %",
-    }
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def regression(
+    past: list[PastDrill], achieved_rto_ms: int | None, predicate: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The current RTO against the runbook's history (:mod:`drills.trend`); None without a measured RTO
+    or without an earlier passed drill.
+
+    ``predicate`` is the current record: its finish time, verdict, objective and restored size feed
+    the trend and the projection (without it, only the baseline is meaningful).
+    """
+    if achieved_rto_ms is None:
+        return None
+    points = [
+        Point(at, p.achieved_rto_ms, p.restored_bytes, p.verdict == "passed")
+        for p in past
+        if isinstance(p.achieved_rto_ms, int)  # an odd old record must not stop this one's evidence
+        and not isinstance(p.achieved_rto_ms, bool)
+        and (at := _when(p.finished_at)) is not None
+    ]
+    pred = predicate or {}
+    results = pred.get("results") or {}
+    at = _when((pred.get("drill") or {}).get("finished_at")) or datetime.now(UTC)
+    current = Point(at, achieved_rto_ms, restored_bytes(pred), results.get("verdict") == "passed")
+    return regression_record(points, current, results.get("rto_objective_ms"))

@@ -17,7 +17,7 @@ def _regression_line(reg: dict[str, Any] | None) -> list[str]:
     return [
         f"  {mark}RTO {reg['delta_pct']:+d} % against the median of the last {reg['baseline_drills']} passed drills "
         f"({reg['baseline_rto_ms'] / 1000:.2f}s)"
-    ]
+    ] + [f"  {p['summary']}" for p in [reg.get("projection") or {}] if p.get("summary")]
 
 
 def summary_lines(res: Any) -> list[str]:
@@ -55,6 +55,7 @@ def summary_lines(res: Any) -> list[str]:
         lines.append("  failed because:")
         lines += [f"    - {reason}" for reason in r["reasons"]]
     lines.append(f"  evidence: {r['evidence']}")
+    lines += [f"  {d['channel']} not delivered ({d['target']}): {d['error']}" for d in r["deliveries"] if not d["ok"]]
     return lines
 
 

@@ -61,6 +61,13 @@ def render_markdown(statement: dict[str, Any], *, evidence_name: str, keyid: str
             "",
             f"RTO {reg.get('delta_pct'):+} % against the recent median {_ms(reg.get('baseline_rto_ms'))}: {flag}.",
         ]
+        trend, proj = reg.get("trend") or {}, reg.get("projection") or {}
+        if trend.get("direction"):
+            slope = trend.get("slope_ms_per_day")
+            lines.append(f"Trend over {trend.get('drills')} drills: {trend['direction']} "
+                         f"(Mann-Kendall p = {trend.get('p_value')}, Theil-Sen {slope} ms/day).")  # fmt: skip
+        if proj.get("summary") or proj.get("reason"):
+            lines.append(f"Projection: {proj.get('summary') or proj.get('reason')}.")
     phases = res.get("rto_phases_ms") or {}
     if phases:
         lines += ["", "Phases: " + ", ".join(f"{k} {_ms(v)}" for k, v in phases.items()) + "."]

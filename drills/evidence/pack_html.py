@@ -19,7 +19,7 @@ import html
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from drills.evidence.chart import rto_chart_svg
+from drills.evidence.chart import ChartPoint, rto_chart
 from drills.evidence.controls import CONTROLS
 from drills.evidence.period import DrillRow, PeriodSummary, RunbookSummary
 
@@ -144,7 +144,8 @@ def _drill_rows(drills: Iterable[DrillRow]) -> str:
 
 
 def _runbook_section(rb: RunbookSummary) -> str:
-    svg = rto_chart_svg(rb.drills, f"{rb.name}: RTO per drill")
+    points = [ChartPoint(d.finished_at, d.verdict, d.rto_ms, d.phases_ms, d.rto_objective_ms) for d in rb.drills]
+    svg = rto_chart(points, f"{rb.name}: RTO per drill")
     chart = (
         f'<img class="chart" alt="RTO per drill of {_e(rb.name)}, phases stacked, objective dashed" '
         f'src="data:image/svg+xml;base64,{base64.b64encode(svg).decode()}">'

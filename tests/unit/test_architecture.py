@@ -34,6 +34,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "drills.measure",
             "drills.scrub",
             "drills.yamlsafe",
+            "drills.trend",
+            "drills.outcome",
+            "drills.forecast_poll",
         ),
     ),
     (
@@ -48,15 +51,30 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "drills.report",
             "drills.reader",
             "drills.engines.server_record",
+            "drills.ledger",
+            "drills.metrics",
+            "drills.notify",
         ),
     ),
     ("engines and providers, and the registry that finds them", ("drills.engines", "drills.aws", "drills.backends")),
     (
         "the drill: runbook, machine, cleanup, record",
-        ("drills.runbook", "drills.keep", "drills.machine", "drills.cleanup", "drills.record", "drills.sweep"),
+        (
+            "drills.runbook",
+            "drills.keep",
+            "drills.machine",
+            "drills.cleanup",
+            "drills.record",
+            "drills.sweep",
+            "drills.deliver",
+            "drills.asl",
+        ),
     ),
     ("the API, and what the operator asks of it (doctor)", ("drills.api", "drills.doctor", "drills.doctor_facts")),
-    ("the faces: CLI, summary rendering, demos", ("drills.cli", "drills.cli_evidence", "drills.render", "drills.demo")),
+    (
+        "the faces: CLI, summary rendering, demos",
+        ("drills.cli", "drills.cli_evidence", "drills.cli_ops", "drills.render", "drills.junit", "drills.demo"),
+    ),
 ]
 
 # Engines and providers are siblings: none imports another (what they share lives lower down).
