@@ -23,7 +23,7 @@ from drills import __version__
 from drills.backends import SOURCE_BACKENDS, backend_factory
 from drills.backends.base import Backend, BackendSettings
 from drills.cleanup import SCRATCH_BACKEND, SCRATCH_KIND, Dispatch, finish_teardown
-from drills.clock import Clock, SystemClock
+from drills.clock import Clock, SystemClock, iso
 from drills.deliver import Outlets, deliver_run
 from drills.errors import (
     DrillError,
@@ -263,33 +263,38 @@ def _finish(
     *,
     store: Any = None,
     stored: list[dict[str, Any]] | None = None,
+    trusted: list[Any],  # whose records count as history (drills.history.trusted_verifiers)
 ) -> None:
     """Sign and write the evidence; a failure here is recorded, never raised past teardown."""
     from drills.evidence.statement import subject_for_bytes
-    from drills.evidence.store import write_evidence
-    from drills.history import chain_link, past_drills, regression
+    from drills.history import append_drill, regression
 
     rb, loaded, journal = drill.loaded.runbook, drill.loaded, drill.journal
     out_dir = opts.evidence_dir or rb.evidence.dir
     predicate = build_predicate(
         drill, executor=_executor(), trigger=opts.trigger, host=socket.gethostname(), initiated_by=getpass.getuser()
     )
-    past = past_drills(out_dir, rb.name)
-    predicate |= chain_link(past, rb.name)
     m = drill.measurement
-    drill.regression = regression(past, m.achieved_rto_ms if m else None, predicate)
-    predicate["regression"] = drill.regression
-    if store is not None and past:  # S3 attests the previous record's lock now; this record signs what it said
-        predicate["previous_drill_storage"] = store.storage_facts(rb.name, past[-1].run_id)
+
+    def complete(past: list[Any], trail: dict[str, Any]) -> dict[str, Any]:  # under the chain lock
+        predicate["drill"]["finished_at"] = iso(drill.clock.now())  # dated in chain order, after any wait
+        drill.regression = regression(past, m.achieved_rto_ms if m else None, predicate)
+        extra: dict[str, Any] = {"regression": drill.regression}
+        if store is not None and past:  # S3 attests the previous record's lock now; this record signs what it said
+            extra["previous_drill_storage"] = store.storage_facts(rb.name, past[-1].run_id)
+        return predicate | trail | extra
+
     secrets = [drill.endpoint.password.reveal()] if drill.endpoint and drill.endpoint.password else []
     secrets += more_secrets  # the admin password the validators' role was created with
     try:
-        path = write_evidence(
-            predicate,
-            [subject_for_bytes(f"runbook:{rb.name}", loaded.path.read_bytes())],
+        path = append_drill(
             out_dir,
-            drill.run_id,
+            rb.name,
+            trusted,
             signer,
+            complete,
+            run_id=drill.run_id,
+            subjects=[subject_for_bytes(f"runbook:{rb.name}", loaded.path.read_bytes())],
             secrets=secrets,
         )
     except (EvidenceError, OSError) as exc:
@@ -312,18 +317,37 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     rb = loaded.runbook
     secure_home(opts.home)  # checked and made 0700 before anything (a default key) is written into it
     signer = _signer(loaded, opts)
-    _probe_writable(opts.evidence_dir or rb.evidence.dir, "evidence directory")
+    from drills.history import trusted_verifiers
+
+    trusted = trusted_verifiers(signer, rb.evidence.trusted_keys)  # whose earlier records count as history
+    out_dir = (opts.evidence_dir or rb.evidence.dir).absolute()
+    _probe_writable(out_dir, "evidence directory")
     store = _evidence_store(loaded, opts)
     if store is not None:
         store.check_bucket()  # a bucket that cannot lock records is refused before anything starts
     outlets = opts.outlets or Outlets.from_env()
     outlets.preflight()
+    from drills.aborted import record_crashes_of
+
+    # a killed earlier run of this runbook gets its signed `aborted` record before this one's
+    record_crashes_of(rb.name, out_dir=out_dir, signer=signer, trusted=trusted, clock=clock, home=opts.home)
     run_id = new_run_id(clock.now())
     with structlog.contextvars.bound_contextvars(run_id=run_id):  # every log line of the run names it; unbound after
-        return _run(loaded, opts, run_id, signer=signer, store=store, outlets=outlets)
+        return _run(loaded, opts, run_id, signer=signer, store=store, outlets=outlets, trusted=trusted, out_dir=out_dir)
 
 
-def _run(loaded: LoadedRunbook, opts: RunOptions, run_id: str, *, signer: Any, store: Any, outlets: Any) -> RunResult:
+def _run(
+    loaded: LoadedRunbook,
+    opts: RunOptions,
+    run_id: str,
+    *,
+    signer: Any,
+    store: Any,
+    outlets: Any,
+    trusted: list[Any],
+    out_dir: Path,
+) -> RunResult:
+    """One run with its id bound to every log line (see :func:`run_drill`)."""
     clock = opts.clock
     rb = loaded.runbook
     journal = Journal.create(run_id, clock, opts.home)
@@ -334,6 +358,12 @@ def _run(loaded: LoadedRunbook, opts: RunOptions, run_id: str, *, signer: Any, s
         runbook={"name": rb.name, "path": str(loaded.path), "sha256": loaded.sha256},
         source=source_dump,
         tool_version=__version__,
+        evidence={  # where `drill teardown` writes this run's `aborted` record if it is killed
+            "dir": str(out_dir),
+            "signing_key": str(Path(signer.source).absolute()) if getattr(signer, "source", None) else None,
+            "kms_key_id": getattr(signer, "key_id", None),
+            "trusted_keys": str(rb.evidence.trusted_keys) if rb.evidence.trusted_keys else None,
+        },
     )
     scratch_root = scratch_root_for(rb.scratch_dir, opts.scratch_root)
     scratch = scratch_root / f"restore-drill-{run_id}"
@@ -372,7 +402,9 @@ def _run(loaded: LoadedRunbook, opts: RunOptions, run_id: str, *, signer: Any, s
     run_machine(
         d,
         default_states(loaded),
-        lambda drill: _finish(drill, opts, signer, evidence_path, provisioner.secrets(), store=store, stored=stored),
+        lambda drill: _finish(
+            drill, opts, signer, evidence_path, provisioner.secrets(), store=store, stored=stored, trusted=trusted
+        ),
         dispatch,
     )
     verdict = verdict_of(d)
@@ -380,6 +412,7 @@ def _run(loaded: LoadedRunbook, opts: RunOptions, run_id: str, *, signer: Any, s
     deliveries = deliver_run(  # metrics and notifications: never raises, never changes the verdict
         d, verdict=verdict, evidence=evidence_path[0] if evidence_path else None,
         evidence_dir=opts.evidence_dir or rb.evidence.dir, outlets=outlets, session=opts.aws_session,
+        trusted=trusted,
     )  # fmt: skip
     journal.append("run_finished", verdict=verdict, exit_code=exit_code, interrupted=d.interrupted)
     journal.close()

@@ -18,7 +18,7 @@ The local machine's states map one to one onto Step Functions:
   guess; the callback also lets a worker sit wherever the data plane is reachable;
 - every state after the restore request has a ``Catch`` into ``Teardown``, and the validation
   verdict goes to ``Teardown`` too: teardown runs on every path;
-- the instance identifier is ``drill-<runbook>-<execution name>``, derived inside the machine,
+- the instance identifier is ``drill-<runbook>-<MD5 of the execution name>``, derived inside the machine,
   never taken from the execution input: whoever can start an execution cannot point the
   teardown's delete at another database.
 
@@ -250,7 +250,10 @@ def build_definition(
         "Init": {
             "Type": "Pass",
             "Parameters": {
-                "instance_id.$": f"States.Format('drill-{rb.name}-{{}}', $$.Execution.Name)",
+                # RDS identifiers stop at 63 characters and execution names may be 80 (EventBridge
+                # Scheduler's are UUIDs): 'drill-' + at most 24 of the runbook + '-' + MD5 of the name
+                "instance_id.$": f"States.Format('drill-{rb.name[:24].rstrip('-')}-{{}}', "
+                "States.Hash($$.Execution.Name, 'MD5'))",
                 "schedule": sched,
                 "poll": {"i": 0, "waited": 0, "next": sched[0]},
             },

@@ -106,13 +106,33 @@ def _probe_out(path: Path, what: str) -> None:
 
 def cmd_teardown(a: argparse.Namespace) -> int:
     from drills.api import finish_teardown
+    from drills.errors import InfrastructureError
 
-    results = finish_teardown(a.run_id)
+    try:
+        results = finish_teardown(a.run_id)
+    except InfrastructureError:  # a teardown that left something: the aborted record says what
+        _record_aborted(a.run_id)
+        raise
+    _record_aborted(a.run_id)
     for r in results:
         print(f"{'removed' if r.deleted else 'LEFT'}: {r.resource.kind} {r.resource.id} {r.detail}")
     if not results:
         print(f"run {a.run_id}: nothing left to tear down")
     return 0
+
+
+def _record_aborted(run_id: str) -> None:
+    """A killed run gets its signed `aborted` record once its teardown ran (issue 10: every run leaves one)."""
+    from drills.aborted import record_aborted_from_journal
+    from drills.clock import SystemClock
+
+    try:
+        path = record_aborted_from_journal(run_id, SystemClock())
+    except DrillError as exc:
+        print(f"run {run_id}: no aborted record written: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
+        return
+    if path is not None:
+        print(f"run {run_id} was aborted: signed record {path}")
 
 
 def cmd_runs(a: argparse.Namespace) -> int:
@@ -289,10 +309,21 @@ def _add_data_commands(add: Callable[[str, Callable[[argparse.Namespace], int], 
 def _add_evidence_commands(
     add: Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser],
 ) -> None:
-    sp = add("verify", cmd_verify, "verify a signed evidence file, or an evidence pack, offline")
+    sp = add(
+        "verify", cmd_verify, "verify a signed evidence file, every runbook's chain in a directory, or a pack, offline"
+    )
     sp.add_argument("file", type=Path, nargs="?")
-    sp.add_argument("--key", type=Path, help="public key PEM or keyring JSON (required for a FILE)")
+    sp.add_argument("--chain", type=Path, metavar="DIR", help="check every runbook's chain of records in DIR")
+    sp.add_argument(
+        "--key", "--keyring", type=Path, help="public key PEM or keyring JSON (required for a FILE or --chain)"
+    )
     sp.add_argument("--pack", type=Path, metavar="PACK", help="verify an evidence pack (directory or .zip)")
+    sp.add_argument(
+        "--head-digest",
+        action="append",
+        metavar="SHA256",
+        help="with --chain: a chain head digest pinned earlier (printed by --chain); repeatable",
+    )
     sp.set_defaults(logs=False)
     sp = add("pack", cmd_pack, "collect a period's verified evidence into a pack for auditors (HTML report)")
     sp.add_argument("--evidence-dir", type=Path, required=True, help="where the drills wrote their evidence")

@@ -7,9 +7,11 @@ Each imports what it needs when it runs, so ``drill --help`` stays fast; errors 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from drills import __version__
 from drills.errors import InputError
@@ -44,12 +46,23 @@ def cmd_verify(a: argparse.Namespace) -> int:
     from drills.evidence.keys import load_verifiers
     from drills.evidence.store import read_and_verify, summary
 
+    modes = [m for m in (a.file, a.chain, a.pack) if m is not None]
+    if len(modes) != 1:
+        raise InputError(
+            "give one of: an evidence FILE, --chain DIR, --pack PACK", hint="drill verify FILE --key drill.pub"
+        )
     if a.pack is not None:
+        if a.head_digest:
+            raise InputError("--head-digest pins a chain head: use it with --chain DIR")
         return _verify_pack(a)
-    if a.file is None or a.key is None:
-        raise InputError("give an evidence FILE and --key (or --pack PACK)", hint="drill verify FILE --key drill.pub")
-    given_file(a.file, "evidence file")
+    if a.key is None:
+        raise InputError("--key (or --keyring) is required to verify a FILE or a --chain DIR")
     given_file(a.key, "--key")
+    if a.chain is not None:
+        return _verify_chain(a.chain, load_verifiers(a.key), a.head_digest or [])
+    if a.head_digest:
+        raise InputError("--head-digest pins a chain head: use it with --chain DIR")
+    given_file(a.file, "evidence file")
     statement = read_and_verify(a.file, load_verifiers(a.key))
     print(f"{a.file}: signature and payload OK")
     print(summary(statement))
@@ -152,3 +165,33 @@ def cmd_report(a: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _verify_chain(directory: Path, verifiers: Any, pins: list[str]) -> int:
+    """``drill verify --chain DIR``: every runbook's chain, its head and its problems; 0 only if all hold."""
+    from drills.evidence.chain import Head, verify_directory
+
+    if not directory.is_dir():
+        raise InputError(f"--chain {directory} is not a directory")
+    for pin in pins:
+        if not re.fullmatch(r"(sha256:)?[0-9a-fA-F]{64}", pin):
+            raise InputError(f"--head-digest {pin!r} is not a SHA-256 (64 hex digits, optionally sha256:)")
+    report = verify_directory(directory, verifiers, pins)
+    if not report.runbooks:
+        raise InputError(
+            f"--chain {directory} holds no evidence (no *.evidence.json, no chain head)",
+            hint="pass the evidence directory the drills write to (the runbook's evidence.dir)",
+        )
+    for name, (records, head, problems, notes) in report.runbooks.items():
+        seqs = [r.seq for r in records if r.seq is not None]
+        span = f"seq {min(seqs)}..{max(seqs)}" if seqs else "no trusted records"
+        print(f"runbook {name}: {len(records)} trusted record(s), {span}: {'OK' if not problems else 'BROKEN'}")
+        if isinstance(head, Head):
+            print(f"  head seq {head.seq} ({head.run_id}); pin it with --head-digest {head.sha256}")
+        for problem in problems:
+            print(f"  {problem.kind.upper()}: {problem.message}")
+        for note in notes:
+            print(f"  note: {note}")
+    for problem in report.pins_not_found:
+        print(f"{problem.kind.upper()}: {problem.message}")
+    return 0 if report.ok else 1

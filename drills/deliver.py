@@ -22,7 +22,7 @@ recorded in the run journal (event ``delivery``) and in the run result (``delive
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -119,8 +119,10 @@ def _stamp(text: str) -> float | None:
         return None
 
 
-def outcome_of(d: Any, verdict: str, evidence: Path | None, evidence_dir: Path) -> Outcome:
-    """The facts of a finished :class:`~drills.machine.Drill` (typed Any: machine must not import us)."""
+def outcome_of(d: Any, verdict: str, evidence: Path | None, evidence_dir: Path, trusted: Sequence[Any] = ()) -> Outcome:
+    """The facts of a finished :class:`~drills.machine.Drill` (typed Any: machine must not import us).
+
+    ``trusted``: the keys whose records count as history (the last success); none, no history."""
     from drills.history import past_drills
     from drills.record import failure_reasons
 
@@ -131,7 +133,7 @@ def outcome_of(d: Any, verdict: str, evidence: Path | None, evidence_dir: Path) 
     engine = str(src.get("engine") or rb.source.kind.split("-")[0])
     last_success = now if verdict == "passed" else None
     if last_success is None:
-        passed = [p.finished_at for p in past_drills(evidence_dir, rb.name) if p.verdict == "passed"]
+        passed = [p.finished_at for p in past_drills(evidence_dir, rb.name, trusted) if p.verdict == "passed"]
         last_success = max((s for s in map(_stamp, passed) if s is not None), default=None)
     return Outcome(
         run_id=d.run_id,
@@ -248,13 +250,20 @@ def _attempt_all(
 
 
 def deliver_run(
-    d: Any, *, verdict: str, evidence: Path | None, evidence_dir: Path, outlets: Outlets, session: Any = None
+    d: Any,
+    *,
+    verdict: str,
+    evidence: Path | None,
+    evidence_dir: Path,
+    outlets: Outlets,
+    session: Any = None,
+    trusted: Sequence[Any] = (),
 ) -> list[dict[str, Any]]:
     """The hook at the end of :func:`drills.api.run_drill`: nothing configured, nothing done; never raises."""
     if not outlets.configured:
         return []
     try:
-        outcome = outcome_of(d, verdict, evidence, evidence_dir)
+        outcome = outcome_of(d, verdict, evidence, evidence_dir, trusted)
     except Exception as exc:  # the drill is over and its evidence written: this must not change its result
         rec = {"channel": "all", "target": "", "ok": False, "error": scrub(f"{type(exc).__name__}: {exc}")}
         log.warning("delivery_failed", **rec)

@@ -4,23 +4,38 @@ the RTO trend that flags regressions as databases grow.
 History is a view over the evidence directory, not a database of its own: each
 envelope names its predecessor (``chain.prev_envelope_sha256``) and carries a
 sequence number, so an auditor can detect an edited, removed or reordered
-record by walking the chain; ``regression`` compares the achieved RTO with the
-runbook's history with the robust statistics of :mod:`drills.trend`.
+record by walking the chain (:mod:`drills.evidence.chain`); ``regression``
+compares the achieved RTO with the runbook's history with the robust statistics
+of :mod:`drills.trend`. Only records that verify against the trusted keys are
+history: a record planted by someone without the key is reported in the next
+record, never linked to or compared with.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from drills.errors import EvidenceError, PreflightError
+from drills.evidence.chain import Record, chain_lock, check_chain, next_link, read_head, scan, write_head
+from drills.evidence.keys import SigningKey, VerifyingKey, load_verifiers, verifier_for_signer
+from drills.evidence.store import evidence_path, write_evidence
 from drills.trend import Point, regression_record, restored_bytes
 
-__all__ = ["PastDrill", "chain_link", "past_drills", "regression"]
+__all__ = [
+    "PastDrill",
+    "append_drill",
+    "chain_link",
+    "past_drill",
+    "past_drills",
+    "regression",
+    "trusted_verifiers",
+]
 
 
 @dataclass(frozen=True)
@@ -34,35 +49,29 @@ class PastDrill:
     restored_bytes: int | None = None  # drills.trend.restored_bytes of the record
 
 
-def _read(path: Path) -> tuple[str, PastDrill] | None:
-    """(runbook name, facts) of one evidence file; unreadable files are skipped (`drill verify` judges them)."""
-    try:
-        raw = path.read_bytes()
-        predicate = json.loads(base64.b64decode(json.loads(raw)["payload"]))["predicate"]
-        past = PastDrill(
-            run_id=str(predicate["drill"]["id"]),
-            finished_at=str(predicate["drill"].get("finished_at") or ""),
-            verdict=str(predicate["results"]["verdict"]),
-            achieved_rto_ms=predicate["results"].get("achieved_rto_ms"),
-            seq=int((predicate.get("chain") or {}).get("seq", 0)),
-            envelope_sha256=hashlib.sha256(raw).hexdigest(),
-            restored_bytes=restored_bytes(predicate),
-        )
-        return str(predicate["runbook"]["name"]), past
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def past_drill(record: Record) -> PastDrill:
+    """The facts of one trusted record that history and regression use."""
+    results = record.predicate.get("results") or {}
+    rto = results.get("achieved_rto_ms")
+    return PastDrill(
+        run_id=record.run_id,
+        finished_at=record.finished_at,
+        verdict=str(results.get("verdict")),
+        achieved_rto_ms=rto if isinstance(rto, int) and not isinstance(rto, bool) else None,
+        seq=record.seq or 0,
+        envelope_sha256=record.sha256,
+        restored_bytes=restored_bytes(record.predicate),
+    )
 
 
-def past_drills(evidence_dir: Path, runbook_name: str) -> list[PastDrill]:
-    """Earlier drills of this runbook found in the evidence directory, oldest first."""
-    if not evidence_dir.is_dir():
-        return []
-    found = [r[1] for r in map(_read, evidence_dir.glob("*.evidence.json")) if r is not None and r[0] == runbook_name]
-    return sorted(found, key=lambda p: (p.seq, p.finished_at, p.run_id))
+def past_drills(evidence_dir: Path, runbook_name: str, verifiers: Sequence[VerifyingKey]) -> list[PastDrill]:
+    """Earlier drills of this runbook, oldest first: only records that verify against ``verifiers``
+    and are named after their run (anything else is a deviation, see :func:`append_drill`)."""
+    return [past_drill(r) for r in scan(evidence_dir, verifiers).of(runbook_name)]
 
 
 def chain_link(past: list[PastDrill], runbook_name: str) -> dict[str, Any]:
-    """``previous_drill`` and ``chain`` fields for the next record."""
+    """``previous_drill`` and ``chain`` fields for the next record after ``past`` (no chain head known)."""
     prev = past[-1] if past else None
     return {
         "previous_drill": (
@@ -72,8 +81,67 @@ def chain_link(past: list[PastDrill], runbook_name: str) -> dict[str, Any]:
             "id": f"runbook:{runbook_name}",
             "seq": (prev.seq + 1) if prev else 1,
             "prev_envelope_sha256": prev.envelope_sha256 if prev else None,
+            "prev_head_sha256": None,
         },
     }
+
+
+def trusted_verifiers(signer: object, trusted_keys: Path | None) -> list[VerifyingKey]:
+    """The keys whose records count as history: the drill's own signing key, plus the runbook's
+    ``evidence.trusted_keys`` (a PEM public key or a keyring, e.g. after a key rotation)."""
+    verifiers: list[VerifyingKey] = []
+    own = verifier_for_signer(signer)
+    if own is not None:
+        verifiers.append(own)
+    if trusted_keys is not None:
+        try:
+            verifiers += load_verifiers(trusted_keys)
+        except EvidenceError as exc:
+            raise PreflightError(f"evidence.trusted_keys: {exc.message}", hint=exc.hint) from None
+    return verifiers
+
+
+def append_drill(
+    out_dir: Path,
+    runbook_name: str,
+    verifiers: Sequence[VerifyingKey],
+    signer: SigningKey,
+    complete: Callable[[list[PastDrill], dict[str, Any]], dict[str, Any]],
+    *,
+    run_id: str,
+    subjects: list[dict[str, Any]],
+    secrets: Sequence[str] = (),
+) -> Path:
+    """Append one record to the runbook's chain, under the directory's lock, and sign the new head.
+
+    ``complete(past, trail)`` gets the trusted history and the ``chain``, ``previous_drill`` and
+    ``evidence_trail`` fields, and returns the predicate to sign (it computes the regression).
+    ``evidence_trail.deviations`` lists every file that claims this runbook but is not a trusted
+    record, and every break in the chain, as found at this append.
+    """
+    with chain_lock(out_dir):
+        if evidence_path(out_dir, run_id).exists():  # checked under the lock: two writers of one run id
+            raise EvidenceError(f"{evidence_path(out_dir, run_id)} already exists; refusing to replace signed evidence")
+        found = scan(out_dir, verifiers)
+        records = found.of(runbook_name)
+        head = read_head(out_dir, runbook_name, verifiers)
+        problems, _notes = check_chain(records, head)
+        deviations = found.rejected_for(runbook_name) + problems
+        trail = next_link(records, head, runbook_name) | {
+            "evidence_trail": {
+                "trusted_keyids": sorted({v.keyid for v in verifiers}),
+                "verified_records": len(records),
+                "deviations": [p.to_dict() for p in deviations],
+            }
+        }
+        predicate = complete([past_drill(r) for r in records], trail)
+        path = write_evidence(predicate, subjects, out_dir, run_id, signer, secrets=secrets)
+        finished = str((predicate.get("drill") or {}).get("finished_at") or "")
+        try:
+            write_head(out_dir, runbook_name, path, trail["chain"]["seq"], signer, at=finished)
+        except (EvidenceError, OSError) as exc:  # the record stands; the next append names the stale head
+            structlog.get_logger("drills.history").error("chain_head_failed", path=str(path), error=str(exc))
+    return path
 
 
 def _when(text: str | None) -> datetime | None:

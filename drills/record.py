@@ -9,7 +9,7 @@ string).
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from drills.clock import iso
@@ -123,6 +123,17 @@ def _proof(d: Drill) -> dict[str, Any] | None:
     return d.backend.recovery_proof()
 
 
+def _recovery_point(d: Drill) -> dict[str, Any] | None:
+    """The backend's recovery point, with the target time as the runbook gave it: recovery stops at that
+    instant to the microsecond, so the record must not round it to the millisecond."""
+    rp = d.preflight.recovery_point if d.preflight else None
+    target = getattr(d.loaded.runbook.source, "target_time", None)
+    if rp is None or not isinstance(target, datetime):
+        return rp
+    exact = target.astimezone(UTC).isoformat(timespec="milliseconds" if target.microsecond % 1000 == 0 else "auto")
+    return {**rp, "target_time": exact.replace("+00:00", "Z")}
+
+
 def deviations(d: Drill) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if d.error is not None:
@@ -190,7 +201,7 @@ def build_predicate(
         },
         "objectives": {"rto_ms": results["rto_objective_ms"], "rpo_ms": results["rpo_objective_ms"]},
         "source": pre.source if pre else {"kind": rb.source.kind},
-        "recovery_point": pre.recovery_point if pre else None,
+        "recovery_point": _recovery_point(d),
         "preflight_facts": pre.facts if pre else None,
         "target": d.backend.target_facts(),
         "isolation_checks": d.backend.isolation_facts(),

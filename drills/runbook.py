@@ -89,6 +89,10 @@ class EvidenceConfig(_Frozen):
         description="Sign with this AWS KMS key (ECC_NIST_P256, SIGN_VERIFY): key id or ARN, never an alias.",
     )
     s3: S3Evidence | None = None
+    trusted_keys: Path | None = Field(
+        default=None,
+        description="PEM public key or keyring JSON whose records count as history, besides the signing key's.",
+    )
 
     @model_validator(mode="after")
     def _one_key(self) -> EvidenceConfig:
@@ -305,6 +309,7 @@ _MUST_EXIST = {
     ("validators", "schema", "baseline"),
     ("validators", "baseline"),
     ("evidence", "signing_key"),
+    ("evidence", "trusted_keys"),
 }
 
 

@@ -7,12 +7,15 @@ cannot be swapped under the signature.
 
 Two deliberate strictnesses on top of the spec:
 
-* base64 fields must be *standard, padded and canonical* (re-encoding the
-  decoded bytes gives the same text). Otherwise the unused low bits of the
-  last character could be flipped without changing the signed bytes, and a
-  tampered file would still verify.
+* base64 fields must be *padded and canonical* (re-encoding the decoded bytes
+  in the same alphabet gives the same text), in the standard alphabet or, as
+  the DSSE spec allows, the URL-safe one (never a mix of the two). Otherwise
+  the unused low bits of the last character could be flipped without changing
+  the signed bytes, and a tampered file would still verify. (The evidence
+  store goes further: it writes the standard alphabet and, since a file must
+  be byte-for-byte as written, names a URL-safe copy a re-encoding.)
 * ``strict=True`` (what the evidence store uses) requires every signature to
-  verify, every ``keyid`` hint to name the key that verified it, and no field
+  verify and to carry a ``keyid`` naming the key that verified it, and no field
   beyond the spec's (a renamed ``keyid`` must not pass as an extension). The spec
   treats ``keyid`` as an unauthenticated hint; for a stored evidence file we
   want any edit, hint included, to be detected.
@@ -30,7 +33,15 @@ from typing import Any
 from drills.errors import VerificationError
 from drills.evidence.keys import SigningKey, VerifyingKey
 
-__all__ = ["VerifiedEnvelope", "b64decode_strict", "open_envelope", "pae", "sign_envelope", "verify_envelope"]
+__all__ = [
+    "VerifiedEnvelope",
+    "b64decode_strict",
+    "is_standard_b64",
+    "open_envelope",
+    "pae",
+    "sign_envelope",
+    "verify_envelope",
+]
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -40,14 +51,30 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
 
 def b64decode_strict(text: str, what: str) -> bytes:
-    """Decode standard padded base64, refusing any other spelling of the same bytes."""
+    """Decode padded base64 in the standard or the URL-safe alphabet (DSSE allows both), refusing
+    a mix of the two and any other spelling of the same bytes."""
+    urlsafe = "-" in text or "_" in text
+    if urlsafe and ("+" in text or "/" in text):
+        raise VerificationError(f"{what} mixes the standard and the URL-safe base64 alphabets")
     try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
+        data = text.encode("ascii")
+        if urlsafe:
+            data = data.translate(_FROM_URLSAFE)
+        raw = base64.b64decode(data, validate=True)
     except (UnicodeEncodeError, binascii.Error, ValueError) as exc:
-        raise VerificationError(f"{what} is not standard base64: {exc}") from None
-    if base64.b64encode(raw).decode("ascii") != text:
+        raise VerificationError(f"{what} is not standard or URL-safe padded base64: {exc}") from None
+    again = base64.urlsafe_b64encode(raw) if urlsafe else base64.b64encode(raw)
+    if again.decode("ascii") != text:
         raise VerificationError(f"{what} is not canonical base64 (padding or trailing bits altered)")
     return raw
+
+
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def is_standard_b64(text: str) -> bool:
+    """Whether ``text`` is spelled in the standard alphabet (what this tool writes), not the URL-safe one."""
+    return "-" not in text and "_" not in text
 
 
 def sign_envelope(payload: bytes, payload_type: str, signer: SigningKey) -> dict[str, Any]:
@@ -133,6 +160,11 @@ def open_envelope(
         hint = entry.get("keyid")
         if hint is not None and not isinstance(hint, str):
             raise VerificationError(f"{where} field 'keyid' must be a string")
+        if strict and not hint:
+            raise VerificationError(
+                f"{where} has no keyid: this tool writes the signing key's id beside every signature, "
+                "so a signature without one was edited"
+            )
         claimed.append(hint or "(no keyid)")
         match = next((v for v in verifiers if v.verify(sig, message)), None)
         if match is None:

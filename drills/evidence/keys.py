@@ -52,6 +52,7 @@ __all__ = [
     "load_signer",
     "load_verifiers",
     "parse_keyring",
+    "verifier_for_signer",
 ]
 
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
@@ -125,6 +126,14 @@ class Verifier:
         if self.not_before is not None and when < self.not_before:
             return False
         return not (self.not_after is not None and when > self.not_after)
+
+
+def verifier_for_signer(signer: object) -> Verifier | None:
+    """The public half of a signer (local Ed25519, or KMS's P-256), so a drill trusts its own earlier records."""
+    key = signer.private_key.public_key() if isinstance(signer, Signer) else getattr(signer, "public_key", None)
+    if isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+        return Verifier(keyid_for(key), key, source="the signing key")
+    return None
 
 
 # --------------------------------------------------------------------------- key generation

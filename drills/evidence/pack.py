@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from drills.errors import EvidenceError, InputError, VerificationError
+from drills.evidence.chain import Head, head_path, read_head
 from drills.evidence.keys import Verifier, VerifyingKey
 from drills.evidence.pack_html import render_pack_html
 from drills.evidence.period import DrillRow, parse_time, row_of, summarize_period
@@ -122,6 +123,14 @@ def build_pack(
             f"OK   {path.name} sha256={_sha(data)} keyid={','.join(sorted(ids))} "
             f"runbook={row.runbook} finished_at={row.finished_at.isoformat()} verdict={row.verdict}"
         )
+    for name in sorted({r.runbook for r in rows}):
+        head = read_head(evidence_dir, name, verifiers)
+        if isinstance(head, Head):
+            files[f"chain/{head.file}"] = head_path(evidence_dir, name).read_bytes()
+            transcript.append(f"HEAD {head.file} sha256={head.sha256} runbook={name} seq={head.seq} run={head.run_id}")
+        else:
+            why = head.message if head is not None else "no chain head in the evidence directory"
+            transcript.append(f"FAIL chain head of {name}: {why}")
     for v in verifiers:
         if v.keyid in used_keys:
             files[f"keys/{v.keyid.replace(':', '-')}.pub"] = _public_pem(v)
@@ -237,12 +246,33 @@ def verify_pack(path: Path, verifiers: Sequence[Verifier] | None) -> PackCheck:
             continue
         rows.append(row)
         keyids |= ids
+    problems += _check_heads(files, verifiers, rows)
     unverified = tuple((u["file"], u["why"]) for u in manifest.get("unverified") or [])
     summary = summarize_period(rows, since, until, unverified)
     meta = _meta(manifest.get("generated_at", ""), manifest.get("tool_version", ""), sorted(keyids), len(rows))
     if files.get("report.html") != render_pack_html(summary, meta).encode():
         problems.append("report.html is not what the verified envelopes render to (edited, or made from other records)")
     return PackCheck(tuple(problems), tuple(warnings), len(rows))
+
+
+def _check_heads(files: dict[str, bytes], verifiers: Sequence[Verifier], rows: Sequence[DrillRow]) -> list[str]:
+    """Each chain head in the pack verifies and is not behind the newest record the pack holds."""
+    import tempfile
+
+    problems: list[str] = []
+    heads = {n.removeprefix("chain/"): d for n, d in files.items() if n.startswith("chain/")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in heads.items():
+            (Path(tmp) / name).write_bytes(data)
+        for name in heads:
+            runbook = name.removesuffix(".chain-head.json")
+            head = read_head(Path(tmp), runbook, verifiers)
+            newest = max((r.seq or 0 for r in rows if r.runbook == runbook), default=0)
+            if not isinstance(head, Head):
+                problems.append(f"chain/{name}: {head.message if head else 'missing'}")
+            elif head.seq < newest:
+                problems.append(f"chain/{name} names seq {head.seq}, older than record seq {newest} in the pack")
+    return problems
 
 
 def parse_when(text: str, what: str) -> datetime:

@@ -2,7 +2,8 @@
 
 One file per run, ``<out_dir>/<run_id>.evidence.json``, holding the DSSE
 envelope as pretty JSON with sorted keys. Reading is deliberately stricter
-than DSSE: every signature must verify, every keyid hint must be right, the
+than DSSE: every signature must verify and name its key (keyid), the file must be
+named after the run it records, the
 payload must be the RFC 8785 form of itself and an in-toto Statement with our
 predicate type, and the file must be byte-for-byte what :func:`write_evidence`
 produced. The last rule is what makes *any* single changed byte detectable
@@ -24,13 +25,15 @@ from typing import Any
 
 from drills.errors import EvidenceError, VerificationError
 from drills.evidence.canonical import canonical_json
-from drills.evidence.dsse import open_envelope, sign_envelope
+from drills.evidence.dsse import is_standard_b64, open_envelope, sign_envelope
 from drills.evidence.keys import SigningKey, Verifier, VerifyingKey
 from drills.evidence.redact import assert_no_secrets, scrub_record
 from drills.evidence.statement import PAYLOAD_TYPE, build_statement, check_statement
 
 __all__ = [
     "EVIDENCE_SUFFIX",
+    "atomic_write",
+    "check_file_name",
     "envelope_bytes",
     "evidence_path",
     "read_and_verify",
@@ -65,6 +68,29 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def atomic_write(final: Path, data: bytes) -> None:
+    """Temp file in the same directory + fsync + rename + directory fsync: a crash leaves the old file
+    or the complete new one, never a torn one."""
+    directory = final.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            tmp.chmod(0o644)  # evidence is for auditors, not secret (mkstemp creates 0600)
+            tmp.replace(final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(directory)
+    except OSError as exc:
+        raise EvidenceError(f"cannot write evidence to {final}: {exc.strerror or exc}") from exc
+
+
 def write_evidence(
     predicate: dict[str, Any],
     subjects: list[dict[str, Any]],
@@ -87,29 +113,12 @@ def write_evidence(
     statement = build_statement(scrub_record(predicate), subjects)  # a DSN in an error message is masked
     assert_no_secrets(statement, list(secrets))  # a bare password is refused
     data = envelope_bytes(sign_envelope(canonical_json(statement), PAYLOAD_TYPE, signer))
-    directory = final.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if final.exists() and not overwrite:
-            raise EvidenceError(
-                f"{final} already exists; refusing to replace signed evidence",
-                hint="use a new run id, or overwrite explicitly",
-            )
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{run_id}.", suffix=".tmp", dir=directory)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            tmp.chmod(0o644)  # evidence is for auditors, not secret (mkstemp creates 0600)
-            tmp.replace(final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(directory)
-    except OSError as exc:
-        raise EvidenceError(f"cannot write evidence to {final}: {exc.strerror or exc}") from exc
+    if final.exists() and not overwrite:
+        raise EvidenceError(
+            f"{final} already exists; refusing to replace signed evidence",
+            hint="use a new run id, or overwrite explicitly",
+        )
+    atomic_write(final, data)
     return final
 
 
@@ -157,10 +166,31 @@ def _check_windows(verified_by: Sequence[VerifyingKey], statement: dict[str, Any
             )
 
 
+def check_file_name(statement: dict[str, Any], name: str, source: str) -> None:
+    """The file must be named after the run it records: another run's valid envelope copied over this
+    run's file name would otherwise pass as this run's evidence."""
+    run_id = _get(statement, "predicate", "drill", "id")
+    expected = f"{run_id}{EVIDENCE_SUFFIX}" if isinstance(run_id, str) else None
+    if name != expected:
+        raise VerificationError(
+            f"{source}: the file is named {name!r} but records drill.id {run_id!r} (expected {expected!r}): "
+            "a renamed file is another run's evidence",
+            hint="verify the file under the name the tool wrote it with",
+        )
+
+
 def verify_evidence_bytes(
-    data: bytes, verifiers: Sequence[VerifyingKey], *, source: str = "evidence", at: datetime | None = None
+    data: bytes,
+    verifiers: Sequence[VerifyingKey],
+    *,
+    source: str = "evidence",
+    at: datetime | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Verify the bytes of an evidence file and return its in-toto statement (see the module docstring)."""
+    """Verify the bytes of an evidence file and return its in-toto statement (see the module docstring).
+
+    ``name`` (the file's name) must be ``<drill.id>.evidence.json`` when given.
+    """
     try:
         envelope = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -185,12 +215,15 @@ def verify_evidence_bytes(
         raise VerificationError(f"{source}: the signed payload is not RFC 8785 canonical JSON")
     check_statement(statement)
     _check_windows(opened.verified_by, statement, at)
-    if envelope_bytes(envelope) != data:
+    b64_fields = [envelope["payload"], *(s["sig"] for s in envelope["signatures"])]
+    if envelope_bytes(envelope) != data or not all(is_standard_b64(text) for text in b64_fields):
         raise VerificationError(
             f"{source}: the signature is valid but the file is not byte-for-byte as written "
-            "(whitespace, key order or escaping changed)",
+            "(whitespace, key order, escaping or base64 alphabet changed)",
             hint="verify the original file; a reformatted copy cannot be told apart from an edited one",
         )
+    if name is not None:
+        check_file_name(statement, name, source)
     result: dict[str, Any] = statement
     return result
 
@@ -207,24 +240,16 @@ def read_and_verify(path: Path, verifiers: Sequence[VerifyingKey], *, at: dateti
         raise EvidenceError(f"evidence file {path} does not exist") from None
     except OSError as exc:
         raise EvidenceError(f"cannot read evidence file {path}: {exc.strerror}") from exc
-    return verify_evidence_bytes(data, verifiers, source=str(path), at=at)
+    return verify_evidence_bytes(data, verifiers, source=str(path), at=at, name=Path(path).name)
 
 
 # --------------------------------------------------------------------------- summary
 
 
 def _fmt_ms(value: object) -> str:
-    if not isinstance(value, int) or isinstance(value, bool):
-        return "unknown"
-    sign, ms = ("-" if value < 0 else ""), abs(value)
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    seconds = f"{rest // 1000}.{rest % 1000:03d}s"
-    if hours:
-        return f"{sign}{hours}h {minutes:02d}m {seconds}"
-    if minutes:
-        return f"{sign}{minutes}m {seconds}"
-    return sign + seconds
+    from drills.report import human_ms  # one way to write durations, in the summary and the report
+
+    return human_ms(value, missing="unknown")
 
 
 def _objective_line(results: object, objectives: object, kind: str) -> str:

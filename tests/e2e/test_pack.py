@@ -99,6 +99,9 @@ def month(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (ev / "orders-99.evidence.json").write_bytes((ev / "orders-05.evidence.json").read_bytes())
     # outside the period
     sign(predicate("orders-oct", "orders", START - timedelta(days=3), "passed", 500_000, 0), ev, key)
+    from drills.evidence.chain import write_head
+
+    write_head(ev, "orders", ev / "orders-30.evidence.json", 30, load_signer(key), at="2026-11-30T02:00:00Z")
     return {"root": root, "evidence": ev, "pub": root / "drill.pub", "expected": expected}
 
 
@@ -270,3 +273,37 @@ def test_pack_bad_input_exits_2(month: dict[str, Any], tmp_path: Path) -> None:
     )
     assert res.returncode == 2 and "--since 'November' is not a date" in res.stderr
     assert drill("verify", "--pack", str(tmp_path / "nothing")).returncode == 2
+
+
+def test_the_pack_carries_the_signed_chain_head_and_refuses_an_older_one(month: dict[str, Any], tmp_path: Path) -> None:
+    pack = tmp_path / "pack"
+    assert make_pack(month, pack).returncode == 0
+    transcript = (pack / "verification.txt").read_text()
+    assert "HEAD orders.chain-head.json" in transcript and "seq=30 run=orders-30" in transcript
+    assert "FAIL chain head of billing: no chain head" in transcript
+    assert (pack / "chain" / "orders.chain-head.json").is_file()
+    assert drill("verify", "--pack", str(pack), "--key", str(month["pub"])).returncode == 0
+
+    import hashlib
+
+    from drills.evidence.chain import write_head
+
+    # an older head put back (hiding the newest records), with the manifest fixed up by the forger
+    older = tmp_path / "older"
+    older.mkdir()
+    write_head(
+        older,
+        "orders",
+        month["evidence"] / "orders-20.evidence.json",
+        20,
+        load_signer(month["root"] / "drill.key"),
+        at="2026-11-20T02:00:00Z",
+    )
+    (pack / "chain" / "orders.chain-head.json").write_bytes((older / "orders.chain-head.json").read_bytes())
+    m = json.loads((pack / "manifest.json").read_text())
+    m["files"]["chain/orders.chain-head.json"] = hashlib.sha256(
+        (pack / "chain" / "orders.chain-head.json").read_bytes()
+    ).hexdigest()
+    (pack / "manifest.json").write_text(json.dumps(m))
+    res = drill("verify", "--pack", str(pack), "--key", str(month["pub"]))
+    assert res.returncode == 1 and "names seq 20, older than record seq 30" in res.stdout

@@ -67,6 +67,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "drills.record",
             "drills.sweep",
             "drills.deliver",
+            "drills.aborted",
             "drills.asl",
         ),
     ),

@@ -85,12 +85,12 @@ def test_wrong_key_fails(keys: Path, tmp_path: Path) -> None:
 
 def test_existing_evidence_is_not_replaced(keys: Path, tmp_path: Path) -> None:
     signer = load_signer(keys / "old.key")
-    path = write_evidence(PREDICATE, SUBJECTS, tmp_path, "r1", signer)
+    path = write_evidence(PREDICATE, SUBJECTS, tmp_path, "run-42", signer)
     before = path.read_bytes()
     with pytest.raises(EvidenceError, match="refusing to replace signed evidence"):
-        write_evidence({**PREDICATE, "x": 1}, SUBJECTS, tmp_path, "r1", signer)
+        write_evidence({**PREDICATE, "x": 1}, SUBJECTS, tmp_path, "run-42", signer)
     assert path.read_bytes() == before
-    write_evidence({**PREDICATE, "x": 1}, SUBJECTS, tmp_path, "r1", signer, overwrite=True)
+    write_evidence({**PREDICATE, "x": 1}, SUBJECTS, tmp_path, "run-42", signer, overwrite=True)
     assert read_and_verify(path, [load_public_key(keys / "old.pub")])["predicate"]["x"] == 1
 
 
@@ -130,7 +130,7 @@ def test_subjects_are_checked(keys: Path, tmp_path: Path) -> None:
 
 
 def _tampered_file(directory: Path, data: bytes) -> Path:
-    path = directory / "tampered.evidence.json"
+    path = directory / "run-42.evidence.json"  # the name of the run it records
     path.write_bytes(data)
     return path
 
@@ -299,8 +299,8 @@ def test_summary_reports_what_a_user_checks(signed: bytes) -> None:
         "run      run-42",
         "runbook  orders-nightly",
         "verdict  passed",
-        "RTO      12m 3.456s achieved, objective 30m 0.000s (met)",
-        "RPO      4.000s achieved, objective 5m 0.000s (met)",
+        "RTO      12m 3.456s achieved, objective 30m (met)",
+        "RPO      4s achieved, objective 5m (met)",
         "findings 1 failed of 2",
     ]
 
@@ -318,8 +318,8 @@ def test_summary_uses_results_objectives_and_explicit_met_flags() -> None:
         }
     }
     text = summary(statement)
-    assert "RTO      2h 00m 0.000s achieved, objective 1h 00m 0.000s (MISSED)" in text
-    assert "RPO      0.010s achieved, objective unknown (MISSED)" in text
+    assert "RTO      2h achieved, objective 1h (MISSED)" in text
+    assert "RPO      0.01s achieved, objective unknown (MISSED)" in text
 
 
 @pytest.mark.parametrize("statement", [{}, {"predicate": None}, {"predicate": {"results": "x", "validation": []}}])

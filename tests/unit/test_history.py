@@ -31,5 +31,10 @@ def test_only_the_last_ten_passed_drills_count() -> None:
 
 def test_chain_link_counts_on_from_the_last_record() -> None:
     link = chain_link(past([1, 2, 3]), "orders")
-    assert link["chain"] == {"id": "runbook:orders", "seq": 4, "prev_envelope_sha256": f"{2:064x}"}
+    assert link["chain"] == {
+        "id": "runbook:orders",
+        "seq": 4,
+        "prev_envelope_sha256": f"{2:064x}",
+        "prev_head_sha256": None,
+    }
     assert chain_link([], "orders")["chain"]["seq"] == 1

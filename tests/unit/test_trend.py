@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from drills.evidence import canonical_json, generate_keypair, load_signer, subject_for_bytes, write_evidence
+from drills.evidence import (
+    canonical_json,
+    generate_keypair,
+    load_signer,
+    load_verifiers,
+    subject_for_bytes,
+    write_evidence,
+)
 from drills.history import PastDrill, past_drills
 from drills.history import regression as history_regression
 from drills.trend import (
@@ -220,7 +227,7 @@ def test_past_drills_carry_the_restored_size_of_their_record(tmp_path: Path) -> 
     pred = {"drill": {"id": "a", "finished_at": "2026-01-01T00:00:00Z"}, "runbook": {"name": "rb"},
             "results": {"verdict": "passed", "achieved_rto_ms": 5}, "recovery_point": {"size_bytes": 4242}}  # fmt: skip
     write_evidence(pred, [subject_for_bytes("rb", b"x")], tmp_path / "ev", "a", load_signer(tmp_path / "k.key"))
-    (p,) = past_drills(tmp_path / "ev", "rb")
+    (p,) = past_drills(tmp_path / "ev", "rb", load_verifiers(tmp_path / "k.pub"))  # only trusted records
     assert p.restored_bytes == 4242
 
 

@@ -1,0 +1,94 @@
+"""deploy/stepfunctions.cfn.yaml: the scheduled drill deploys (moto CloudFormation) and grants no more than it needs.
+
+moto's CloudFormation creates the queue, the roles and the state machine (it
+does not read the definition from DefinitionS3Location, so the definition
+itself is tested in test_stepfunctions.py); it has no AWS::Scheduler::Schedule, so the schedule
+is checked in the template itself: it starts this state machine and nothing
+else, with a role that can do only that.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from moto import mock_aws
+
+from drills.asl import build_definition, role_policy
+from drills.runbook import load_runbook
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "deploy" / "stepfunctions.cfn.yaml"
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags (!Ref, !Sub, !GetAtt) as plain {tag: value} maps."""
+
+
+for tag in ("Ref", "Sub", "GetAtt"):
+    CfnLoader.add_constructor(
+        f"!{tag}",
+        lambda loader, node, tag=tag: {tag: loader.construct_scalar(node)},  # type: ignore[misc]
+    )
+
+
+def template() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+    return doc
+
+
+def test_the_schedule_starts_this_state_machine_only() -> None:
+    res = template()["Resources"]
+    target = res["DrillSchedule"]["Properties"]["Target"]
+    assert target["Arn"] == {"Ref": "DrillStateMachine"}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 0
+    (statement,) = res["SchedulerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "states:StartExecution" and statement["Resource"] == {"Ref": "DrillStateMachine"}
+
+
+def test_the_state_machine_role_is_the_exported_policy() -> None:
+    statements = template()["Resources"]["StateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    exported = role_policy()["Statement"]
+    assert [s["Sid"] for s in statements] == [s["Sid"] for s in exported]
+    for mine, theirs in zip(statements, exported, strict=True):
+        actions = mine["Action"] if isinstance(mine["Action"], list) else [mine["Action"]]
+        wanted = theirs["Action"] if isinstance(theirs["Action"], list) else [theirs["Action"]]
+        assert actions == wanted, mine["Sid"]
+        assert mine.get("Condition") == theirs.get("Condition"), mine["Sid"]
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
+    for k, v in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    with mock_aws():
+        yield boto3.Session(region_name="us-east-1")
+
+
+def test_the_stack_deploys_with_the_exported_definition(aws: Any) -> None:
+    loaded = load_runbook(ROOT / "runbooks" / "aws-rds-stepfunctions.yaml", check_paths=False)
+    queue = "https://sqs.us-east-1.amazonaws.com/123456789012/restore-drill-tasks"
+    definition = build_definition(loaded, queue_url=queue, runbook_uri="s3://defs/orders.yaml")
+    aws.client("s3").create_bucket(Bucket="defs")
+    aws.client("s3").put_object(Bucket="defs", Key="orders.asl.json", Body=json.dumps(definition))
+    cfn = aws.client("cloudformation")
+    name = f"drill-{uuid.uuid4().hex[:6]}"
+    cfn.create_stack(
+        StackName=name,
+        TemplateBody=TEMPLATE.read_text(),
+        Parameters=[
+            {"ParameterKey": "DefinitionBucket", "ParameterValue": "defs"},
+            {"ParameterKey": "DefinitionKey", "ParameterValue": "orders.asl.json"},
+        ],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    assert cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName=name)["Stacks"][0]["Outputs"]}
+    assert outputs["QueueUrl"] == queue  # the queue the exported machine hands work to
+    machine = aws.client("stepfunctions").describe_state_machine(stateMachineArn=outputs["StateMachineArn"])
+    assert machine["name"] == name and ":role/" in machine["roleArn"]  # moto does not load DefinitionS3Location
