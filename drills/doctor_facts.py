@@ -15,6 +15,7 @@ from typing import Any
 from drills.doctor import KeyFact, RecordFact, RunbookFacts, RunFact
 from drills.errors import DrillError, InputError
 from drills.evidence.keys import Verifier
+from drills.record_model import DrillRecord
 
 __all__ = ["gather"]
 
@@ -86,23 +87,24 @@ def _records(loaded: Any, verifiers: Sequence[Verifier]) -> tuple[list[RecordFac
             unverified.append(path.name)
             continue
         p = statement.get("predicate") or {}
-        if (p.get("runbook") or {}).get("name") != rb.name:
+        try:
+            rec = DrillRecord.parse(p)
+        except DrillError:
+            unverified.append(path.name)  # signed, but not a record this tool can read
             continue
-        results, drill = p.get("results") or {}, p.get("drill") or {}
-        finished = _time(drill.get("finished_at")) or _time(drill.get("started_at"))
-        if finished is None:
+        if rec.runbook.name != rb.name:
+            continue
+        if rec.finished is None:
             unverified.append(path.name)
             continue
         mine.append(path)
-        rto = results.get("achieved_rto_ms")
-        objective = results.get("rto_objective_ms")
         records.append(
             RecordFact(
-                run_id=str(drill.get("id")),
-                finished_at=finished,
-                verdict=str(results.get("verdict")),
-                rto_ms=rto if isinstance(rto, int) else None,
-                rto_objective_ms=objective if isinstance(objective, int) else None,
+                run_id=rec.drill.id,
+                finished_at=rec.finished,
+                verdict=rec.results.verdict,
+                rto_ms=rec.results.achieved_rto_ms,
+                rto_objective_ms=rec.results.rto_objective_ms,
                 projected_breach_at=_projection(p),
             )
         )

@@ -25,6 +25,7 @@ from drills.errors import EvidenceError, PreflightError
 from drills.evidence.chain import Record, chain_lock, check_chain, next_link, read_head, scan, write_head
 from drills.evidence.keys import SigningKey, VerifyingKey, load_verifiers, verifier_for_signer
 from drills.evidence.store import evidence_path, write_evidence
+from drills.record_model import DrillRecord
 from drills.trend import Point, regression_record, restored_bytes
 
 __all__ = [
@@ -135,6 +136,7 @@ def append_drill(
             }
         }
         predicate = complete([past_drill(r) for r in records], trail)
+        DrillRecord.parse(predicate)  # a record that drifted from docs/record.schema.json fails loudly, unsigned
         path = write_evidence(predicate, subjects, out_dir, run_id, signer, secrets=secrets)
         finished = str((predicate.get("drill") or {}).get("finished_at") or "")
         try:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from drills.errors import EvidenceError
+from drills.record_model import DrillRecord
 from drills.trend import restored_bytes
 
 __all__ = ["COLUMNS", "Row", "outlook", "read_history", "render_csv", "render_table", "row_of", "select"]
@@ -55,24 +56,24 @@ COLUMNS = tuple(Row.__dataclass_fields__)
 
 
 def row_of(statement: dict[str, Any], path: Path) -> Row:
-    """The row of one verified statement (pure)."""
+    """The row of one verified statement (pure); a record that does not fit its schema is an EvidenceError."""
     p = statement.get("predicate") or {}
-    res = p.get("results") or {}
-    phases = res.get("rto_phases_ms") or {}
-    reg = p.get("regression") or None
+    rec = DrillRecord.parse(p)
+    res, phases = rec.results, rec.results.rto_phases_ms
+    reg = rec.regression or None
     return Row(
-        finished_at=str((p.get("drill") or {}).get("finished_at") or ""),
-        runbook=str((p.get("runbook") or {}).get("name") or ""),
-        run_id=str((p.get("drill") or {}).get("id") or ""),
-        verdict=str(res.get("verdict") or ""),
-        rto_ms=res.get("achieved_rto_ms"),
+        finished_at=rec.drill.finished_at or "",
+        runbook=rec.runbook.name,
+        run_id=rec.drill.id,
+        verdict=res.verdict,
+        rto_ms=res.achieved_rto_ms,
         restore_ms=phases.get("restore"),
         await_ready_ms=phases.get("await_ready"),
         connect_ms=phases.get("connect"),
         validate_ms=phases.get("validate"),
-        rpo_ms=res.get("achieved_rpo_ms"),
+        rpo_ms=res.achieved_rpo_ms,
         restored_bytes=restored_bytes(p),
-        rto_objective_ms=res.get("rto_objective_ms"),
+        rto_objective_ms=res.rto_objective_ms,
         regression=bool(reg.get("flag")) if reg else None,
         trend=((reg or {}).get("trend") or {}).get("direction"),
         projected_breach=((reg or {}).get("projection") or {}).get("crosses_objective_at"),

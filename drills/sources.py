@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from drills.pgbackrest_source import PgbackrestSource
+
 __all__ = [
     "AuroraPitrSource",
     "AuroraSnapshotSource",
@@ -19,6 +21,7 @@ __all__ = [
     "AwsOptions",
     "MariadbDumpSource",
     "MariadbPitrSource",
+    "PgbackrestSource",
     "PostgresDumpSource",
     "PostgresPitrSource",
     "RdsPitrSource",
@@ -186,6 +189,7 @@ Source = Annotated[
     | RdsSnapshotSource
     | RdsPitrSource
     | AuroraSnapshotSource
-    | AuroraPitrSource,
+    | AuroraPitrSource
+    | PgbackrestSource,
     Field(discriminator="kind"),
 ]

@@ -12,6 +12,9 @@ need=()
 if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+# kind: pgbackrest / kind: barman drill these tools' repositories (and their tests build real ones)
+command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
+command -v barman >/dev/null 2>&1 || need+=(barman)
 if [ "${WITH_MARIADB:-1}" = 1 ]; then
   command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
   command -v mariadb-backup >/dev/null 2>&1 || need+=(mariadb-backup)

@@ -21,6 +21,7 @@ BACKEND_MODULES: dict[str, str] = {
     "local-mariadb": "drills.engines.mariadb.backend",
     "rds": "drills.aws.rds",
     "aurora": "drills.aws.aurora",
+    "pgbackrest": "drills.engines.postgres.pgbackrest",
 }
 
 # runbook source.kind -> backend name
@@ -33,6 +34,7 @@ SOURCE_BACKENDS: dict[str, str] = {
     "rds-pitr": "rds",
     "aurora-snapshot": "aurora",
     "aurora-pitr": "aurora",
+    "pgbackrest": "pgbackrest",
 }
 
 

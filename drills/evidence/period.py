@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from drills.record_model import DrillRecord
+
 __all__ = [
     "Deviation",
     "DrillRow",
@@ -81,10 +83,6 @@ class DrillRow:
     seq: int | None = None  # position in the runbook's evidence chain
 
 
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _reason_text(reason: object) -> str:
     if isinstance(reason, Mapping):
         kind, msg = reason.get("kind"), reason.get("message")
@@ -95,31 +93,30 @@ def _reason_text(reason: object) -> str:
 
 
 def row_of(statement: Mapping[str, Any], *, file: str, envelope_sha256: str) -> DrillRow:
-    """The row of one verified statement (a predicate missing a field shows it as unknown, never invents it)."""
-    p: Mapping[str, Any] = statement.get("predicate") or {}
-    drill: Mapping[str, Any] = p.get("drill") or {}
-    results: Mapping[str, Any] = p.get("results") or {}
-    runbook: Mapping[str, Any] = p.get("runbook") or {}
-    phases = results.get("rto_phases_ms") or {}
+    """The row of one verified statement; a record that does not fit its schema is an EvidenceError."""
+    rec = DrillRecord.parse(statement.get("predicate"))
+    res = rec.results
     return DrillRow(
-        run_id=str(drill.get("id")),
-        runbook=str(runbook.get("name")),
-        finished_at=parse_time(str(drill.get("finished_at") or drill.get("started_at"))),
-        verdict=str(results.get("verdict", "unknown")),
-        rto_ms=_int(results.get("achieved_rto_ms")),
-        rto_objective_ms=_int(results.get("rto_objective_ms")),
-        rpo_ms=_int(results.get("achieved_rpo_ms")),
-        rpo_objective_ms=_int(results.get("rpo_objective_ms")),
-        rto_met=results.get("rto_met") if isinstance(results.get("rto_met"), bool) else None,
-        rpo_met=results.get("rpo_met") if isinstance(results.get("rpo_met"), bool) else None,
-        phases_ms=tuple((str(k), int(v)) for k, v in phases.items() if _int(v) is not None),
-        reasons=tuple(_reason_text(r) for r in results.get("reasons") or ()),
-        source=source_label(p.get("source")),
-        schedule_every_s=_int(runbook.get("schedule_every_seconds")),
+        run_id=rec.drill.id,
+        runbook=rec.runbook.name,
+        finished_at=parse_time(rec.drill.finished_at or rec.drill.started_at or ""),
+        verdict=res.verdict,
+        rto_ms=res.achieved_rto_ms,
+        rto_objective_ms=res.rto_objective_ms,
+        rpo_ms=res.achieved_rpo_ms,
+        rpo_objective_ms=res.rpo_objective_ms,
+        rto_met=res.rto_met if res.achieved_rto_ms is not None else None,
+        rpo_met=res.rpo_met,
+        phases_ms=tuple(res.rto_phases_ms.items()),
+        reasons=tuple(
+            _reason_text(r.model_dump(exclude_none=True) if not isinstance(r, str) else r) for r in res.reasons
+        ),
+        source=source_label(rec.source),
+        schedule_every_s=rec.runbook.schedule_every_seconds,
         file=file,
         envelope_sha256=envelope_sha256,
-        interrupted=bool(p.get("interrupted")),
-        seq=_int((p.get("chain") or {}).get("seq")),
+        interrupted=rec.interrupted,
+        seq=rec.chain.seq if rec.chain else None,
     )
 
 

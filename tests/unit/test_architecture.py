@@ -54,6 +54,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "drills.ledger",
             "drills.metrics",
             "drills.notify",
+            "drills.pgbackrest_source",
+            "drills.record_model",
         ),
     ),
     ("engines and providers, and the registry that finds them", ("drills.engines", "drills.aws", "drills.backends")),

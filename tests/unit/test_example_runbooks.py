@@ -22,6 +22,7 @@ def test_there_is_an_example_for_every_source_kind() -> None:
         "rds-pitr",
         "aurora-snapshot",
         "aurora-pitr",
+        "pgbackrest",
     }
 
 
