@@ -7,14 +7,14 @@ every tenth one an update of an earlier row, like an OLTP workload. Then, page c
 each method reads the whole chain ``--repeat`` times, rotating which goes first:
 
 * ``cat``: ``cat FILES > /dev/null``, the floor.
-* ``scan``: :func:`drills.backends.maria_binlog.inspect_chain`, what preflight runs: every
+* ``scan``: :func:`drills.engines.mariadb.binlog.inspect_chain`, what preflight runs: every
   event header and its CRC-32, in Python.
 * ``mariadb-binlog --verify-binlog-checksum``: the same files decoded and checked by the server's
   own tool, output to ``/dev/null``.
 * ``mariadb-binlog``: the same without ``--verify-binlog-checksum`` (the decoding alone).
-* ``tracker``: :class:`~drills.backends.maria_binlog.ReplayTracker` fed the tool's output in
+* ``tracker``: :class:`~drills.engines.mariadb.binlog.ReplayTracker` fed the tool's output in
   1 MiB chunks: what following a replay costs on top of the replay.
-* ``preflight``: :func:`~drills.backends.maria_backup.tool_pass` after the scan, as a drill's
+* ``preflight``: :func:`~drills.engines.mariadb.backup.tool_pass` after the scan, as a drill's
   preflight runs them (one mariadb-binlog per file, as the server's user).
 
 With ``--replay`` it also replays the whole chain into a fresh server ``--repeat`` times each
@@ -44,12 +44,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from drills.backends.base import BackendSettings  # noqa: E402
-from drills.backends.local_mariadb import LocalMariadb  # noqa: E402
-from drills.backends.maria_backup import as_user, tool_pass, utc_env  # noqa: E402
-from drills.backends.maria_binlog import ReplayTracker, inspect_chain, plan_replay  # noqa: E402
-from drills.clock import SystemClock  # noqa: E402
-from drills.localmaria import MariaServer, find_maria_binaries, os_user, private_dir, run_as_for_mariadb  # noqa: E402
+from drills.engines.mariadb.backup import as_user, tool_pass, utc_env  # noqa: E402
+from drills.engines.mariadb.binlog import inspect_chain  # noqa: E402
+from drills.engines.mariadb.plan import plan_replay  # noqa: E402
+from drills.engines.mariadb.replay import ReplayTracker, pipe  # noqa: E402
+from drills.engines.mariadb.server import MariaServer, find_maria_binaries, run_as_for_mariadb  # noqa: E402
+from drills.osutil import os_user, private_dir  # noqa: E402
 
 SHELL, DRILL = "mariadb-binlog | mariadb (shell pipe)", "drill pipe + tracker"
 
@@ -122,8 +122,6 @@ def replay(wd: Path, binlogs: Path, files: list[Path], repeat: int) -> dict[str,
         reader = [bins.tool("binlog"), "--no-defaults", "--verify-binlog-checksum", *map(str, files)]
         client = [bins.tool("client"), "--no-defaults", f"--socket={server.socket}", f"--user={os_user()}"]
         client += ["--binary-mode", "--max-allowed-packet=1G", "--batch"]
-        backend = LocalMariadb(None, BackendSettings(run_id="bench", run_dir=wd, clock=SystemClock()))
-        backend.run_as = run_as
         plan = plan_replay(inspect_chain(binlogs, files[0].name, 4), None, 0)
 
         def shell() -> None:
@@ -133,7 +131,7 @@ def replay(wd: Path, binlogs: Path, files: list[Path], repeat: int) -> dict[str,
 
         def drill_pipe() -> None:
             tracker = ReplayTracker(plan.files, 4)
-            piped = backend._pipe(reader, client, tracker, server.log_dir, 3600)
+            piped = pipe(reader, client, tracker, server.log_dir, 3600, run_as=run_as)
             assert piped.reader_rc == 0 and piped.client_rc == 0, piped
             assert tracker.shortfall(plan) is None
 

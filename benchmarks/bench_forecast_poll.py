@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from drills.backends.aws_common import PollPolicy, poll  # noqa: E402
 from drills.clock import FakeClock  # noqa: E402
 from drills.forecast_poll import ForecastPollPolicy, forecast  # noqa: E402
+from drills.wait import PollPolicy, poll  # noqa: E402
 
 SCENARIOS = [("~10 min", 600, 60), ("~2 h", 7200, 300), ("~6 h", 21600, 900), ("~2 h, steady", 7200, 60)]
 

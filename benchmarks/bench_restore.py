@@ -1,6 +1,6 @@
 """Orchestrator overhead: a drill's restore phase against the same PITR done by hand.
 
-One run builds the demo source once (``drills.demo.build_demo_source``: a
+One run builds the demo source once (``drills.demo.postgres.build_demo_source``: a
 PostgreSQL cluster with WAL archiving, a base backup, activity, a target time
 and a runbook), then restores it ``--repeat`` times with each method, rotating
 which method goes first so caches and page-cache warmth are shared fairly:
@@ -49,9 +49,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from drills.demo import DemoSource, archiving_options, build_demo_source  # noqa: E402
-from drills.localpg import PgBinaries, PgCluster, RunAs, find_pg_binaries, free_port, run_as_for_server  # noqa: E402
+from drills.demo.postgres import DemoSource, archiving_options, build_demo_source  # noqa: E402
+from drills.engines.postgres.server import PgBinaries, PgCluster, find_pg_binaries, run_as_for_server  # noqa: E402
 from drills.logs import configure  # noqa: E402
+from drills.osutil import RunAs, free_port  # noqa: E402
 
 GOAL_RATIO = 1.10
 POLL_S = 0.01
@@ -90,7 +91,7 @@ def _pad_source(demo: DemoSource, rows: int, bins: PgBinaries, run_as: RunAs | N
     """Grow the cluster by ``rows`` rows in another database, re-take the base backup, move the target."""
     import psycopg
 
-    from drills.demo import ACTIVITY_ROWS, _runbook_text, _wait_archived
+    from drills.demo.postgres import ACTIVITY_ROWS, _runbook_text, _wait_archived
 
     wd = demo.workdir
     wal = wd / "backups" / "wal"

@@ -47,7 +47,7 @@ def example_runbook(tmp: Path) -> Path:
         if subprocess.run([*drill_exe(), "validate", str(rb)], capture_output=True, check=False).returncode == 0:
             return rb
     sys.path.insert(0, str(REPO))
-    from drills.demo import _runbook_text
+    from drills.demo.postgres import _runbook_text
 
     for d in ("backups/base", "backups/wal", "baselines", "keys", "evidence"):
         (tmp / d).mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ while it inserts rows), warms the page cache, then times side by side, ``--repea
 alternating order:
 
 * ``cat``: ``cat SEGMENTS > /dev/null``, the floor: reading the bytes and nothing else;
-* ``scan``: :func:`drills.backends.pg_wal.scan_segment` over every segment, as preflight does
+* ``scan``: :func:`drills.engines.postgres.wal.scan_segment` over every segment, as preflight does
   (size, magic, ``xlp_pageaddr``, timeline and flags of every page);
 * ``pg_waldump`` (once, for reference): what ``verify: full`` adds by reading every record.
 
@@ -30,9 +30,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from drills.backends.pg_wal import WalFile, WalGeometry, geometry_of, scan_segment, split_name  # noqa: E402
-from drills.demo import archiving_options  # noqa: E402
-from drills.localpg import PgCluster, find_pg_binaries, free_port, run_as_for_server  # noqa: E402
+from drills.demo.postgres import archiving_options  # noqa: E402
+from drills.engines.postgres.server import PgCluster, find_pg_binaries, run_as_for_server  # noqa: E402
+from drills.engines.postgres.wal import WalFile, WalGeometry, geometry_of, scan_segment, split_name  # noqa: E402
+from drills.osutil import free_port  # noqa: E402
 
 GOAL_RATIO = 1.2
 

@@ -206,7 +206,7 @@ def record_aborted_from_journal(run_id: str, clock: Clock, home: Path | None = N
         log.warning("aborted_run_not_recorded", run_id=run_id, reason="the journal names no evidence directory")
         return None
     if ev.get("kms_key_id"):
-        from drills.evidence.kms import KmsSigner
+        from drills.aws.kms import KmsSigner
 
         signer: Any = KmsSigner(str(ev["kms_key_id"]))
     elif ev.get("signing_key"):

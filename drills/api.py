@@ -121,9 +121,9 @@ def _signer(loaded: LoadedRunbook, opts: RunOptions) -> Any:
 
     ev = loaded.runbook.evidence
     if opts.signing_key is None and ev.kms_key_id is not None:
-        from drills.evidence.kms import KmsSigner
+        from drills.aws.kms import KmsSigner
 
-        return KmsSigner(ev.kms_key_id, opts.aws_session)
+        return KmsSigner(ev.kms_key_id, opts.aws_session, clock=opts.clock)
     key = opts.signing_key or ev.signing_key
     path = key or default_key_path(opts.home)
     if key is None and not path.exists():
@@ -299,7 +299,7 @@ def _finish(
         )
     except (EvidenceError, OSError) as exc:
         journal.append("evidence_failed", error=str(exc))
-        log.error("evidence_failed", run_id=drill.run_id, error=str(exc))
+        log.error("evidence_failed", error=str(exc))
         if drill.error is None:
             drill.error = exc if isinstance(exc, DrillError) else EvidenceError(str(exc))
             drill.failed_state = "evidence"
@@ -332,6 +332,24 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
     # a killed earlier run of this runbook gets its signed `aborted` record before this one's
     record_crashes_of(rb.name, out_dir=out_dir, signer=signer, trusted=trusted, clock=clock, home=opts.home)
     run_id = new_run_id(clock.now())
+    with structlog.contextvars.bound_contextvars(run_id=run_id):  # every log line of the run names it; unbound after
+        return _run(loaded, opts, run_id, signer=signer, store=store, outlets=outlets, trusted=trusted, out_dir=out_dir)
+
+
+def _run(
+    loaded: LoadedRunbook,
+    opts: RunOptions,
+    run_id: str,
+    *,
+    signer: Any,
+    store: Any,
+    outlets: Any,
+    trusted: list[Any],
+    out_dir: Path,
+) -> RunResult:
+    """One run with its id bound to every log line (see :func:`run_drill`)."""
+    clock = opts.clock
+    rb = loaded.runbook
     journal = Journal.create(run_id, clock, opts.home)
     source_dump = rb.source.model_dump(mode="json")
     journal.append(

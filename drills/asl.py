@@ -4,7 +4,7 @@ The local machine's states map one to one onto Step Functions:
 
 - the restore, the waits and the deletes are ``arn:aws:states:::aws-sdk:rds:*`` tasks, so no
   runner polls for hours; a wait is ``Wait`` + ``describeDBInstances`` + ``Choice``, with the
-  same growing intervals as :class:`~drills.backends.aws_common.PollPolicy` (precomputed into
+  same growing intervals as :class:`~drills.wait.PollPolicy` (precomputed into
   the execution's input, since ASL has no multiplication) and the same whole-drill deadline;
 - this project's own code runs three times as a callback task (``sqs:sendMessage.waitForTaskToken``):
   ``preflight`` (read-only checks before anything is created), ``validate`` (isolation facts,
@@ -120,7 +120,7 @@ def _worker(phase: str, cfg: dict[str, Any], next_: str, catch_to: str, timeout_
 def _wait_loop(
     prefix: str, n: Callable[[str], str], deadline_s: int, on_available: str, throttled: list[str]
 ) -> dict[str, Any]:
-    """Wait, describe, count, decide: the poll of :func:`~drills.backends.aws_common.poll` in ASL."""
+    """Wait, describe, count, decide: the poll of :func:`~drills.wait.poll` in ASL."""
     instances, status = n("DBInstances"), n("DBInstanceStatus")
     terminal = [{"Variable": "$.observed.status", "StringEquals": s} for s in INSTANCE_TERMINAL]
     return {

@@ -85,8 +85,14 @@ def finish_teardown(run_id: str, *, clock: Clock | None = None, home: Path | Non
     The journal is opened only if nobody else could have written it
     (:meth:`Journal.reopen` refuses otherwise, exit 2, before anything is
     touched), and even then it names *what* to remove, never *how*: backends
-    run no binary and signal no process on the journal's word alone.
+    run no binary and signal no process on the journal's word alone. Every log
+    line meanwhile carries the run id (bound once, unbound when it returns).
     """
+    with structlog.contextvars.bound_contextvars(run_id=run_id):
+        return _finish_teardown(run_id, clock=clock, home=home)
+
+
+def _finish_teardown(run_id: str, *, clock: Clock | None, home: Path | None) -> list[TeardownResult]:
     from pydantic import TypeAdapter
     from pydantic import ValidationError as PydanticError
 
@@ -119,7 +125,7 @@ def finish_teardown(run_id: str, *, clock: Clock | None = None, home: Path | Non
         ctx = StepContext(
             clock=clk,
             deadline_ns=clk.monotonic_ns() + int(3600e9),
-            log=log.bind(run_id=run_id),
+            log=log,
             register=lambda r: None,
         )
         # resources are kept in creation order; teardown_resources reverses them

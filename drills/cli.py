@@ -10,78 +10,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from drills import __version__
+from drills.cli_evidence import (
+    cmd_evidence_push,
+    cmd_keygen,
+    cmd_kms_pubkey,
+    cmd_pack,
+    cmd_report,
+    cmd_verify,
+)
+from drills.cli_ops import add_ops_commands, cmd_history, duration, history_args, out_json
 from drills.errors import DrillError, InputError
 
 __all__ = ["main"]
-
-
-def _duration(text: str) -> int:
-    """``90s``, ``15m``, ``6h``, ``2d`` → seconds."""
-    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30m, 6h, 2d)")
-    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-
-
-def _out(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def _regression_line(reg: dict[str, Any] | None) -> list[str]:
-    if not reg:
-        return []
-    mark = "REGRESSION: " if reg["flag"] else ""
-    return [
-        f"  {mark}RTO {reg['delta_pct']:+d} % against the median of the last {reg['baseline_drills']} passed drills "
-        f"({reg['baseline_rto_ms'] / 1000:.2f}s)"
-    ] + [f"  {p['summary']}" for p in [reg.get("projection") or {}] if p.get("summary")]
-
-
-def _summary_lines(res: Any) -> list[str]:
-    r = res.to_json()
-    rto = f"{r['rto_seconds']:.2f}s" if r["rto_seconds"] is not None else "not reached"
-    met = {True: ", met", False: ", MISSED", None: ""}
-    rto_met = met[r["rto_met"] if r["rto_seconds"] is not None else None]
-    rpo = f"{r['rpo_seconds']:.3f}s" if r["rpo_seconds"] is not None else "not measured"
-    rpo_obj = f" (objective {r['rpo_objective_seconds']}s)" if r["rpo_objective_seconds"] is not None else ""
-    failed = [f for f in r["findings"] if not f.get("passed")]
-    lines = [
-        "",
-        f"drill {r['run_id']}: {r['verdict'].upper()}",
-        f"  RTO achieved {rto} (objective {r['rto_objective_seconds']}s{rto_met})",
-        "    " + "  ".join(f"{k} {v / 1000:.2f}s" for k, v in r["rto_phases_ms"].items()),
-        f"  RPO achieved {rpo}{rpo_obj[:-1] + met[r['rpo_met']] + ')' if rpo_obj else ''}",
-        *_regression_line(r.get("rto_regression")),
-        f"  findings: {len(r['findings']) - len(failed)} passed, {len(failed)} failed",
-    ]
-    lines += [
-        f"    ✗ {f['validator']}: {f['check']}: expected {f.get('expected')!r}, got {f.get('actual')!r}" for f in failed
-    ]
-    if "archive_lag_seconds" in r:
-        lag, loss = r["archive_lag_seconds"], r["loss_in_archive_seconds"]
-        lines.append(
-            "  latest: archive lag "
-            + (f"{lag:.3f}s" if lag is not None else "unknown")
-            + ", loss inside the archive "
-            + (f"{loss:.3f}s" if loss is not None else "unknown")
-        )
-    if r["reasons"]:
-        lines.append("  failed because:")
-        lines += [f"    - {reason}" for reason in r["reasons"]]
-    lines.append(f"  evidence: {r['evidence']}")
-    lines += [f"  {d['channel']} not delivered ({d['target']}): {d['error']}" for d in r["deliveries"] if not d["ok"]]
-    return lines
 
 
 # ---------------------------------------------------------------- commands
@@ -133,12 +83,13 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.json:
         from drills.keep import kept_json
 
-        _out(res.to_json() | {"kept": kept_json(res.drill)})
+        out_json(res.to_json() | {"kept": kept_json(res.drill)})
     else:
-        print("\n".join(_summary_lines(res)), file=sys.stderr)
+        from drills.render import summary_lines
+
+        print("\n".join(summary_lines(res)), file=sys.stderr)
         if a.keep and res.drill.endpoint is not None and res.error is None:
-            hint = getattr(res.drill.backend, "connection_hint", None)
-            where = hint() if callable(hint) else res.drill.endpoint.public()
+            where = res.drill.backend.connection_hint() or res.drill.endpoint.public()
             print(f"  kept for {a.keep}s for inspection: {where}", file=sys.stderr)
             print("  `drill sweep` removes it after its expiry", file=sys.stderr)
     return res.exit_code
@@ -151,303 +102,6 @@ def _probe_out(path: Path, what: str) -> None:
             pass
     except OSError as exc:
         raise InputError(f"{what} {path}: {exc.strerror or exc}") from None
-
-
-def cmd_keygen(a: argparse.Namespace) -> int:
-    from drills.evidence.keys import generate_keypair
-
-    keyid = generate_keypair(a.out, force=a.force)
-    print(f"private key: {a.out}\npublic key:  {Path(a.out).with_suffix('.pub')}\nkeyid:       {keyid}")
-    return 0
-
-
-def _given_file(path: Path, what: str) -> None:
-    """A file named on the command line must exist: a typo is bad input (2), not an evidence failure."""
-    if not path.is_file():
-        why = "is not a file" if path.exists() else "does not exist"
-        raise InputError(f"{what} {path} {why}")
-
-
-def cmd_verify(a: argparse.Namespace) -> int:
-    from drills.evidence.keys import load_verifiers
-    from drills.evidence.store import read_and_verify, summary
-
-    modes = [m for m in (a.file, a.chain, a.pack) if m is not None]
-    if len(modes) != 1:
-        raise InputError(
-            "give one of: an evidence FILE, --chain DIR, --pack PACK", hint="drill verify FILE --key drill.pub"
-        )
-    if a.pack is not None:
-        if a.head_digest:
-            raise InputError("--head-digest pins a chain head: use it with --chain DIR")
-        return _verify_pack(a)
-    if a.key is None:
-        raise InputError("--key (or --keyring) is required to verify a FILE or a --chain DIR")
-    _given_file(a.key, "--key")
-    if a.chain is not None:
-        return _verify_chain(a.chain, load_verifiers(a.key), a.head_digest or [])
-    if a.head_digest:
-        raise InputError("--head-digest pins a chain head: use it with --chain DIR")
-    _given_file(a.file, "evidence file")
-    statement = read_and_verify(a.file, load_verifiers(a.key))
-    print(f"{a.file}: signature and payload OK")
-    print(summary(statement))
-    return 0
-
-
-def _verify_pack(a: argparse.Namespace) -> int:
-    from drills.evidence.keys import load_verifiers
-    from drills.evidence.pack import verify_pack
-
-    if not a.pack.exists():
-        raise InputError(f"--pack {a.pack} does not exist")
-    if a.key is not None:
-        _given_file(a.key, "--key")
-    check = verify_pack(a.pack, load_verifiers(a.key) if a.key else None)
-    for w in check.warnings:
-        print(f"warning: {w}")
-    for problem in check.problems:
-        print(f"FAIL {problem}")
-    if check.problems:
-        print(f"{a.pack}: {len(check.problems)} problem(s); {check.records} record(s) verified")
-        return 1
-    print(f"{a.pack}: every file matches its manifest, {check.records} record(s) verified, report.html re-rendered")
-    return 0
-
-
-def cmd_pack(a: argparse.Namespace) -> int:
-    from drills.evidence.keys import load_verifiers
-    from drills.evidence.pack import build_pack, parse_when
-
-    _given_file(a.key, "--key")
-    since = parse_when(a.since, "--since")
-    until = parse_when(a.until, "--until") if a.until else datetime.now(UTC)
-    res = build_pack(
-        a.evidence_dir,
-        load_verifiers(a.key),
-        since=since,
-        until=until,
-        out=a.out,
-        tool_version=__version__,
-        runbooks=a.runbook or None,
-    )
-    print(f"pack written to {res.out}: {res.records} verified record(s), signed by {', '.join(res.keyids) or 'none'}")
-    for name, why in res.unverified:
-        print(f"not included (did not verify): {name}: {why}")
-    return 0
-
-
-def cmd_evidence_push(a: argparse.Namespace) -> int:
-    from drills.api import RunOptions, _evidence_store
-    from drills.errors import InfrastructureError
-    from drills.evidence.keys import load_verifiers
-    from drills.evidence.s3 import push_pending
-    from drills.runbook import load_runbook
-
-    loaded = load_runbook(a.file, check_paths=False)
-    store = _evidence_store(loaded, RunOptions())
-    if store is None:
-        raise InputError(f"{a.file}: the runbook has no evidence.s3 to push to")
-    _given_file(a.key, "--key")
-    verifiers = load_verifiers(a.key)
-    store.check_bucket()
-    results = push_pending(store, a.evidence_dir or loaded.runbook.evidence.dir, loaded.runbook.name, verifiers)
-    for path, status, error in results:
-        print(f"{status:<14} {path.name}" + (f": {error}" if error else ""))
-    left = [r for r in results if r[1] not in ("stored", "already-stored")]
-    if left:
-        raise InfrastructureError(f"{len(left)} record(s) not stored on s3://{store.bucket}", hint="run it again")
-    print(f"every record of {loaded.runbook.name} is on s3://{store.bucket} under lock ({len(results)} pushed now)")
-    return 0
-
-
-def cmd_doctor(a: argparse.Namespace) -> int:
-    from drills.doctor import diagnose
-    from drills.doctor_facts import gather
-    from drills.evidence.keys import load_verifiers
-
-    if a.key is not None:
-        _given_file(a.key, "--key")
-    runbooks, runs, keys = gather(a.paths, load_verifiers(a.key) if a.key else None)
-    findings = diagnose(runbooks, runs, keys, datetime.now(UTC))
-    if a.json:
-        _out({"ok": not findings, "runbooks": [r.name for r in runbooks], "findings": [f.to_dict() for f in findings]})
-    else:
-        for f in findings:
-            print(f"{f.check:<22} {f.message}")
-        print(
-            f"{len(runbooks)} runbook(s), {len(runs)} run(s): "
-            + (f"{len(findings)} need a human" if findings else "ok")
-        )
-    if a.notify and findings:  # RESTORE_DRILLS_WEBHOOK_URL / _SNS_TOPIC_ARN (docs/metrics.md); never changes the exit
-        from drills.deliver import Outlets, deliver_text
-        from drills.notify import doctor_message
-
-        for d in deliver_text(*doctor_message([f.to_dict() for f in findings], len(runbooks)), Outlets.from_env()):
-            if not d["ok"]:
-                print(f"{d['channel']} not delivered ({d['target']}): {d['error']}", file=sys.stderr)
-    return 1 if findings else 0
-
-
-def cmd_export_asl(a: argparse.Namespace) -> int:
-    from drills.asl import build_definition, role_policy
-    from drills.runbook import load_runbook
-
-    loaded = load_runbook(a.file, check_paths=False)
-    definition = build_definition(
-        loaded, queue_url=a.queue_url, runbook_uri=a.runbook_uri or a.file.resolve().as_uri(), dialect=a.dialect
-    )
-    try:
-        a.out.write_text(json.dumps(definition, indent=2) + "\n")
-        if a.role_policy:
-            a.role_policy.write_text(json.dumps(role_policy(), indent=2) + "\n")
-    except OSError as exc:
-        raise InputError(f"cannot write {exc.filename}: {exc.strerror}") from None
-    print(f"state machine for {loaded.runbook.name} written to {a.out} ({len(definition['States'])} states)")
-    return 0
-
-
-def _since(text: str) -> datetime:
-    """``30d`` (back from now) or an ISO date/time (UTC unless it says otherwise)."""
-    try:
-        return datetime.now(UTC) - timedelta(seconds=_duration(text))
-    except argparse.ArgumentTypeError:
-        pass
-    try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(f"--since {text!r}: not a date or a duration", hint="e.g. 30d or 2026-11-01") from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
-def cmd_history(a: argparse.Namespace) -> int:
-    import hashlib
-
-    from drills.api import default_key_path
-    from drills.evidence.keys import load_verifiers
-    from drills.journal import state_home
-    from drills.ledger import outlook, read_history, render_csv, render_table, select
-
-    key = a.key or default_key_path().with_suffix(".pub")
-    _given_file(key, "--key")
-    if not a.evidence_dir.is_dir():
-        raise InputError(f"evidence directory {a.evidence_dir} does not exist", hint="pass --evidence-dir DIR")
-    since = _since(a.since) if a.since else None
-    keys_sha = hashlib.sha256(key.read_bytes()).hexdigest()
-    home = state_home()
-    rows, problems = read_history(a.evidence_dir, load_verifiers(key), keys_sha, home if home.is_dir() else None)
-    rows = select(rows, a.runbook, since)
-    if a.plot is not None:
-        _plot_history(rows, a)
-    if a.json:
-        from dataclasses import asdict
-
-        _out([asdict(r) for r in rows])
-    elif a.csv:
-        sys.stdout.write(render_csv(rows))
-    else:
-        sys.stdout.write(render_table(rows) + "".join(f"\n{line}" for line in outlook(rows)) + "\n")
-    for p in problems:
-        print(f"NOT VERIFIED (not shown): {p}", file=sys.stderr)
-    return 1 if problems else 0
-
-
-def _plot_history(rows: Sequence[Any], a: argparse.Namespace) -> None:
-    """``--plot``: the chart of the selected rows (one runbook), as SVG or PNG by the file's suffix."""
-    from datetime import datetime as _dt
-
-    from drills.evidence.chart import ChartPoint, available, rto_chart
-    from drills.ledger import PHASES
-
-    fmt = a.plot.suffix.lower().lstrip(".")
-    if fmt not in ("svg", "png"):
-        raise InputError(f"--plot {a.plot}: the file must end in .svg or .png")
-    if not a.runbook:
-        raise InputError("--plot draws one runbook's trend: give --runbook NAME")
-    if not available():
-        raise InputError("--plot needs matplotlib", hint='pip install "restore-drills[plot]"')
-    points = [
-        ChartPoint(
-            _dt.fromisoformat(r.finished_at.replace("Z", "+00:00")),
-            r.verdict,
-            r.rto_ms,
-            tuple((ph, v) for ph in PHASES if (v := getattr(r, f"{ph}_ms")) is not None),
-            r.rto_objective_ms,
-            r.restored_bytes,
-            bool(r.regression),
-        )
-        for r in rows
-    ]
-    image = rto_chart(points, f"{a.runbook}: RTO per drill", fmt)
-    if image is None:
-        raise InputError(f"no drill of {a.runbook} with a measured RTO to plot")
-    try:
-        a.plot.write_bytes(image)
-    except OSError as exc:
-        raise InputError(f"--plot {a.plot}: {exc.strerror or exc}") from None
-    print(f"RTO trend of {a.runbook} ({len(points)} drills) written to {a.plot}", file=sys.stderr)
-
-
-def _verify_chain(directory: Path, verifiers: Any, pins: list[str]) -> int:
-    """``drill verify --chain DIR``: every runbook's chain, its head and its problems; 0 only if all hold."""
-    from drills.evidence.chain import Head, verify_directory
-
-    if not directory.is_dir():
-        raise InputError(f"--chain {directory} is not a directory")
-    for pin in pins:
-        if not re.fullmatch(r"(sha256:)?[0-9a-fA-F]{64}", pin):
-            raise InputError(f"--head-digest {pin!r} is not a SHA-256 (64 hex digits, optionally sha256:)")
-    report = verify_directory(directory, verifiers, pins)
-    if not report.runbooks:
-        raise InputError(
-            f"--chain {directory} holds no evidence (no *.evidence.json, no chain head)",
-            hint="pass the evidence directory the drills write to (the runbook's evidence.dir)",
-        )
-    for name, (records, head, problems, notes) in report.runbooks.items():
-        seqs = [r.seq for r in records if r.seq is not None]
-        span = f"seq {min(seqs)}..{max(seqs)}" if seqs else "no trusted records"
-        print(f"runbook {name}: {len(records)} trusted record(s), {span}: {'OK' if not problems else 'BROKEN'}")
-        if isinstance(head, Head):
-            print(f"  head seq {head.seq} ({head.run_id}); pin it with --head-digest {head.sha256}")
-        for problem in problems:
-            print(f"  {problem.kind.upper()}: {problem.message}")
-        for note in notes:
-            print(f"  note: {note}")
-    for problem in report.pins_not_found:
-        print(f"{problem.kind.upper()}: {problem.message}")
-    return 0 if report.ok else 1
-
-
-def cmd_kms_pubkey(a: argparse.Namespace) -> int:
-    from drills.evidence.kms import KmsSigner, export_public_key
-
-    signer = KmsSigner(a.key_id)
-    export_public_key(signer, a.out)
-    print(f"public key of {a.key_id} written to {a.out}\nkeyid: {signer.keyid}")
-    return 0
-
-
-def cmd_report(a: argparse.Namespace) -> int:
-    from drills.evidence.dsse import open_envelope
-    from drills.evidence.keys import load_verifiers
-    from drills.evidence.store import read_and_verify
-    from drills.report import render_markdown
-
-    _given_file(a.file, "evidence file")
-    _given_file(a.key, "--key")
-    verifiers = load_verifiers(a.key)
-    statement = read_and_verify(a.file, verifiers)
-    keyids = [k.keyid for k in open_envelope(a.file.read_bytes(), verifiers).verified_by]
-    text = render_markdown(statement, evidence_name=a.file.name, keyid=", ".join(keyids) or None)
-    if a.out:
-        try:
-            a.out.write_text(text)
-        except OSError as exc:
-            raise InputError(f"--out {a.out}: cannot write the report: {exc.strerror or exc}") from None
-        print(f"report written to {a.out}")
-    else:
-        sys.stdout.write(text)
-    return 0
 
 
 def cmd_teardown(a: argparse.Namespace) -> int:
@@ -484,6 +138,7 @@ def _record_aborted(run_id: str) -> None:
 def cmd_runs(a: argparse.Namespace) -> int:
     from drills.journal import list_runs, read_events, state_home
     from drills.keep import KeepState, keep_state
+    from drills.render import run_json, run_line
 
     runs = list(list_runs())
     root = state_home() / "runs"
@@ -492,41 +147,19 @@ def cmd_runs(a: argparse.Namespace) -> int:
         path = root / r.run_id / "journal.jsonl"
         keeps[r.run_id] = keep_state(read_events(path)) if path.is_file() else KeepState()
     if a.json:
-        _out(
-            [
-                {
-                    "run_id": r.run_id,
-                    "runbook": r.runbook,
-                    "started_at": r.started_at,
-                    "status": r.status,
-                    "last_state": r.last_state,
-                    "verdict": r.verdict,
-                    "evidence": r.evidence,
-                    "outstanding": [x.to_dict() for x in r.outstanding],
-                    "kept": r.kept,
-                    "kept_until": keeps[r.run_id].to_dict()["expires_at"],
-                    "swept": keeps[r.run_id].swept,
-                }
-                for r in runs
-            ]
-        )
+        out_json([run_json(r, keeps[r.run_id]) for r in runs])
         return 0
     for r in runs:
-        k = keeps[r.run_id]
-        until = f" until {k.to_dict()['expires_at']}" if k.expires_at else ""
-        why = f"kept for inspection{until}" if r.kept else "left"
-        left = f"  {len(r.outstanding)} resource(s) {why}: drill teardown {r.run_id}" if r.outstanding else ""
-        swept = f"  swept: {len(k.swept)} resource(s) removed by drill sweep" if k.swept else ""
-        print(f"{r.run_id}  {r.runbook:<24} {r.status:<11} {r.last_state:<12} {r.verdict or '-':<7}{left}{swept}")
+        print(run_line(r, keeps[r.run_id]))
     return 0
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
     if a.engine == "mariadb":
-        from drills.demo_mariadb import run_demo as run_maria
+        from drills.demo.mariadb import run_demo as run_maria
 
         return run_maria(a.workdir, as_json=a.json)
-    from drills.demo import run_demo
+    from drills.demo.postgres import run_demo
 
     return run_demo(a.workdir, as_json=a.json)
 
@@ -583,7 +216,6 @@ def _capture_error(exc: Exception, password_env: str) -> DrillError:
 
 def cmd_sweep(a: argparse.Namespace) -> int:
     """AWS resources by their tags, then leftovers in this machine's journals; one JSON report."""
-    from datetime import timedelta
 
     from drills.clock import SystemClock
     from drills.sweep import summary, sweep_local
@@ -605,7 +237,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         records += aws or []
     if a.scope in ("all", "local"):
         records += sweep_local(older_than, a.dry_run, clock, aws_records=aws)
-    _out({"resources": records, "summary": summary(records), "skipped": skipped})
+    out_json({"resources": records, "summary": summary(records), "skipped": skipped})
     if failure is not None:
         return failure.exit_code
     return 3 if any(r.get("action") == "error" for r in records) else 0
@@ -615,9 +247,10 @@ def _sweep_aws(a: argparse.Namespace, clock: Any, older_than: Any) -> list[dict[
     """The tag-driven AWS sweep; missing credentials or region are an InputError, AWS failures ours."""
     import boto3
 
-    from drills.backends.aws_backend import aws_errors
+    from drills.aws.calls import aws_errors
+    from drills.aws.sweep import sweep
     from drills.journal import list_runs
-    from drills.sweep import journal_removal, sweep
+    from drills.sweep import journal_removal
 
     with aws_errors("drill sweep"):  # a missing profile or a broken config file is botocore's error
         session = boto3.Session(region_name=a.region) if a.region else boto3.Session()
@@ -658,7 +291,7 @@ def _add_data_commands(add: Callable[[str, Callable[[argparse.Namespace], int], 
     )
     sp.add_argument(
         "--older-than",
-        type=_duration,
+        type=duration,
         default=6 * 3600,
         metavar="AGE",
         help="leftovers of crashed runs must be this old (default 6h); kept resources go at their own expiry",
@@ -713,39 +346,6 @@ def _add_evidence_commands(
     sp.set_defaults(logs=False)
 
 
-def _add_ops_commands(add: Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]) -> None:
-    """Commands for running drills at scale: Step Functions export and the doctor."""
-    sp = add("export-asl", cmd_export_asl, "the drill as an AWS Step Functions definition (rds-snapshot, rds-pitr)")
-    sp.add_argument("file", type=Path, metavar="RUNBOOK")
-    sp.add_argument("--out", type=Path, required=True, help="where to write the ASL JSON")
-    sp.add_argument("--queue-url", required=True, help="SQS queue the drill worker (drill sfn-worker) reads")
-    sp.add_argument("--runbook-uri", help="where the worker finds the runbook (default: this file's file:// URI)")
-    sp.add_argument("--role-policy", type=Path, help="also write the state machine role's IAM policy here")
-    sp.add_argument("--dialect", choices=["aws", "boto"], default="aws", help="boto: member names as moto wants")
-    sp.set_defaults(logs=False)
-    sp = add("doctor", cmd_doctor, "what needs a human: overdue, failing or slow drills, leftovers, expiring keys")
-    sp.add_argument("paths", type=Path, nargs="+", metavar="RUNBOOK|DIR")
-    sp.add_argument("--key", type=Path, help="public key or keyring the records must verify against")
-    sp.add_argument("--json", action="store_true")
-    sp.add_argument("--notify", action="store_true", help="send findings to the webhook / SNS topic (docs/metrics.md)")
-    sp.set_defaults(logs=False)
-
-
-def _history_args(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument(
-        "--evidence-dir", type=Path, default=Path("evidence"), help="evidence directory (default: ./evidence)"
-    )
-    sp.add_argument("--key", type=Path, help="public key or keyring (default: the user's default key)")
-    sp.add_argument("--runbook", metavar="NAME", help="only this runbook")
-    sp.add_argument("--since", metavar="WHEN", help="a duration back from now (30d) or a date (2026-11-01)")
-    fmt = sp.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="a JSON list of rows")
-    fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
-    sp.add_argument(
-        "--plot", type=Path, metavar="FILE", help="also draw the RTO trend of --runbook as FILE.svg or FILE.png"
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="drill",
@@ -769,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--evidence-dir", type=Path, help="where to write evidence (default: the runbook's)")
     sp.add_argument("--trigger", default="manual", choices=["manual", "scheduled", "change-triggered"])
     sp.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML: each check a test case")
-    sp.add_argument("--keep", type=_duration, metavar="TTL", help="incident mode: keep the restored database for TTL")
+    sp.add_argument("--keep", type=duration, metavar="TTL", help="incident mode: keep the restored database for TTL")
     sp.add_argument(
         "--scratch",
         type=Path,
@@ -783,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write Prometheus metrics for node_exporter's textfile collector (a .prom file or a directory); "
         "other outlets: docs/metrics.md",
     )
-    _history_args(add("history", cmd_history, "one row per verified drill record: verdict, RTO, phases, RPO, size"))
+    history_args(add("history", cmd_history, "one row per verified drill record: verdict, RTO, phases, RPO, size"))
     sp = add("validate", cmd_validate, "check a runbook without running it")
     sp.add_argument("file", type=Path)
     sp.add_argument(
@@ -798,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true")
     sp.set_defaults(logs=False)
     _add_evidence_commands(add)
-    _add_ops_commands(add)
+    add_ops_commands(add)
     sp = add("report", cmd_report, "render a verified evidence file as a Markdown report for auditors")
     sp.add_argument("file", type=Path)
     sp.add_argument("--key", type=Path, required=True, help="public key PEM or keyring JSON")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock", "SystemClock", "iso"]
+__all__ = ["Clock", "FakeClock", "SystemClock", "iso", "iso_epoch"]
 
 
 class Clock(Protocol):
@@ -62,3 +62,8 @@ class FakeClock:
 def iso(dt: datetime) -> str:
     """UTC ISO-8601 with milliseconds and a Z, the one format evidence uses."""
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_epoch(ts: int | None) -> str | None:
+    """A Unix timestamp (seconds) in the evidence format; None stays None."""
+    return iso(datetime.fromtimestamp(ts, UTC)) if ts is not None else None

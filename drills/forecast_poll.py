@@ -27,7 +27,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from drills.backends.aws_common import PollPolicy
+from drills.wait import PollPolicy
 
 __all__ = ["Forecast", "ForecastPollPolicy", "calls_for", "forecast"]
 

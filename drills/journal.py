@@ -38,6 +38,7 @@ import structlog
 
 from drills.clock import Clock, iso
 from drills.errors import InfrastructureError, InputError, PreflightError
+from drills.osutil import cmdline, process_alive
 from drills.resources import Resource
 
 __all__ = [
@@ -393,19 +394,12 @@ class RunSummary:
 
 
 def _alive(pid: int | None) -> bool:
-    if pid is None:
+    """Whether the runner that wrote a journal still runs: alive, and (when /proc says) a Python/drill process,
+    so a pid reused by an unrelated program after a crash does not make a dead run look running."""
+    if pid is None or not process_alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-    return b"drill" in cmd or b"pytest" in cmd or b"python" in cmd
+    args = "\0".join(cmdline(pid))
+    return not args or any(name in args for name in ("drill", "pytest", "python"))
 
 
 def _fold(s: RunSummary, created: dict[str, Resource], ev: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from drills.backends.aws_common import parse_time
+from drills.aws.calls import parse_time
 from drills.clock import iso
 from drills.journal import read_events
 
@@ -142,11 +142,10 @@ def kept_json(drill: Drill) -> dict[str, Any] | None:
     if not resources:
         return None
     state = keep_state(read_events(drill.journal.path))
-    hint = getattr(drill.backend, "connection_hint", None)
     return {
         "expires_at": iso(state.expires_at) if state.expires_at else None,
         "endpoint": drill.endpoint.public() if drill.endpoint is not None else None,
-        "connect": hint() if callable(hint) else None,
+        "connect": drill.backend.connection_hint(),
         "resources": resources,
         "removed_by": "drill sweep after expires_at, or drill teardown RUN_ID before",
     }

@@ -248,9 +248,7 @@ def _ctx(d: Drill, timeout_s: float | None) -> StepContext:
     if d.deadline_ns is not None:
         deadlines.append(d.deadline_ns)
     deadline = min(deadlines) if deadlines else now + int(86400 * 1e9)
-    return StepContext(
-        clock=d.clock, deadline_ns=deadline, log=log.bind(run_id=d.run_id), register=d.register, marks=d.marks
-    )
+    return StepContext(clock=d.clock, deadline_ns=deadline, log=log, register=d.register, marks=d.marks)
 
 
 def _translate(exc: BaseException) -> DrillError:
@@ -273,7 +271,7 @@ def _run_state(d: Drill, state: State) -> None:
         with tried:
             attempt += 1
             d.journal.append("state_entered", state=state.name, attempt=attempt)
-            log.info("state_entered", run_id=d.run_id, state=state.name, attempt=attempt)
+            log.info("state_entered", state=state.name, attempt=attempt)
             start_at, start_ns = d.clock.now(), d.clock.monotonic_ns()
             ctx = _ctx(d, state.timeout_s)
             outcome, err = "ok", None
@@ -393,7 +391,7 @@ def run_machine(
         ctx = StepContext(
             clock=d.clock,
             deadline_ns=d.clock.monotonic_ns() + int(TEARDOWN_SECONDS * 1e9),
-            log=log.bind(run_id=d.run_id),
+            log=log,
             register=d.register,
             marks=d.marks,
         )

@@ -120,10 +120,7 @@ def latest_rpo_split(d: Drill) -> dict[str, int | None] | None:
 
 
 def _proof(d: Drill) -> dict[str, Any] | None:
-    # every backend will declare recovery_proof in the protocol (issue 9); today the local engines do
-    proof = getattr(d.backend, "recovery_proof", None)
-    result: dict[str, Any] | None = proof() if callable(proof) else None
-    return result
+    return d.backend.recovery_proof()
 
 
 def _recovery_point(d: Drill) -> dict[str, Any] | None:

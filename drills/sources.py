@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drills.backends.pgbackrest_source import PgbackrestSource
+from drills.pgbackrest_source import PgbackrestSource
 
 __all__ = [
     "AuroraPitrSource",

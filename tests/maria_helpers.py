@@ -28,16 +28,9 @@ import structlog
 
 from drills.backends.base import BackendSettings, StepContext
 from drills.clock import Clock, SystemClock
+from drills.engines.mariadb.server import MariaServer, find_maria_binaries, run_as_for_mariadb
 from drills.errors import PreflightError
-from drills.localmaria import (
-    MariaServer,
-    find_maria_binaries,
-    os_user,
-    pids_using,
-    private_dir,
-    run_as_for_mariadb,
-)
-from drills.localpg import chown_tree
+from drills.osutil import chown_tree, os_user, pids_using, private_dir
 from drills.resources import Resource
 from validators.endpoint import Endpoint
 

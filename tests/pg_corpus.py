@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from drills.backends.pg_wal import segment_name, split_name
 from drills.clock import iso
-from drills.demo import archiving_options
-from drills.localpg import PgCluster, find_pg_binaries, free_port, run_as_for_server
+from drills.demo.postgres import archiving_options
+from drills.engines.postgres.server import PgCluster, find_pg_binaries, run_as_for_server
+from drills.engines.postgres.wal import segment_name, split_name
+from drills.osutil import free_port
 
 __all__ = ["BATCHES", "BATCH_ROWS", "CorpusSource", "build_corpus_source", "copy_corpus", "runbook_text"]
 

@@ -61,6 +61,12 @@ class Recorder:
     def target_facts(self) -> dict[str, Any]:
         return {"kind": "recorder"}
 
+    def recovery_proof(self) -> dict[str, Any] | None:
+        return None
+
+    def connection_hint(self) -> str | None:
+        return None
+
     def teardown(self, resource: Resource, ctx: StepContext) -> TeardownResult:
         self.torn_down.append(resource.id)
         return TeardownResult(resource, deleted=True, detail="gone", verified_at="2026-01-01T00:00:00.000Z")

@@ -30,16 +30,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from drills.engines.postgres.server import PgCluster, find_pg_binaries, run_as_for_server
 from drills.errors import PreflightError
-from drills.localpg import (
-    PgCluster,
-    RunAs,
-    chown_tree,
-    find_pg_binaries,
-    free_port,
-    run_as_for_server,
-    unprivileged_user,
-)
+from drills.osutil import RunAs, chown_tree, free_port, unprivileged_user
 from validators.connect import connect
 from validators.endpoint import Endpoint, Secret
 

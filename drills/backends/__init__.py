@@ -17,11 +17,11 @@ __all__ = ["BACKEND_MODULES", "SOURCE_BACKENDS", "backend_factory", "check_backu
 
 # backend name -> module holding `create(source, settings) -> Backend`
 BACKEND_MODULES: dict[str, str] = {
-    "local-postgres": "drills.backends.local_postgres",
-    "local-mariadb": "drills.backends.local_mariadb",
-    "rds": "drills.backends.rds",
-    "aurora": "drills.backends.aurora",
-    "pgbackrest": "drills.backends.pgbackrest",
+    "local-postgres": "drills.engines.postgres.backend",
+    "local-mariadb": "drills.engines.mariadb.backend",
+    "rds": "drills.aws.rds",
+    "aurora": "drills.aws.aurora",
+    "pgbackrest": "drills.engines.postgres.pgbackrest",
 }
 
 # runbook source.kind -> backend name

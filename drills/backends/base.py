@@ -4,8 +4,10 @@ The machine calls, in order: ``preflight`` (no side effects), ``restore``
 (creates resources, registering each *before* creating it), ``await_ready``
 (waits, on the injected clock, within the deadline), ``endpoint`` (where the
 validators connect, with credentials), ``isolation_facts`` (the proof of
-segregation for the evidence) and, on every path, ``teardown`` per resource in
-reverse order. ``teardown`` must work from the resource record alone, because
+segregation for the evidence), ``recovery_proof`` and ``target_facts`` (what was
+reached, and where) and, on every path, ``teardown`` per resource in reverse
+order. ``connection_hint`` tells a person how to reach a database kept with
+``--keep``. ``teardown`` must work from the resource record alone, because
 after a crash the backend is rebuilt from the journal.
 """
 
@@ -23,9 +25,11 @@ from drills.resources import Resource, TeardownResult
 from validators.endpoint import Endpoint
 
 __all__ = [
+    "NOT_READ",
     "Backend",
     "BackendFactory",
     "BackendSettings",
+    "Fact",
     "Mark",
     "PreflightReport",
     "StepContext",
@@ -73,6 +77,32 @@ class StepContext:
         self.marks.append(Mark(name, at, source, precision_ms))
 
 
+class _NotRead:
+    def __repr__(self) -> str:
+        return "NOT_READ"
+
+
+NOT_READ: Any = _NotRead()  # a fact decided without a single value to show (most AWS network checks)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One isolation check, the same shape for every backend: what was checked, on what, with what value
+    (as read back from the server or AWS; omitted when there is none), whether it passed, and why."""
+
+    check: str
+    subject: str
+    passed: bool
+    detail: str
+    value: Any = NOT_READ
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"check": self.check, "subject": self.subject}
+        if self.value is not NOT_READ:
+            out["value"] = self.value
+        return out | {"passed": self.passed, "detail": self.detail}
+
+
 @dataclass(frozen=True)
 class PreflightReport:
     """Facts preflight established; they go into the evidence as they are."""
@@ -101,7 +131,17 @@ class Backend(Protocol):
 
     def isolation_facts(self) -> list[dict[str, Any]]: ...
 
+    def recovery_proof(self) -> dict[str, Any] | None:
+        """Where recovery got to against what was asked (``requested``, ``reached``, ``complete``, ``detail``);
+        None when the backend cannot observe it (AWS restores to a time AWS chose) or before it ran."""
+        ...
+
     def target_facts(self) -> dict[str, Any]: ...
+
+    def connection_hint(self) -> str | None:
+        """How a person reaches the restored database kept with ``--keep``, without a secret; None when the
+        endpoint's public form says it all (a local server's socket)."""
+        ...
 
     def teardown(self, resource: Resource, ctx: StepContext) -> TeardownResult: ...
 

@@ -37,19 +37,20 @@ import hashlib
 import json
 import os
 import stat
-import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drills.clock import SystemClock
 from drills.errors import DrillError, EvidenceError, VerificationError
 from drills.evidence.canonical import canonical_json
 from drills.evidence.dsse import open_envelope, sign_envelope
 from drills.evidence.keys import SigningKey, VerifyingKey
 from drills.evidence.statement import PAYLOAD_TYPE, STATEMENT_TYPE
 from drills.evidence.store import EVIDENCE_SUFFIX, atomic_write, envelope_bytes, verify_evidence_bytes
+from drills.wait import every, until
 
 __all__ = [
     "HEAD_PREDICATE_TYPE",
@@ -423,20 +424,21 @@ def chain_lock(directory: Path, timeout_seconds: float = LOCK_TIMEOUT_SECONDS) -
     except OSError as exc:
         raise EvidenceError(f"cannot open the chain lock {path}: {exc.strerror or exc}") from exc
     try:
-        deadline = time.monotonic() + timeout_seconds
-        while True:
+
+        def locked() -> bool:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
                     raise EvidenceError(f"cannot lock {path}: {exc.strerror or exc}") from exc
-                if time.monotonic() > deadline:
-                    raise EvidenceError(
-                        f"{path} stayed locked for {timeout_seconds:.0f}s by another drill writing evidence",
-                        hint="is a drill hung while writing its evidence? the lock goes when its process ends",
-                    ) from None
-                time.sleep(0.02)
+                return False
+            return True
+
+        if not until(SystemClock(), timeout_seconds, locked, f"{path} locked", policy=every(0.02)):
+            raise EvidenceError(
+                f"{path} stayed locked for {timeout_seconds:.0f}s by another drill writing evidence",
+                hint="is a drill hung while writing its evidence? the lock goes when its process ends",
+            ) from None
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock

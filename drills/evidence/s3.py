@@ -25,8 +25,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +33,7 @@ from typing import Any
 
 from drills.errors import DrillError, PreflightError
 from drills.evidence.keys import VerifyingKey
+from drills.osutil import atomic_write
 
 __all__ = ["S3Store", "pending_runs", "push_pending", "sidecar_path"]
 
@@ -53,11 +52,7 @@ def _code(exc: BaseException) -> str:
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(), mode=0o600)
 
 
 @dataclass

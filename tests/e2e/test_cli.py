@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from drills.engines.postgres.server import find_pg_binaries
 from drills.errors import PreflightError
-from drills.localpg import find_pg_binaries
 
 
 def drill(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from drills.engines.postgres.server import find_pg_binaries
 from drills.errors import PreflightError
 from drills.evidence import generate_keypair, keyring_entry, load_signer, subject_for_bytes, write_evidence
-from drills.localpg import find_pg_binaries
 
 RUNBOOK = """\
 name: trail

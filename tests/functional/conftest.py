@@ -17,9 +17,10 @@ import pytest
 from dataplane import PgPlane, pg_plane
 from servers import PgServer
 
-from drills.demo import DemoSource, build_demo_source
+from drills.demo.postgres import DemoSource, build_demo_source
+from drills.engines.postgres.server import PgCluster, find_pg_binaries, run_as_for_server
 from drills.errors import PreflightError
-from drills.localpg import PgCluster, find_pg_binaries, free_port, run_as_for_server
+from drills.osutil import free_port
 
 
 @pytest.fixture(autouse=True)

@@ -36,13 +36,14 @@ from moto import mock_aws
 from servers import MariaDbServer, PgServer
 
 from drills.api import RunOptions, RunResult, default_key_path, run_drill
+from drills.aws.sweep import sweep
 from drills.clock import FakeClock, iso
 from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
 from drills.journal import RunSummary, list_runs, read_events, state_home
 from drills.keep import keep_state, kept_json
 from drills.runbook import load_runbook
-from drills.sweep import journal_removal, sweep, sweep_local
+from drills.sweep import journal_removal, sweep_local
 from validators.baseline import capture_baseline, write_baseline
 from validators.connect import connect
 from validators.endpoint import Endpoint, Engine, Secret

@@ -192,7 +192,7 @@ def test_two_causes_get_both_hints(world: World, clock: FakeClock) -> None:
 
 
 def test_iam_auth_is_recorded_as_a_warning_about_its_unscopable_permission(clock: FakeClock) -> None:
-    from drills.backends.aws_backend import IAM_AUTH_WARNING
+    from drills.aws.backend import IAM_AUTH_WARNING
 
     with mock_aws():
         session = boto3.Session(region_name=REGION)

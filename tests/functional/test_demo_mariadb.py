@@ -11,8 +11,8 @@ import pytest
 from maria_helpers import requires_mariadb, scratch_dir
 
 from drills.clock import SystemClock
-from drills.demo_mariadb import DemoSource, build_demo_source
-from drills.localmaria import pids_using
+from drills.demo.mariadb import DemoSource, build_demo_source
+from drills.osutil import pids_using
 from drills.runbook import load_runbook
 
 pytestmark = [*requires_mariadb, pytest.mark.slow]

@@ -25,12 +25,12 @@ from tmpfs import small_tmpfs
 
 from drills.api import RunOptions, run_drill
 from drills.cleanup import finish_teardown
-from drills.demo import DemoSource
+from drills.demo.postgres import DemoSource
+from drills.engines.postgres.server import find_pg_binaries, run_as_for_server
 from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
 from drills.journal import Journal, read_events, summarize
-from drills.localpg import find_pg_binaries, run_as_for_server
-from drills.procs import identity_of
+from drills.osutil import identity_of
 from drills.runbook import load_runbook
 
 pytestmark = pytest.mark.postgres
@@ -246,7 +246,7 @@ HARNESS = """
 import json, sys
 from pathlib import Path
 from drills.api import RunOptions, run_drill
-from drills.backends.local_postgres import LocalPostgres
+from drills.engines.postgres.backend import LocalPostgres
 from drills.runbook import load_runbook
 from drills.logs import configure
 sys.path.insert(0, sys.argv[3])

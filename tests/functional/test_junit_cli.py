@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from drills.demo import DemoSource
+from drills.demo.postgres import DemoSource
 
 
 def run(runbook: Path, junit: Path) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from drills.api import RunOptions, RunResult, finish_teardown, run_drill
-from drills.demo import DemoSource
+from drills.demo.postgres import DemoSource
 from drills.keep import kept_json
 from drills.runbook import load_runbook
 from drills.sweep import sweep_local

@@ -33,12 +33,13 @@ from maria_helpers import (
 
 from drills.api import RunOptions, RunResult, run_drill
 from drills.backends.base import PreflightReport, StepContext
-from drills.backends.local_mariadb import LocalMariadb, check_backup
 from drills.clock import iso
+from drills.engines.mariadb.backend import LocalMariadb, check_backup
+from drills.engines.mariadb.server import run_as_for_mariadb
 from drills.errors import BackupDefect
 from drills.evidence.keys import load_public_key
 from drills.evidence.store import read_and_verify
-from drills.localmaria import pids_using, run_as_for_mariadb
+from drills.osutil import pids_using
 from drills.runbook import load_runbook
 from drills.sources import MariadbDumpSource, MariadbPitrSource
 
@@ -482,8 +483,10 @@ def test_the_replay_tracker_agrees_with_a_plain_reading_of_the_output(corpus: Bi
     """Fed mariadb-binlog's real output in odd chunk sizes, the tracker finds what a line-by-line reading finds."""
     import random
 
-    from drills.backends.maria_binlog import ReplayTracker, inspect_chain, plan_replay
-    from drills.localmaria import find_maria_binaries
+    from drills.engines.mariadb.binlog import inspect_chain
+    from drills.engines.mariadb.plan import plan_replay
+    from drills.engines.mariadb.replay import ReplayTracker
+    from drills.engines.mariadb.server import find_maria_binaries
 
     info = (corpus.backup / "xtrabackup_binlog_info").read_text().split()
     chain = inspect_chain(corpus.binlogs, info[0], int(info[1]))

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from maria_helpers import connect, requires_mariadb, scratch_dir, settings_for, step_ctx
 
-from drills.backends.local_mariadb import create
-from drills.demo_mariadb import _load_schema
+from drills.demo.mariadb import _load_schema
+from drills.engines.mariadb.backend import create
+from drills.engines.mariadb.server import MariaServer, find_maria_binaries, run_as_for_mariadb
 from drills.errors import BackupDefect
-from drills.localmaria import MariaServer, find_maria_binaries, os_user, pids_using, run_as_for_mariadb
+from drills.osutil import os_user, pids_using
 from drills.sources import MariadbDumpSource
 
 pytestmark = [*requires_mariadb, pytest.mark.slow]

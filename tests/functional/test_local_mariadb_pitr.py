@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from maria_helpers import connect, requires_mariadb, scratch_dir, settings_for, step_ctx
 
-from drills.backends.local_mariadb import create
 from drills.clock import SystemClock
-from drills.demo_mariadb import DemoSource, build_demo_source
+from drills.demo.mariadb import DemoSource, build_demo_source
+from drills.engines.mariadb.backend import create
+from drills.engines.mariadb.server import run_as_for_mariadb
 from drills.errors import BackupDefect
-from drills.localmaria import pids_using, run_as_for_mariadb
-from drills.localpg import chown_tree
+from drills.osutil import chown_tree, pids_using
 from drills.resources import Resource
 from drills.sources import MariadbPitrSource
 
@@ -173,7 +173,7 @@ _CHILD = textwrap.dedent(
     from pathlib import Path
     import structlog
     from drills.backends.base import BackendSettings, StepContext
-    from drills.backends.local_mariadb import create
+    from drills.engines.mariadb.backend import create
     from drills.clock import SystemClock
     from drills.sources import MariadbPitrSource
 

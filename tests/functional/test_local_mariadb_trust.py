@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from maria_helpers import requires_mariadb, scratch_dir, step_ctx
 
-from drills.backends.local_mariadb import OWNER_FILE, teardown_server
-from drills.localmaria import MariaServer, find_maria_binaries, open_private_log, pids_using, run_as_for_mariadb
-from drills.procs import ProcessIdentity, identity_of
+from drills.engines.mariadb.server import MariaServer, find_maria_binaries, run_as_for_mariadb
+from drills.engines.mariadb.teardown import OWNER_FILE, teardown_server
+from drills.osutil import ProcessIdentity, identity_of, open_private_log, pids_using
 from drills.resources import Resource
 
 pytestmark = requires_mariadb

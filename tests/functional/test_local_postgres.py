@@ -21,9 +21,9 @@ import structlog
 
 from drills.api import RunOptions, RunResult, run_drill
 from drills.backends.base import BackendSettings, StepContext
-from drills.backends.local_postgres import LocalPostgres
 from drills.clock import iso
-from drills.demo import DemoSource
+from drills.demo.postgres import DemoSource
+from drills.engines.postgres.backend import LocalPostgres
 from drills.errors import BackupDefect
 from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
@@ -214,7 +214,7 @@ def test_no_password_in_logs_journal_or_evidence(demo_source: DemoSource, tmp_pa
 HARNESS = """
 import sys, time
 from drills.api import RunOptions, run_drill
-from drills.backends.local_postgres import LocalPostgres
+from drills.engines.postgres.backend import LocalPostgres
 from drills.runbook import load_runbook
 from drills.logs import configure
 
@@ -302,8 +302,8 @@ def test_signal_during_await_ready_tears_down_and_writes_evidence(
 
 
 def test_teardown_refuses_a_resource_record_outside_its_layout(tmp_path: Path) -> None:
-    from drills.backends.local_postgres import teardown_server
     from drills.clock import SystemClock
+    from drills.engines.postgres.teardown import teardown_server
     from drills.errors import TeardownError
     from drills.resources import Resource
 

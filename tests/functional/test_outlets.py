@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from drills.api import RunOptions, run_drill
 from drills.clock import SystemClock
 from drills.deliver import Outlets, deliver
-from drills.demo import DemoSource
+from drills.demo.postgres import DemoSource
 from drills.evidence import generate_keypair
 from drills.journal import Journal, read_events
 from drills.metrics import write_textfile

@@ -24,12 +24,13 @@ import structlog
 from pg_corpus import BATCH_ROWS, CorpusSource, build_corpus_source, copy_corpus
 
 from drills.api import RunOptions, RunResult, default_key_path, run_drill
-from drills.backends.pg_backup import inspect_base_backup, plan_pitr
 from drills.cli import main
+from drills.engines.postgres.backup import inspect_base_backup
+from drills.engines.postgres.plan import plan_pitr
+from drills.engines.postgres.server import find_pg_binaries
 from drills.errors import BackupDefect, PreflightError
 from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
-from drills.localpg import find_pg_binaries
 from drills.runbook import load_runbook
 
 pytestmark = pytest.mark.postgres

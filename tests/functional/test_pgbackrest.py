@@ -27,10 +27,11 @@ import pytest
 
 from drills.api import RunResult, default_key_path, run_drill
 from drills.clock import iso
+from drills.engines.postgres.server import PgCluster, find_pg_binaries, run_as_for_server
 from drills.errors import PreflightError
 from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
-from drills.localpg import PgCluster, find_pg_binaries, free_port, private_dir, run_as_for_server
+from drills.osutil import free_port, private_dir
 from drills.runbook import load_runbook
 
 pytestmark = pytest.mark.postgres

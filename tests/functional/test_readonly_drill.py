@@ -26,11 +26,11 @@ from servers import MariaDbServer, PgServer, load_shop
 
 from drills.api import RunOptions, default_key_path, run_drill
 from drills.backends.base import StepContext
-from drills.backends.local_postgres import LocalPostgres
+from drills.engines.mariadb.server import find_maria_binaries
+from drills.engines.postgres.backend import LocalPostgres
+from drills.engines.postgres.server import find_pg_binaries
 from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
-from drills.localmaria import find_maria_binaries
-from drills.localpg import find_pg_binaries
 from drills.runbook import load_runbook
 from validators.endpoint import Endpoint, Secret
 from validators.sqlerrors import PRIVILEGE, SERVER_SETTING, WRITE

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drills.demo import DemoSource
+from drills.demo.postgres import DemoSource
 from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
 from drills.journal import read_events, summarize

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drills.backends.aws_common import PollPolicy, drill_identifier, drill_tags, tag_value
-from drills.backends.isolation import (
+from drills.aws.calls import drill_identifier, drill_tags, tag_value
+from drills.aws.isolation import (
     NetworkView,
     check_restored,
     check_routes,
@@ -25,6 +25,7 @@ from drills.backends.isolation import (
 )
 from drills.errors import IsolationError, RunbookError
 from drills.runbook import parse_runbook
+from drills.wait import PollPolicy
 
 LOCAL = {"DestinationCidrBlock": "10.0.0.0/16", "GatewayId": "local", "State": "active"}
 
@@ -196,7 +197,8 @@ FACT_CHECKS = (
 
 @pytest.mark.parametrize("check", FACT_CHECKS)
 def test_each_refusal_hints_at_its_own_cause_only(check: str) -> None:
-    from drills.backends.isolation import HINTS, Fact
+    from drills.aws.isolation import HINTS
+    from drills.backends.base import Fact
 
     with pytest.raises(IsolationError) as info:
         raise_if_violated([Fact(check, "x", False, "bad"), Fact("no-egress-route", "y", True, "fine")])
@@ -209,10 +211,10 @@ def test_each_refusal_hints_at_its_own_cause_only(check: str) -> None:
 def test_every_check_the_code_emits_has_its_own_hint() -> None:
     import ast
 
-    from drills.backends.isolation import HINTS
+    from drills.aws.isolation import HINTS
 
     emitted: set[str] = set()
-    for path in (Path(__file__).resolve().parents[2] / "drills" / "backends").glob("*.py"):
+    for path in (Path(__file__).resolve().parents[2] / "drills" / "aws").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Fact" and node.args:
                 first = node.args[0]

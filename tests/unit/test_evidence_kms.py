@@ -27,10 +27,10 @@ from moto import mock_aws
 from moto.core.exceptions import JsonRESTError
 from moto.kms.models import KmsBackend
 
+from drills.aws.kms import RAW_MESSAGE_LIMIT, KmsSigner, export_public_key
 from drills.errors import EvidenceError, VerificationError
 from drills.evidence.dsse import pae
 from drills.evidence.keys import generate_keypair, keyid_for, load_public_key, load_verifiers
-from drills.evidence.kms import RAW_MESSAGE_LIMIT, KmsSigner, export_public_key
 from drills.evidence.statement import PAYLOAD_TYPE
 from drills.evidence.store import read_and_verify, write_evidence
 
@@ -260,7 +260,7 @@ def test_kms_module_does_not_import_boto3_at_import_time() -> None:
     import subprocess
     import sys
 
-    code = "import sys, drills.evidence.kms; print('boto3' in sys.modules)"
+    code = "import sys, drills.aws.kms; print('boto3' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from drills.backends.aws_common import PollPolicy, poll
 from drills.clock import FakeClock
 from drills.forecast_poll import Forecast, ForecastPollPolicy, calls_for, forecast
+from drills.wait import PollPolicy, poll
 
 
 def test_forecast_is_the_median_and_scaled_mad_of_the_history() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from drills.backends.aws_common import TAG_EXPIRES, TAG_RUN_ID, drill_tags, kept_tags
+from drills.aws.calls import TAG_EXPIRES, TAG_RUN_ID, drill_tags, kept_tags
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "docs" / "iam-policy.json"

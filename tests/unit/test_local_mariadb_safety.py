@@ -9,8 +9,9 @@ import pytest
 from maria_helpers import step_ctx
 
 from drills.backends.base import BackendSettings
-from drills.backends.local_mariadb import OWNER_FILE, create, teardown_server
 from drills.clock import FakeClock
+from drills.engines.mariadb.backend import create
+from drills.engines.mariadb.teardown import OWNER_FILE, teardown_server
 from drills.errors import TeardownError
 from drills.resources import Resource
 from drills.runbook import parse_runbook

@@ -11,16 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from drills.backends.maria_binlog import (
-    Chain,
-    Defect,
-    Event,
-    FileScan,
-    Position,
-    ReplayPlan,
-    ReplayTracker,
-    plan_replay,
-)
+from drills.engines.mariadb.binlog import Chain, Defect, Event, FileScan
+from drills.engines.mariadb.plan import Position, ReplayPlan, plan_replay
+from drills.engines.mariadb.replay import ReplayTracker
 from drills.errors import BackupDefect
 
 T0 = 1_796_000_000  # whole seconds, UTC

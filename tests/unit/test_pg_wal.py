@@ -6,7 +6,8 @@ import struct
 
 import pytest
 
-from drills.backends.pg_wal import WalGeometry, check_segment_bytes, geometry_of, readable_by
+from drills.engines.postgres.wal import WalGeometry, check_segment_bytes, geometry_of
+from drills.osutil import readable_by
 
 PAGE = 8192
 SEG = 1 << 20

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from drills.backends.pgbackrest import choose_set, parse_info, wal_names
+from drills.engines.postgres.pgbackrest import choose_set, parse_info, wal_names
 from drills.errors import BackupDefect, RunbookError
 from drills.runbook import parse_runbook
 

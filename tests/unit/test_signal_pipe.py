@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from drills.backends.base import BackendSettings
-from drills.backends.local_mariadb import LocalMariadb
-from drills.backends.maria_binlog import ReplayTracker
 from drills.clock import SystemClock
+from drills.engines.mariadb.backend import LocalMariadb
+from drills.engines.mariadb.replay import ReplayTracker, pipe
 from drills.errors import Interrupted
 from drills.machine import _signals_raise_interrupted
 
@@ -45,7 +45,7 @@ def test_sigterm_mid_replay_kills_reader_and_client(tmp_path: Path) -> None:
             timer.start()
             started = time.monotonic()
             with pytest.raises(Interrupted):
-                backend._pipe(reader, client, ReplayTracker(["mysql-bin.000001"], 4), tmp_path, timeout=120)
+                pipe(reader, client, ReplayTracker(["mysql-bin.000001"], 4), tmp_path, 120, run_as=backend.run_as)
             took = time.monotonic() - started
     finally:
         timer.cancel()
