@@ -72,9 +72,9 @@ def servers_still_running(home: Path, run_id: str) -> list[str]:
     """The processes of the servers this run's journal recorded that still run: by pid (same process start,
     same boot) and by any process whose command line names the run's data directory. Other processes on the
     machine, other tests' servers included, are not looked at."""
-    from drills.backends.local_postgres import SERVER_KIND
+    from drills.engines.postgres.teardown import SERVER_KIND
     from drills.journal import read_events
-    from drills.procs import ProcessIdentity, identity_of
+    from drills.osutil import ProcessIdentity, identity_of
 
     events = read_events(home / "runs" / run_id / "journal.jsonl")
     servers = [e["resource"] for e in events if e["event"] == "resource_registered"]

@@ -149,7 +149,8 @@ def _edges(module: str, path: Path) -> Iterator[Edge]:
         for target in targets:
             resolved = _resolve(target)
             if resolved is not None and resolved != module:
-                yield Edge(module, resolved, node.lineno, node.lineno in type_only)
+                line = getattr(node, "lineno", 0)
+                yield Edge(module, resolved, line, line in type_only)
 
 
 EDGES = [edge for module, path in MODULES.items() for edge in _edges(module, path)]

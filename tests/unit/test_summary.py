@@ -16,10 +16,10 @@ from recorder import Recorder
 from drills import api
 from drills.api import RunOptions, RunResult, run_drill
 from drills.backends.base import BackendSettings
-from drills.cli import _summary_lines
 from drills.clock import FakeClock
 from drills.evidence.keys import generate_keypair
 from drills.machine import Drill
+from drills.render import summary_lines as _summary_lines
 from drills.runbook import load_runbook
 from validators.base import Finding, ValidationReport
 from validators.endpoint import Endpoint

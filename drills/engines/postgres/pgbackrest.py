@@ -1,6 +1,6 @@
 """pgBackRest backend: drill a stanza of a pgBackRest repository into a throwaway local server.
 
-Built on :class:`~drills.backends.local_postgres.LocalPostgres` (subclassed, not copied): the
+Built on :class:`~drills.engines.postgres.backend.LocalPostgres` (subclassed, not copied): the
 same scratch server, isolation (no TCP, private socket, ``archive_mode=off``), completeness
 proof after recovery (``recovery_proof``, :class:`~drills.errors.IncompleteRecovery`) and
 teardown. What differs is where the base backup and the WAL come from:
@@ -11,7 +11,7 @@ teardown. What differs is where the base backup and the WAL come from:
 - restore runs ``pgbackrest restore`` into the scratch data directory, then fetches the WAL
   from the set's start through the archive's newest segment with ``pgbackrest archive-get``
   into a private copy, and checks that copy exactly as a ``postgres-pitr`` archive is checked
-  (page headers, gaps, the commits around the target: :func:`~drills.backends.pg_backup.plan_pitr`).
+  (page headers, gaps, the commits around the target: :func:`~drills.engines.postgres.plan.plan_pitr`).
   Recovery reads that verified copy, so what is replayed is what was checked.
 
 The repository is only ever read: ``info``, ``verify``, ``restore`` and ``archive-get`` do not
