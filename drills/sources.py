@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from drills.barman_source import BarmanSource
 from drills.pgbackrest_source import PgbackrestSource
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "AuroraSnapshotSource",
     "AwsIsolation",
     "AwsOptions",
+    "BarmanSource",
     "MariadbDumpSource",
     "MariadbPitrSource",
     "PgbackrestSource",
@@ -190,6 +192,7 @@ Source = Annotated[
     | RdsPitrSource
     | AuroraSnapshotSource
     | AuroraPitrSource
-    | PgbackrestSource,
+    | PgbackrestSource
+    | BarmanSource,
     Field(discriminator="kind"),
 ]

@@ -22,6 +22,7 @@ BACKEND_MODULES: dict[str, str] = {
     "rds": "drills.aws.rds",
     "aurora": "drills.aws.aurora",
     "pgbackrest": "drills.engines.postgres.pgbackrest",
+    "barman": "drills.engines.postgres.barman",
 }
 
 # runbook source.kind -> backend name
@@ -35,6 +36,7 @@ SOURCE_BACKENDS: dict[str, str] = {
     "aurora-snapshot": "aurora",
     "aurora-pitr": "aurora",
     "pgbackrest": "pgbackrest",
+    "barman": "barman",
 }
 
 

@@ -23,6 +23,7 @@ def test_there_is_an_example_for_every_source_kind() -> None:
         "aurora-snapshot",
         "aurora-pitr",
         "pgbackrest",
+        "barman",
     }
 
 

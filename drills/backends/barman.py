@@ -1,0 +1,436 @@
+"""Barman backend: drill a server of a Barman catalogue into a throwaway local server.
+
+Built on :class:`~drills.backends.local_postgres.LocalPostgres` (subclassed, not copied), the
+same way as :mod:`drills.backends.pgbackrest`: the same scratch server, isolation, completeness
+proof after recovery and teardown. What differs is where the base backup and the WAL come from:
+
+- preflight reads ``barman -f json list-backups`` and ``show-backup`` (Barman 3.4 has JSON
+  output for both): the backups that are ``DONE``, the newest one that ended before the target
+  (or the named ``backup_id``), its WAL range and the newest archived segment. A target before
+  every backup is a :class:`~drills.errors.BackupDefect`. ``barman -f json check`` runs too;
+  its checks about the repository (directories, system id, the user's own redundancy and age
+  policies) fail the drill, those about reaching the source server are recorded, not fatal: a
+  drill restores from the repository, the source may be down.
+- restore runs ``barman recover --get-wal`` into the scratch data directory (the base backup
+  only: Barman copies no WAL), then fetches the WAL from the backup's start through the newest
+  archived segment with ``barman get-wal`` into a private copy, checked exactly as a
+  ``postgres-pitr`` archive is (:func:`~drills.backends.pg_backup.plan_pitr`). Recovery reads
+  that verified copy; ``pg_wal`` is left empty so nothing unverified is replayed.
+
+The repository is only ever read. Barman takes lock files in its ``barman_lock_directory``
+(by default the repository's home) even to read; the drill runs Barman with a private copy of
+the config whose lock directory and log file are in the drill's scratch directory. The restored
+server has ``archive_mode=off`` and ``archive_command=/bin/false``.
+``tests/functional/test_barman.py`` hashes every file of the repository before and after.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from drills.backends.barman_source import BarmanSource
+from drills.backends.base import BackendSettings, PreflightReport, StepContext
+from drills.backends.local_postgres import _plan_facts
+from drills.backends.pg_backup import inspect_base_backup, plan_pitr
+from drills.backends.pg_wal import SegmentDefect, geometry_of, split_name
+from drills.backends.pgbackrest import Pgbackrest, wal_names
+from drills.clock import SystemClock, iso
+from drills.errors import BackupDefect, PreflightError, RestoreFailed
+from drills.localpg import RunAs, chown_tree, find_pg_binaries, private_dir, run_as_for_server
+
+__all__ = ["Barman", "BarmanBackup", "check_backup", "choose_backup", "classify_check", "create", "parse_show_backup"]
+
+NAME = "barman"
+TOOL = "barman"
+_ENV_KEEP = ("PATH", "HOME", "TMPDIR")
+# `barman check` entries about the repository: a failure is the backup's (exit 1) ...
+REPOSITORY_CHECKS = frozenset(
+    {"systemid_coherence", "minimum_redundancy_requirements", "backup_maximum_age", "wal_maximum_age", "failed_backups"}
+)
+# ... or the environment's (exit 2); every other check is about reaching the source server
+ENVIRONMENT_CHECKS = frozenset({"directories"})
+
+
+def create(source: Any, settings: BackendSettings) -> Barman:
+    return Barman(source, settings)
+
+
+def check_backup(source: BarmanSource) -> dict[str, Any]:
+    """``drill validate``: what preflight checks without a server (catalogue, backup for the target, check)."""
+    with tempfile.TemporaryDirectory(prefix="restore-drill-validate-") as d:
+        b = Barman(source, BackendSettings(run_id="validate", run_dir=Path(d) / "run", clock=SystemClock()))
+        chosen = b.inspect_repository(600)
+    return {"tool": b.tool_version, "backup": chosen.facts(), "barman_check": b.check_result}
+
+
+# ------------------------------------------------------------------ pure: what Barman says
+
+
+@dataclass(frozen=True)
+class BarmanBackup:
+    backup_id: str
+    status: str
+    begin: datetime
+    end: datetime
+    begin_lsn: str
+    end_lsn: str
+    begin_wal: str
+    end_wal: str
+    timeline: int
+    pg_version: int | None  # server_version_num, e.g. 150018
+    size_bytes: int  # the base backup in the repository
+    wal_size_bytes: int  # WAL archived since the backup
+    last_available_wal: str | None  # the newest segment in the server's archive
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "backup_id": self.backup_id,
+            "status": self.status,
+            "begin_time": iso(self.begin),
+            "end_time": iso(self.end),
+            "begin_lsn": self.begin_lsn,
+            "end_lsn": self.end_lsn,
+            "begin_wal": self.begin_wal,
+            "end_wal": self.end_wal,
+            "timeline": self.timeline,
+            "size_bytes": self.size_bytes,
+            "wal_size_bytes": self.wal_size_bytes,
+        }
+
+
+def _server_entry(text: str, server: str, what: str) -> Any:
+    try:
+        return json.loads(text)[server]
+    except (ValueError, KeyError, TypeError):
+        raise BackupDefect(
+            f"barman {what} has no server {server!r}", hint="check source.server and the barman.conf"
+        ) from None
+
+
+def _ts(epoch: Any) -> datetime:
+    return datetime.fromtimestamp(int(epoch), UTC)
+
+
+def parse_list_backups(text: str, server: str) -> list[tuple[str, str, datetime | None]]:
+    """``barman -f json list-backups``: (backup id, status, end time), oldest first."""
+    out = []
+    for b in _server_entry(text, server, "list-backups") or []:
+        end = b.get("end_time_timestamp")
+        out.append((str(b["backup_id"]), str(b.get("status", "?")), _ts(end) if end else None))
+    return sorted(out, key=lambda t: t[0])
+
+
+def parse_show_backup(text: str, server: str) -> BarmanBackup:
+    """``barman -f json show-backup SERVER ID``."""
+    e = _server_entry(text, server, "show-backup")
+    try:
+        base, wal = e["base_backup_information"], e.get("wal_information") or {}
+        return BarmanBackup(
+            backup_id=str(e["backup_id"]),
+            status=str(e.get("status", "?")),
+            begin=datetime.fromisoformat(str(base["begin_time"])),
+            end=datetime.fromisoformat(str(base["end_time"])),
+            begin_lsn=str(base.get("begin_lsn", "")),
+            end_lsn=str(base.get("end_lsn", "")),
+            begin_wal=str(base["begin_wal"]),
+            end_wal=str(base["end_wal"]),
+            timeline=int(base.get("timeline", 1)),
+            pg_version=int(e["postgresql_version"]) if e.get("postgresql_version") else None,
+            size_bytes=int(base.get("disk_usage_bytes", 0)),
+            wal_size_bytes=int(wal.get("disk_usage_bytes", 0)),
+            last_available_wal=wal.get("last_available") or None,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackupDefect(f"barman show-backup: the catalogue entry lacks {exc}") from None
+
+
+def choose_backup(
+    backups: list[tuple[str, str, datetime | None]], server: str, target: datetime | None, backup_id: str | None
+) -> str:
+    """The named backup, or the newest DONE backup that ended at or before the target (``latest``: the newest)."""
+    done = [(i, end) for i, status, end in backups if status == "DONE" and end is not None]
+    if backup_id is not None:
+        named = next((b for b in backups if b[0] == backup_id), None)
+        if named is None:
+            raise BackupDefect(
+                f"server {server!r} has no backup {backup_id!r}",
+                hint="backups in the catalogue: " + (", ".join(b[0] for b in backups) or "none"),
+            )
+        if named[1] != "DONE":
+            raise BackupDefect(f"backup {backup_id} has status {named[1]}, not DONE: it cannot be restored")
+        return backup_id
+    if not done:
+        raise BackupDefect(
+            f"server {server!r} holds no completed (DONE) backup"
+            + (f" ({len(backups)} in other states)" if backups else ""),
+            hint="did the backup job run against this catalogue?",
+        )
+    if target is None:
+        return done[-1][0]
+    before = [i for i, end in done if end is not None and end <= target]
+    if not before:
+        oldest = done[0]
+        raise BackupDefect(
+            f"target_time {iso(target)} is outside the restorable range of server {server!r}: "
+            f"before the end of its oldest backup {oldest[0]} ({iso(oldest[1]) if oldest[1] else '?'})",
+            hint="choose a later target; older backups have expired from the catalogue",
+        )
+    return before[-1]
+
+
+def classify_check(text: str, server: str) -> dict[str, Any]:
+    """``barman -f json check``: failures that matter raise; the rest are recorded."""
+    entries = _server_entry(text, server, "check") or {}
+    failed = {k: str(v.get("hint", "")) for k, v in entries.items() if str(v.get("status", "")).upper() != "OK"}
+    env = {k: h for k, h in failed.items() if k in ENVIRONMENT_CHECKS}
+    if env:
+        raise PreflightError(
+            "barman check: " + "; ".join(f"{k} FAILED {h}".strip() for k, h in env.items()),
+            hint="the drill's user cannot use the catalogue's directories",
+        )
+    repo = {k: h for k, h in failed.items() if k in REPOSITORY_CHECKS}
+    if repo:
+        raise BackupDefect("barman check: " + "; ".join(f"{k} FAILED {h}".strip() for k, h in repo.items()))
+    return {
+        "command": "barman check",
+        "checks": len(entries),
+        "failed_not_about_the_repository": sorted(failed),
+    }
+
+
+# ------------------------------------------------------------------ the backend
+
+
+class Barman(Pgbackrest):
+    """Pgbackrest's flow (LocalPostgres underneath) with Barman's catalogue, ``recover`` and ``get-wal``."""
+
+    name = NAME
+
+    def __init__(self, source: BarmanSource, settings: BackendSettings) -> None:
+        super().__init__(source, settings)  # type: ignore[arg-type]  # only fields both sources have are used
+        self.bm_source = source
+        self.backup_facts: BarmanBackup | None = None
+        self.check_result: dict[str, Any] | None = None
+        self.barman_user: RunAs | None = None
+
+    # ------------------------------------------------------------ running barman
+
+    def _work(self) -> Path:
+        return self.settings.run_dir / "barman"
+
+    def _private_config(self) -> Path:
+        """The user's barman.conf with lock directory and log file moved into the scratch directory."""
+        src = self.bm_source.config
+        parser = configparser.RawConfigParser(strict=False)
+        try:
+            if not parser.read(src):
+                raise PreflightError(f"source.config: {src} cannot be read", hint="check the path and permissions")
+        except configparser.Error as exc:
+            raise PreflightError(f"source.config: {src} is not a barman.conf: {exc}".splitlines()[0]) from None
+        if not parser.has_section("barman"):
+            raise PreflightError(f"source.config: {src} has no [barman] section", hint="point it at barman.conf")
+        work = self._work()
+        user = parser.get("barman", "barman_user", fallback="barman")
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError:
+            raise PreflightError(f"source.config: barman_user {user!r} does not exist on this host") from None
+        self.barman_user = None if pw.pw_uid == os.geteuid() else RunAs(user, pw.pw_uid, pw.pw_gid)
+        parser.set("barman", "barman_lock_directory", str(work / "lock"))
+        parser.set("barman", "log_file", str(work / "barman.log"))
+        private_dir(work / "lock", self.barman_user)
+        conf = work / "barman.conf"
+        with conf.open("w") as fh:
+            parser.write(fh)
+        conf.chmod(0o600)
+        chown_tree(work, self.barman_user)
+        return conf
+
+    def _barman(self, *args: str, timeout: float = 600, json_out: bool = False) -> subprocess.CompletedProcess[str]:
+        tool = shutil.which(TOOL)
+        if tool is None:
+            raise PreflightError("barman is not installed", hint="`sudo apt-get install barman`")
+        env = {k: v for k, v in os.environ.items() if k in _ENV_KEEP}
+        env.setdefault("PATH", "/usr/bin:/bin")
+        env.update(TZ="UTC", LC_ALL="C.UTF-8")
+        conf = self._work() / "barman.conf"
+        fmt = ["-f", "json"] if json_out else []
+        try:
+            return subprocess.run(
+                [tool, "-c", str(conf), "-q", *fmt, *args],
+                capture_output=True,
+                text=True,
+                timeout=max(5.0, timeout),
+                check=False,
+                env=env,
+                cwd="/",
+            )
+        except subprocess.TimeoutExpired:
+            raise RestoreFailed(f"barman {args[0]} did not finish within {timeout:.0f}s") from None
+
+    # ------------------------------------------------------------ preflight
+
+    def inspect_repository(self, timeout: float) -> BarmanBackup:  # type: ignore[override]
+        src = self.bm_source
+        private_dir(self._work(), None)
+        self._private_config()
+        version = self._barman("--version", timeout=timeout)
+        self.tool_version = (version.stdout.strip() or version.stderr.strip()).split(" Barman")[0] or None
+        proc = self._barman("list-backups", src.server, timeout=timeout, json_out=True)
+        if proc.returncode != 0:
+            raise BackupDefect(f"barman list-backups failed: {self._why(proc)}", hint="is the catalogue readable?")
+        backups = parse_list_backups(proc.stdout, src.server)
+        target = src.target_time if isinstance(src.target_time, datetime) else None
+        chosen_id = choose_backup(backups, src.server, target, src.backup_id)
+        proc = self._barman("show-backup", src.server, chosen_id, timeout=timeout, json_out=True)
+        if proc.returncode != 0:
+            raise BackupDefect(f"barman show-backup {chosen_id} failed: {self._why(proc)}")
+        chosen = parse_show_backup(proc.stdout, src.server)
+        if target is not None and chosen.end > target:
+            raise BackupDefect(
+                f"target_time {iso(target)} is before the end of backup {chosen.backup_id} ({iso(chosen.end)})",
+                hint="choose a later target or an older backup",
+            )
+        if chosen.last_available_wal is None or chosen.last_available_wal[8:] < chosen.end_wal[8:]:
+            raise BackupDefect(
+                f"backup {chosen.backup_id} ends in WAL {chosen.end_wal} but the archive's newest segment is "
+                f"{chosen.last_available_wal}: it cannot become consistent"
+            )
+        proc = self._barman("check", src.server, timeout=timeout, json_out=True)
+        self.check_result = classify_check(proc.stdout, src.server)
+        self.backup_facts = chosen
+        self._backups = backups
+        return chosen
+
+    def preflight(self, ctx: StepContext) -> PreflightReport:
+        src = self.bm_source
+        self.run_as = run_as_for_server()
+        if self.run_as is not None:
+            ctx.log.info("server_user", user=self.run_as.name, reason="PostgreSQL refuses to run as root")
+        chosen = self.inspect_repository(ctx.remaining_seconds())
+        target = src.target_time if isinstance(src.target_time, datetime) else None
+        self.binaries = find_pg_binaries(chosen.pg_version // 10000 if chosen.pg_version else None)
+        last = chosen.last_available_wal or chosen.end_wal
+        self._check_space(chosen.size_bytes + chosen.wal_size_bytes)
+        earliest = next((end for _, status, end in self._backups if status == "DONE" and end), chosen.end)
+        self._recovery_point = {
+            "kind": "pitr",
+            "tool": {"name": "Barman", "version": self.tool_version},
+            "server": src.server,
+            "repository": {"config": str(src.config)},
+            "backup": chosen.facts(),
+            "backups_in_catalogue": len(self._backups),
+            "barman_check": self.check_result,
+            "wal_archive": {
+                "archive_max": last,
+                "range_fetched": f"{chosen.begin_wal}..{last}",
+                "verification": "full (page headers and pg_waldump records)"
+                if src.wal_verify == "full"
+                else "page headers of every needed segment",
+            },
+            "target_time": iso(target) if target else "latest",
+            "earliest_restorable_time": iso(earliest),
+        }
+        return PreflightReport(
+            source={
+                "engine": "postgres",
+                "version": str(chosen.pg_version // 10000) if chosen.pg_version else None,
+                "identifier": f"barman:{src.server}",
+                "system_identifier": None,
+            },
+            recovery_point=self._recovery_point,
+            facts={"server_binaries": str(self.binaries.bindir), "server_user": self._user_name()},
+        )
+
+    # ------------------------------------------------------------ restore
+
+    def restore(self, ctx: StepContext) -> None:
+        assert self.backup_facts is not None and self.binaries is not None
+        src, chosen = self.bm_source, self.backup_facts
+        cluster = self._new_cluster(ctx)
+        data = cluster.datadir
+        ctx.mark("restore_requested", iso(ctx.clock.now()))
+        private_dir(data, self.barman_user)  # Barman drops to barman_user: it must be able to write there
+        target = src.target_time if isinstance(src.target_time, datetime) else None
+        how = []
+        if target is not None:
+            stamp = target.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+            how = [f"--target-time={stamp}", "--target-action=promote"]
+        # --get-wal: Barman copies the base backup only; the drill fetches and checks the WAL itself
+        proc = self._barman(
+            "recover", "--get-wal", *how, src.server, chosen.backup_id, str(data), timeout=ctx.remaining_seconds()
+        )
+        if proc.returncode != 0:
+            raise RestoreFailed(f"barman recover of backup {chosen.backup_id} failed: {self._why(proc)}")
+        for leftover in (data / "barman_wal", data / "pg_wal"):
+            for f in leftover.glob("0*"):  # nothing but the verified copy may be replayed
+                f.unlink()
+        backup = inspect_base_backup(data)  # its pg_control names the cluster every segment must belong to
+        self._recovery_point["system_identifier"] = str(backup.system_identifier)
+        wal = private_dir(cluster.datadir.parent / "wal", self.barman_user)
+        self._fetch_barman_wal(wal, backup.system_identifier, ctx)
+        self._recovery_point["wal_archive"]["fetch"] = self._fetch
+        ids = None if self.run_as is not None else (os.geteuid(), os.getgroups())
+        self.plan = plan_pitr(
+            backup, wal, target, self.binaries.tool("pg_waldump"), server_ids=ids, full=src.wal_verify == "full"
+        )
+        self.backup = backup
+        self._recovery_point["wal_archive"].update(_plan_facts(self.plan))
+        self.wal_source = wal
+        self._configure(cluster, wal, target)
+        chown_tree(wal, self.run_as)
+        cluster.start(wait=False)
+
+    def _fetch_barman_wal(self, wal: Path, system_id: int, ctx: StepContext) -> None:
+        """``barman get-wal`` from the backup's first segment through the newest archived one."""
+        assert self.backup_facts is not None
+        chosen = self.backup_facts
+        first, last = chosen.begin_wal, chosen.last_available_wal or chosen.end_wal
+
+        def get(name: str) -> bool:
+            proc = self._barman(
+                "get-wal", f"--output-directory={wal}", self.bm_source.server, name, timeout=ctx.remaining_seconds()
+            )
+            if proc.returncode != 0:
+                (wal / name).unlink(missing_ok=True)  # Barman leaves an empty file behind when it has none
+                if "not found" not in (proc.stderr + proc.stdout):
+                    raise RestoreFailed(f"barman get-wal {name} failed: {self._why(proc)}")
+                return False
+            return True
+
+        if not get(first):
+            raise BackupDefect(
+                f"{first}: missing from the Barman archive: backup {chosen.backup_id} starts in it, "
+                "recovery cannot begin",
+                hint="check the WAL archiving of the source (barman check)",
+            )
+        with (wal / first).open("rb") as fh:
+            geo = geometry_of(fh.read(64), (chosen.pg_version or 0) // 10000, system_id)
+        if isinstance(geo, SegmentDefect):
+            raise BackupDefect(f"{first}: {geo.problem}")
+        per = geo.segments_per_id
+        tli, _ = split_name(first, per)
+        names = wal_names(first, last, per)
+        missing = [n for n in names[1:] if not get(n)]
+        offset = int(chosen.begin_lsn.split("/")[1], 16) % geo.segment_size if "/" in chosen.begin_lsn else 0
+        get(f"{first}.{offset:08X}.backup")
+        if tli > 1:
+            get(f"{tli:08X}.history")
+        self._fetch = {
+            "command": "barman get-wal",
+            "segments": len(names) - len(missing),
+            "missing_from_repository": missing[:20] + ([f"... {len(missing) - 20} more"] if len(missing) > 20 else []),
+        }
+
+    def target_facts(self) -> dict[str, Any]:
+        return {**super().target_facts(), "restored_with": "barman recover"}
