@@ -267,7 +267,7 @@ class Barman(Pgbackrest):
         fmt = ["-f", "json"] if json_out else []
         try:
             return subprocess.run(
-                [tool, "-c", str(conf), "-q", *fmt, *args],
+                [tool, "-c", str(conf), *fmt, *args],
                 capture_output=True,
                 text=True,
                 timeout=max(5.0, timeout),
