@@ -173,7 +173,7 @@ def choose_backup(
         raise BackupDefect(
             f"server {server!r} holds no completed (DONE) backup"
             + (f" ({len(backups)} in other states)" if backups else ""),
-            hint="did the backup job run against this catalogue?",
+            hint="did the backup job run against this catalogue? can barman_user read barman_home?",
         )
     if target is None:
         return done[-1][0]

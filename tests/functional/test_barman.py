@@ -268,3 +268,32 @@ def test_drill_validate_checks_the_catalogue_without_a_server(bm: Catalogue, tmp
     early = iso(bm.stamps[0] - timedelta(hours=1))
     with pytest.raises(BackupDefect, match="outside the restorable range"):
         check_backup(load_runbook(runbook(tmp_path / "early", bm, early, 0)).runbook.source)
+
+
+def test_a_catalogue_owned_by_the_barman_account_is_drilled_as_that_account(
+    bm: Catalogue, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Production shape: barman_user = barman owns a 0700/0600 catalogue; started as root, Barman drops to it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to hand the catalogue copy to the barman account")
+    try:
+        owner = pwd.getpwnam("barman")
+    except KeyError:
+        pytest.skip("no barman account (Debian's barman package creates it)")
+    dest = Path(tempfile.mkdtemp(prefix="rd-barman-owned-"))  # pytest's tmp_path is 0700 root: untraversable
+    dest.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(dest, ignore_errors=True))
+    home = dest / "home"
+    shutil.copytree(bm.home, home, symlinks=True)
+    for dirpath, dirs, files in os.walk(home):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirs + files)]:
+            os.chown(name, owner.pw_uid, owner.pw_gid)
+    conf = dest / "barman.conf"
+    conf.write_text(
+        bm.config.read_text().replace(str(bm.home), str(home)).replace("barman_user = root", "barman_user = barman")
+    )
+    before = repo_digest(home)
+    n = BEFORE_SECOND + ROWS + 3
+    res = run_drill(load_runbook(runbook(tmp_path / "d", bm, iso(between(bm, n)), n, conf)))
+    assert res.verdict == "passed" and res.exit_code == 0, (res.error, res.to_json()["reasons"])
+    assert repo_digest(home) == before
