@@ -26,7 +26,9 @@ server has ``archive_mode=off`` and ``archive_command=/bin/false``.
 
 from __future__ import annotations
 
+import bz2
 import configparser
+import gzip
 import json
 import os
 import pwd
@@ -48,7 +50,16 @@ from drills.clock import SystemClock, iso
 from drills.errors import BackupDefect, PreflightError, RestoreFailed
 from drills.localpg import RunAs, chown_tree, find_pg_binaries, private_dir, run_as_for_server
 
-__all__ = ["Barman", "BarmanBackup", "check_backup", "choose_backup", "classify_check", "create", "parse_show_backup"]
+__all__ = [
+    "Barman",
+    "BarmanBackup",
+    "check_backup",
+    "choose_backup",
+    "classify_check",
+    "create",
+    "parse_show_backup",
+    "parse_xlogdb",
+]
 
 NAME = "barman"
 TOOL = "barman"
@@ -119,6 +130,16 @@ def _server_entry(text: str, server: str, what: str) -> Any:
 
 def _ts(epoch: Any) -> datetime:
     return datetime.fromtimestamp(int(epoch), UTC)
+
+
+def parse_xlogdb(text: str) -> dict[str, str | None]:
+    """Barman's ``xlog.db`` (name, size, time, compression per line): segment name -> compression."""
+    out: dict[str, str | None] = {}
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 4 and parts[0]:
+            out[parts[0]] = None if parts[3] in ("None", "") else parts[3]
+    return out
 
 
 def parse_list_backups(text: str, server: str) -> list[tuple[str, str, datetime | None]]:
@@ -397,7 +418,14 @@ class Barman(Pgbackrest):
         chosen = self.backup_facts
         first, last = chosen.begin_wal, chosen.last_available_wal or chosen.end_wal
 
+        direct = self._catalogue_wal(ctx.remaining_seconds())
+        copied = {"direct": 0, "get-wal": 0}
+
         def get(name: str) -> bool:
+            if direct is not None and self._copy_direct(direct, name, wal):
+                copied["direct"] += 1
+                return True
+            copied["get-wal"] += 1
             proc = self._barman(
                 "get-wal", f"--output-directory={wal}", self.bm_source.server, name, timeout=ctx.remaining_seconds()
             )
@@ -428,9 +456,44 @@ class Barman(Pgbackrest):
             get(f"{tli:08X}.history")
         self._fetch = {
             "command": "barman get-wal",
+            "read_directly_from_wals_directory": copied["direct"],
+            "fetched_with_get_wal": copied["get-wal"],
             "segments": len(names) - len(missing),
             "missing_from_repository": missing[:20] + ([f"... {len(missing) - 20} more"] if len(missing) > 20 else []),
         }
+
+    def _catalogue_wal(self, timeout: float) -> tuple[Path, dict[str, str | None]] | None:
+        """The server's ``wals_directory`` and its ``xlog.db``, to read segments without a Barman process each.
+
+        ``barman get-wal`` costs a Python start (~0.45 s) per segment; reading the file Barman
+        filed (and decompressing gzip/bzip2 as get-wal would) is what get-wal does, minus the
+        start. Anything unusual (no xlog.db, a custom compression, a file not where xlog.db says)
+        falls back to ``barman get-wal`` for that segment.
+        """
+        proc = self._barman("show-server", self.bm_source.server, timeout=timeout, json_out=True)
+        try:
+            wals = Path(str(json.loads(proc.stdout)[self.bm_source.server]["wals_directory"]))
+            return wals, parse_xlogdb((wals / "xlog.db").read_text())
+        except (ValueError, KeyError, TypeError, OSError):
+            return None
+
+    @staticmethod
+    def _copy_direct(direct: tuple[Path, dict[str, str | None]], name: str, wal: Path) -> bool:
+        wals, xlogdb = direct
+        if name not in xlogdb:
+            return False
+        comp = xlogdb[name]
+        opener: Any = {None: open, "gzip": gzip.open, "pigz": gzip.open, "bzip2": bz2.open}.get(comp)
+        if opener is None:
+            return False
+        dest = wal / name
+        try:
+            with opener(wals / name[:16] / name, "rb") as src, dest.open("wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        except (OSError, EOFError):
+            dest.unlink(missing_ok=True)
+            return False
+        return True
 
     def target_facts(self) -> dict[str, Any]:
         return {**super().target_facts(), "restored_with": "barman recover"}

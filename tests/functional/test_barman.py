@@ -176,6 +176,8 @@ def test_time_target_after_the_second_backup_restores_exactly_the_rows_before_it
     assert rp["backup"]["backup_id"] == bm.second_id and rp["backup"]["size_bytes"] > 0
     assert rp["backup"]["begin_time"] < rp["backup"]["end_time"] < iso(bm.stamps[BEFORE_SECOND])
     assert rp["wal_archive"]["range_fetched"].startswith(rp["backup"]["begin_wal"] + "..")
+    fetch = rp["wal_archive"]["fetch"]
+    assert fetch["read_directly_from_wals_directory"] >= BATCHES and fetch["missing_from_repository"] == []
     last, after = rp["wal_archive"]["expected_last_commit"]["at"], rp["wal_archive"]["first_commit_after_target"]["at"]
     assert iso(bm.stamps[n - 1]) <= last < iso(between(bm, n)) < iso(bm.stamps[n]) <= after < iso(bm.stamps[n + 1])
     assert ev["recovery"]["complete"] is True, ev["recovery"]

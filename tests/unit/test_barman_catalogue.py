@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from drills.backends.barman import choose_backup, classify_check, parse_list_backups, parse_show_backup
+from drills.backends.barman import (
+    choose_backup,
+    classify_check,
+    parse_list_backups,
+    parse_show_backup,
+    parse_xlogdb,
+)
 from drills.errors import BackupDefect, PreflightError, RunbookError
 from drills.runbook import parse_runbook
 
@@ -139,3 +145,17 @@ def test_a_naive_target_time_and_unknown_fields_are_refused() -> None:
         parse_runbook(RB % "2026-11-26T12:00:00", "rb.yaml")
     with pytest.raises(RunbookError, match=r"extra|not permitted"):
         parse_runbook((RB % "latest").replace("server: shop,", "server: shop, pg_data: /var/lib/pg,"), "rb.yaml")
+
+
+def test_xlogdb_gives_each_segments_compression_and_skips_torn_lines() -> None:
+    text = (
+        "000000010000000000000002\t16777216\t1796099249.09\tNone\n"
+        "000000010000000000000002.00000028.backup\t338\t1796099249.12\tNone\n"
+        "000000010000000000000003\t4011\t1796099251.78\tgzip\n"
+        "00000001000000000000"  # a line Barman is still writing
+    )
+    assert parse_xlogdb(text) == {
+        "000000010000000000000002": None,
+        "000000010000000000000002.00000028.backup": None,
+        "000000010000000000000003": "gzip",
+    }
