@@ -299,3 +299,33 @@ def test_a_catalogue_owned_by_the_barman_account_is_drilled_as_that_account(
     res = run_drill(load_runbook(runbook(tmp_path / "d", bm, iso(between(bm, n)), n, conf)))
     assert res.verdict == "passed" and res.exit_code == 0, (res.error, res.to_json()["reasons"])
     assert repo_digest(home) == before
+
+
+def test_gzip_compressed_segments_are_decompressed_as_barman_would(bm: Catalogue, tmp_path: Path) -> None:
+    """``compression = gzip``: Barman files segments gzipped and says so in xlog.db; the drill must inflate them."""
+    import gzip
+
+    dest = tmp_path / "copy"
+    home = dest / "home"
+    shutil.copytree(bm.home, home, symlinks=True)
+    wals = home / SERVER / "wals"
+    zipped = 0
+    for seg in sorted(p for p in wals.glob("*/0*") if len(p.name) == 24):
+        seg.write_bytes(gzip.compress(seg.read_bytes()))
+        zipped += 1
+    db = wals / "xlog.db"
+    db.write_text(
+        "".join(
+            line.rsplit("\t", 1)[0] + ("\tgzip\n" if len(line.split("\t")[0]) == 24 else "\tNone\n")
+            for line in db.read_text().splitlines()
+        )
+    )
+    conf = dest / "barman.conf"
+    conf.write_text(
+        bm.config.read_text().replace(str(bm.home), str(home)).replace("log_level = WARNING", "compression = gzip")
+    )
+    total = len(bm.stamps)
+    res = run_drill(load_runbook(runbook(tmp_path / "d", bm, "latest", total, conf)))
+    assert res.verdict == "passed" and res.exit_code == 0, (res.error, res.to_json()["reasons"])
+    fetch = evidence(res)["recovery_point"]["wal_archive"]["fetch"]
+    assert zipped > BATCHES and fetch["read_directly_from_wals_directory"] >= BATCHES, fetch
