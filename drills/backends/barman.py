@@ -243,6 +243,7 @@ class Barman(Pgbackrest):
         self.backup_facts: BarmanBackup | None = None
         self.check_result: dict[str, Any] | None = None
         self.barman_user: RunAs | None = None
+        self._direct: tuple[Path, dict[str, str | None]] | None = None
 
     # ------------------------------------------------------------ running barman
 
@@ -339,6 +340,7 @@ class Barman(Pgbackrest):
         if self.run_as is not None:
             ctx.log.info("server_user", user=self.run_as.name, reason="PostgreSQL refuses to run as root")
         chosen = self.inspect_repository(ctx.remaining_seconds())
+        self._direct = self._catalogue_wal(ctx.remaining_seconds())  # where restore reads the filed segments
         target = src.target_time if isinstance(src.target_time, datetime) else None
         self.binaries = find_pg_binaries(chosen.pg_version // 10000 if chosen.pg_version else None)
         last = chosen.last_available_wal or chosen.end_wal
@@ -418,7 +420,7 @@ class Barman(Pgbackrest):
         chosen = self.backup_facts
         first, last = chosen.begin_wal, chosen.last_available_wal or chosen.end_wal
 
-        direct = self._catalogue_wal(ctx.remaining_seconds())
+        direct = self._direct
         copied = {"direct": 0, "get-wal": 0}
 
         def get(name: str) -> bool:
