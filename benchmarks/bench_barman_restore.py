@@ -43,8 +43,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from drills.clock import iso  # noqa: E402
-from drills.localpg import PgBinaries, PgCluster, RunAs, find_pg_binaries, free_port, private_dir, run_as_for_server  # noqa: E402  # noqa: E402, I001
+from drills.engines.postgres.server import PgBinaries, PgCluster, find_pg_binaries, run_as_for_server  # noqa: E402
 from drills.logs import configure  # noqa: E402
+from drills.osutil import RunAs, free_port, private_dir  # noqa: E402
 
 GOAL_RATIO = 1.05
 SERVER = "bench"

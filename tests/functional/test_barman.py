@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from repo_checks import evidence, no_server_left, repo_digest
 
 from drills.api import run_drill
 from drills.clock import iso
+from drills.engines.postgres.server import PgCluster, find_pg_binaries, run_as_for_server
 from drills.errors import PreflightError
-from drills.localpg import PgCluster, find_pg_binaries, free_port, private_dir, run_as_for_server
+from drills.osutil import free_port, private_dir
 from drills.runbook import load_runbook
-from tests.functional.test_pgbackrest import evidence, no_server_left, repo_digest
 
 pytestmark = pytest.mark.postgres
 

@@ -11,7 +11,6 @@ change by one byte.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -24,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from repo_checks import evidence, no_server_left, repo_digest
 
-from drills.api import RunResult, default_key_path, run_drill
+from drills.api import run_drill
 from drills.clock import iso
 from drills.engines.postgres.server import PgCluster, find_pg_binaries, run_as_for_server
 from drills.errors import PreflightError
-from drills.evidence.keys import load_verifiers
-from drills.evidence.store import read_and_verify
 from drills.osutil import free_port, private_dir
 from drills.runbook import load_runbook
 
@@ -168,31 +166,6 @@ def runbook(tmp: Path, r: Repo, target: str, rows: int | None, **source: str) ->
         "evidence: {dir: evidence}\n"
     )
     return tmp / "rb.yaml"
-
-
-def repo_digest(repo: Path) -> dict[str, str]:
-    """sha256 of every file of the repository, by relative path (directories listed too)."""
-    out: dict[str, str] = {}
-    for dirpath, dirs, files in os.walk(repo):
-        for d in dirs:
-            out[os.path.relpath(os.path.join(dirpath, d), repo) + "/"] = "dir"
-        for f in files:
-            p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, repo)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    return out
-
-
-def evidence(res: RunResult) -> dict[str, Any]:
-    """The signed record, verified with the key the drill signed it with."""
-    assert res.evidence is not None
-    verifiers = load_verifiers(default_key_path().with_suffix(".pub"))
-    predicate: dict[str, Any] = read_and_verify(res.evidence, verifiers)["predicate"]
-    return predicate
-
-
-def no_server_left(run_id: str) -> bool:
-    out = subprocess.run(["pgrep", "-af", "postgres"], capture_output=True, text=True, check=False).stdout
-    return run_id not in out
 
 
 def test_time_target_after_the_incremental_restores_exactly_the_rows_before_it(pgbr: Repo, tmp_path: Path) -> None:

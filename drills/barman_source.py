@@ -1,7 +1,7 @@
 """Runbook ``source`` model for ``kind: barman``: a server in a Barman catalogue.
 
 Pure pydantic, kept apart from :mod:`drills.sources` so the backend and its
-declaration move together (as :mod:`drills.backends.pgbackrest_source`). There is
+declaration move together (as :mod:`drills.pgbackrest_source`). There is
 no pass-through of ``barman recover`` options: the drill owns where and how the
 restore happens, so a runbook cannot point it at a production data directory.
 """

@@ -1,7 +1,7 @@
 """Barman backend: drill a server of a Barman catalogue into a throwaway local server.
 
-Built on :class:`~drills.backends.local_postgres.LocalPostgres` (subclassed, not copied), the
-same way as :mod:`drills.backends.pgbackrest`: the same scratch server, isolation, completeness
+Built on :class:`~drills.engines.postgres.backend.LocalPostgres` (subclassed, not copied), the
+same way as :mod:`drills.engines.postgres.pgbackrest`: the same scratch server, isolation, completeness
 proof after recovery and teardown. What differs is where the base backup and the WAL come from:
 
 - preflight reads ``barman -f json list-backups`` and ``show-backup`` (Barman 3.4 has JSON
@@ -14,7 +14,7 @@ proof after recovery and teardown. What differs is where the base backup and the
 - restore runs ``barman recover --get-wal`` into the scratch data directory (the base backup
   only: Barman copies no WAL), then fetches the WAL from the backup's start through the newest
   archived segment with ``barman get-wal`` into a private copy, checked exactly as a
-  ``postgres-pitr`` archive is (:func:`~drills.backends.pg_backup.plan_pitr`). Recovery reads
+  ``postgres-pitr`` archive is (:func:`~drills.engines.postgres.plan.plan_pitr`). Recovery reads
   that verified copy; ``pg_wal`` is left empty so nothing unverified is replayed.
 
 The repository is only ever read. Barman takes lock files in its ``barman_lock_directory``
@@ -40,15 +40,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drills.backends.barman_source import BarmanSource
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
-from drills.backends.local_postgres import _plan_facts
-from drills.backends.pg_backup import inspect_base_backup, plan_pitr
-from drills.backends.pg_wal import SegmentDefect, geometry_of, split_name
-from drills.backends.pgbackrest import Pgbackrest, wal_names
+from drills.barman_source import BarmanSource
 from drills.clock import SystemClock, iso
+from drills.engines.postgres.backend import PitrPrepared
+from drills.engines.postgres.backup import inspect_base_backup
+from drills.engines.postgres.pgbackrest import Pgbackrest, wal_names
+from drills.engines.postgres.plan import plan_facts, plan_pitr
+from drills.engines.postgres.server import find_pg_binaries, run_as_for_server
+from drills.engines.postgres.wal import SegmentDefect, geometry_of, split_name
 from drills.errors import BackupDefect, PreflightError, RestoreFailed
-from drills.localpg import RunAs, chown_tree, find_pg_binaries, private_dir, run_as_for_server
+from drills.osutil import RunAs, chown_tree, private_dir
 
 __all__ = [
     "Barman",
@@ -380,7 +382,7 @@ class Barman(Pgbackrest):
     def restore(self, ctx: StepContext) -> None:
         assert self.backup_facts is not None and self.binaries is not None
         src, chosen = self.bm_source, self.backup_facts
-        cluster = self._new_cluster(ctx)
+        cluster = self._new_cluster(ctx, self.binaries)
         data = cluster.datadir
         ctx.mark("restore_requested", iso(ctx.clock.now()))
         private_dir(data, self.barman_user)  # Barman drops to barman_user: it must be able to write there
@@ -404,11 +406,11 @@ class Barman(Pgbackrest):
         self._fetch_barman_wal(wal, backup.system_identifier, ctx)
         self._recovery_point["wal_archive"]["fetch"] = self._fetch
         ids = None if self.run_as is not None else (os.geteuid(), os.getgroups())
-        self.plan = plan_pitr(
+        plan = plan_pitr(
             backup, wal, target, self.binaries.tool("pg_waldump"), server_ids=ids, full=src.wal_verify == "full"
         )
-        self.backup = backup
-        self._recovery_point["wal_archive"].update(_plan_facts(self.plan))
+        self.prepared = PitrPrepared(self.binaries, backup, plan)  # what await_ready proves recovery against
+        self._recovery_point["wal_archive"].update(plan_facts(plan))
         self.wal_source = wal
         self._configure(cluster, wal, target)
         chown_tree(wal, self.run_as)
