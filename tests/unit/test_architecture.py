@@ -55,6 +55,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "drills.metrics",
             "drills.notify",
             "drills.pgbackrest_source",
+            "drills.barman_source",
             "drills.record_model",
         ),
     ),
