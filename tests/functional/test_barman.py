@@ -177,6 +177,7 @@ def test_time_target_after_the_second_backup_restores_exactly_the_rows_before_it
     assert rp["backup"]["backup_id"] == bm.second_id and rp["backup"]["size_bytes"] > 0
     assert rp["backup"]["begin_time"] < rp["backup"]["end_time"] < iso(bm.stamps[BEFORE_SECOND])
     assert rp["wal_archive"]["range_fetched"].startswith(rp["backup"]["begin_wal"] + "..")
+    assert rp["backup"]["verification"]["method"].startswith("pg_verifybackup"), rp["backup"]
     fetch = rp["wal_archive"]["fetch"]
     assert fetch["read_directly_from_wals_directory"] >= BATCHES and fetch["missing_from_repository"] == []
     last, after = rp["wal_archive"]["expected_last_commit"]["at"], rp["wal_archive"]["first_commit_after_target"]["at"]
@@ -330,3 +331,21 @@ def test_gzip_compressed_segments_are_decompressed_as_barman_would(bm: Catalogue
     assert res.verdict == "passed" and res.exit_code == 0, (res.error, res.to_json()["reasons"])
     fetch = evidence(res)["recovery_point"]["wal_archive"]["fetch"]
     assert zipped > BATCHES and fetch["read_directly_from_wals_directory"] >= BATCHES, fetch
+
+
+def test_a_damaged_file_in_the_catalogues_base_backup_fails_the_drill(bm: Catalogue, tmp_path: Path) -> None:
+    """``barman recover`` copies without checking: the drill must catch a damaged file against the backup manifest."""
+    dest = tmp_path / "copy"
+    home = dest / "home"
+    shutil.copytree(bm.home, home, symlinks=True)
+    data = home / SERVER / "base" / bm.first_id / "data"
+    victim = max((data / "base").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 16] = b"\xff" * 16
+    victim.write_bytes(bytes(raw))
+    conf = dest / "barman.conf"
+    conf.write_text(bm.config.read_text().replace(str(bm.home), str(home)))
+    n = 3  # restores the first backup
+    res = run_drill(load_runbook(runbook(tmp_path / "d", bm, iso(between(bm, n)), n, conf)))
+    assert res.verdict == "failed" and res.exit_code == 1 and res.failed_state == "restore", res.error
+    assert "does not match its backup_manifest" in (res.error or "") and victim.name in (res.error or ""), res.error

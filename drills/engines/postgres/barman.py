@@ -43,8 +43,8 @@ from typing import Any
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
 from drills.barman_source import BarmanSource
 from drills.clock import SystemClock, iso
-from drills.engines.postgres.backend import PitrPrepared
-from drills.engines.postgres.backup import inspect_base_backup
+from drills.engines.postgres.backend import PitrPrepared, _optional_tool
+from drills.engines.postgres.backup import inspect_base_backup, listed
 from drills.engines.postgres.pgbackrest import Pgbackrest, wal_names
 from drills.engines.postgres.plan import plan_facts, plan_pitr
 from drills.engines.postgres.server import find_pg_binaries, run_as_for_server
@@ -397,6 +397,7 @@ class Barman(Pgbackrest):
         )
         if proc.returncode != 0:
             raise RestoreFailed(f"barman recover of backup {chosen.backup_id} failed: {self._why(proc)}")
+        self._recovery_point["backup"]["verification"] = self._verify_restored(data, chosen.backup_id)
         for leftover in (data / "barman_wal", data / "pg_wal"):
             for f in leftover.glob("0*"):  # nothing but the verified copy may be replayed
                 f.unlink()
@@ -415,6 +416,39 @@ class Barman(Pgbackrest):
         self._configure(cluster, wal, target)
         chown_tree(wal, self.run_as)
         cluster.start(wait=False)
+
+    def _verify_restored(self, data: Path, backup_id: str) -> dict[str, Any]:
+        """The restored files against pg_basebackup's ``backup_manifest`` (Barman keeps it as ``backup_manifest.ID``).
+
+        ``barman recover`` is a plain copy with no checksum of its own: a damaged file in the
+        catalogue would be restored silently. Barman rewrites the configuration files and adds
+        its own; those (not data) are left out of the comparison.
+        """
+        assert self.binaries is not None
+        manifest = data / f"backup_manifest.{backup_id}"
+        tool = _optional_tool(self.binaries, "pg_verifybackup")
+        if not manifest.is_file() or tool is None:
+            why = "no backup_manifest in the backup" if tool else "pg_verifybackup not found"
+            return {"method": f"none: {why}", "files_checked": None}
+        ignored = [
+            "postgresql.conf", "postgresql.auto.conf", "postgresql.conf.origin", "postgresql.auto.conf.origin",
+            "recovery.signal", "standby.signal", "barman_wal", ".barman-recover.info", manifest.name,
+        ]  # fmt: skip
+        proc = subprocess.run(
+            [tool, "--no-parse-wal", "--quiet", "-m", str(manifest), *(f"--ignore={i}" for i in ignored), str(data)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "LC_ALL": "C"},
+            timeout=3600,
+        )
+        if proc.returncode != 0:
+            errors = [ln.removeprefix("pg_verifybackup: ").removeprefix("error: ") for ln in proc.stderr.splitlines()]
+            raise BackupDefect(
+                f"backup {backup_id} restored by barman recover does not match its backup_manifest: {listed(errors)}",
+                hint="the catalogue's copy is damaged; take a new backup",
+            )
+        return {"method": "pg_verifybackup --no-parse-wal against backup_manifest (configuration files excepted)"}
 
     def _fetch_barman_wal(self, wal: Path, system_id: int, ctx: StepContext) -> None:
         """``barman get-wal`` from the backup's first segment through the newest archived one."""
