@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from drills.engines.postgres.barman import (
+from drills.engines.postgres.barman_catalogue import (
     choose_backup,
     classify_check,
     parse_list_backups,
