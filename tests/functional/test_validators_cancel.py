@@ -46,8 +46,15 @@ def sleeping(ep: Endpoint) -> int:
 def sigterm_in() -> Iterator[threading.Timer]:
     """A timer that sends SIGTERM to this process; the test starts it."""
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
-    yield timer
-    timer.cancel()
+    # a SIGTERM that outlives the test's own handler (the test failed early, under load) must not kill pytest
+    stray = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        yield timer
+    finally:
+        timer.cancel()
+        if timer.is_alive():
+            timer.join()
+        signal.signal(signal.SIGTERM, stray)
 
 
 @pytest.mark.parametrize("workers", [1, 2])

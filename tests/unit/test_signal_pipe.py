@@ -40,6 +40,7 @@ def test_sigterm_mid_replay_kills_reader_and_client(tmp_path: Path) -> None:
     reader = ["sh", "-c", f"echo $$ > {pids}/reader; exec sleep 60"]
     client = ["sh", "-c", f"echo $$ > {pids}/client; exec cat >/dev/null"]
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    stray = signal.signal(signal.SIGTERM, lambda *_: None)  # a late SIGTERM must not kill pytest
     try:
         with _signals_raise_interrupted():
             timer.start()
@@ -49,6 +50,9 @@ def test_sigterm_mid_replay_kills_reader_and_client(tmp_path: Path) -> None:
             took = time.monotonic() - started
     finally:
         timer.cancel()
+        if timer.is_alive():
+            timer.join()
+        signal.signal(signal.SIGTERM, stray)
     assert took < 3, f"the replay held the drill {took:.1f}s after SIGTERM"
     for name in ("reader", "client"):
         pid = int((pids / name).read_text())
