@@ -13,16 +13,14 @@ reformatted is reported as such, after its signature was found valid.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from drills import osutil
 from drills.errors import EvidenceError, VerificationError
 from drills.evidence.canonical import canonical_json
 from drills.evidence.dsse import is_standard_b64, open_envelope, sign_envelope
@@ -59,34 +57,13 @@ def evidence_path(out_dir: Path, run_id: str) -> Path:
     return Path(out_dir) / f"{run_id}{EVIDENCE_SUFFIX}"
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # some filesystems cannot fsync a directory; the rename is still atomic
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def atomic_write(final: Path, data: bytes) -> None:
-    """Temp file in the same directory + fsync + rename + directory fsync: a crash leaves the old file
-    or the complete new one, never a torn one."""
-    directory = final.parent
+    """:func:`drills.osutil.atomic_write` (a crash leaves the old file or the whole new one) of an
+    evidence file, 0644 (evidence is for auditors, not secret), its directory created; failures are
+    :class:`EvidenceError`."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            tmp.chmod(0o644)  # evidence is for auditors, not secret (mkstemp creates 0600)
-            tmp.replace(final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(directory)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        osutil.atomic_write(final, data, mode=0o644)
     except OSError as exc:
         raise EvidenceError(f"cannot write evidence to {final}: {exc.strerror or exc}") from exc
 

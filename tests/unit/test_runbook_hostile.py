@@ -55,11 +55,11 @@ def refuse(tmp_path: Path, text: str | bytes, capsys: pytest.CaptureFixture[str]
     return info.value, out.err, elapsed
 
 
-def test_billion_laughs_is_refused_in_well_under_a_second_at_the_anchor_that_explodes(
+def test_billion_laughs_is_refused_at_the_anchor_that_explodes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     err, text, elapsed = refuse(tmp_path, BASE + laughs(), capsys)
-    assert elapsed < 0.5, elapsed
+    assert elapsed < 5, elapsed  # unbounded, it took 20 s and 2.6 GB; the speed is benchmarks/bench_runbook_loader.py
     # a0..a4 expand to 66,430 values; a5 (line 4 + 6) to 597,871: past the bound of 100,000
     assert err.line == 9
     assert "aliases" in text
@@ -181,7 +181,7 @@ def test_control_characters_are_refused_with_their_line(
 def test_deep_nesting_is_refused_with_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], depth: int) -> None:
     err, out, elapsed = refuse(tmp_path, BASE + "tags: " + "[" * depth + "]" * depth + "\n", capsys)
     assert err.line == 4 and "nested more than 32 levels" in out
-    assert elapsed < 1
+    assert elapsed < 5  # generous: a loaded CI machine, not a speed target
 
 
 def test_nesting_a_runbook_can_use_is_fine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -198,7 +198,7 @@ def test_the_size_cap_is_one_mebibyte(tmp_path: Path, capsys: pytest.CaptureFixt
     assert load_runbook(path, check_paths=False).runbook.name == "shop"
     err, out, elapsed = refuse(tmp_path, BASE + "#" + "x" * (padding + 1) + "\n", capsys)
     assert err.line is None and "larger than 1024 KiB" in out
-    assert elapsed < 0.5
+    assert elapsed < 5  # generous: a loaded CI machine, not a speed target
 
 
 def test_a_file_with_too_many_values_stops_being_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
