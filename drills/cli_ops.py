@@ -125,7 +125,6 @@ def cmd_history(a: argparse.Namespace) -> int:
 
 def _plot_history(rows: Sequence[Any], a: argparse.Namespace) -> None:
     """``--plot``: the chart of the selected rows (one runbook), as SVG or PNG by the file's suffix."""
-    from datetime import datetime as _dt
 
     from drills.evidence.chart import ChartPoint, available, rto_chart
     from drills.ledger import PHASES
@@ -139,7 +138,7 @@ def _plot_history(rows: Sequence[Any], a: argparse.Namespace) -> None:
         raise InputError("--plot needs matplotlib", hint='pip install "restore-drills[plot]"')
     points = [
         ChartPoint(
-            _dt.fromisoformat(r.finished_at.replace("Z", "+00:00")),
+            datetime.fromisoformat(r.finished_at.replace("Z", "+00:00")),
             r.verdict,
             r.rto_ms,
             tuple((ph, v) for ph in PHASES if (v := getattr(r, f"{ph}_ms")) is not None),
