@@ -108,7 +108,12 @@ def cmd_pack(a: argparse.Namespace) -> int:
     print(f"pack written to {res.out}: {res.records} verified record(s), signed by {', '.join(res.keyids) or 'none'}")
     for name, why in res.unverified:
         print(f"not included (did not verify): {name}: {why}")
-    return 0
+    for runbook, missing in res.gaps:
+        print(
+            f"{runbook}: chain positions {', '.join(str(s) for s in missing)} are missing from the evidence "
+            "directory; the pack shows the hole and `drill verify --pack` will refuse it"
+        )
+    return 1 if res.gaps else 0
 
 
 def cmd_evidence_push(a: argparse.Namespace) -> int:

@@ -48,6 +48,7 @@ class PackResult:
     records: int
     unverified: tuple[tuple[str, str], ...]
     keyids: tuple[str, ...]
+    gaps: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (runbook, chain positions absent inside the period)
 
 
 def _sha(data: bytes) -> str:
@@ -152,7 +153,8 @@ def build_pack(
     }
     files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     _write(out, files)
-    return PackResult(out, len(rows), tuple(unverified), tuple(keyids))
+    gaps = tuple((rb.name, rb.missing_seq) for rb in summary.runbooks if rb.missing_seq)
+    return PackResult(out, len(rows), tuple(unverified), tuple(keyids), gaps)
 
 
 def _write(out: Path, files: dict[str, bytes]) -> None:
@@ -249,6 +251,14 @@ def verify_pack(path: Path, verifiers: Sequence[Verifier] | None) -> PackCheck:
     problems += _check_heads(files, verifiers, rows)
     unverified = tuple((u["file"], u["why"]) for u in manifest.get("unverified") or [])
     summary = summarize_period(rows, since, until, unverified)
+    for rb in summary.runbooks:
+        if rb.missing_seq:
+            # the manifest is not signed, so a forger can drop a record and fix the manifest up; the signed
+            # records' chain positions cannot be renumbered, so a hole between two of them gives it away
+            problems.append(
+                f"{rb.name}: chain positions {', '.join(str(s) for s in rb.missing_seq)} are missing between "
+                "the pack's records (removed from the pack, or never verified when it was made)"
+            )
     meta = _meta(manifest.get("generated_at", ""), manifest.get("tool_version", ""), sorted(keyids), len(rows))
     if files.get("report.html") != render_pack_html(summary, meta).encode():
         problems.append("report.html is not what the verified envelopes render to (edited, or made from other records)")

@@ -307,3 +307,20 @@ def test_the_pack_carries_the_signed_chain_head_and_refuses_an_older_one(month: 
     (pack / "manifest.json").write_text(json.dumps(m))
     res = drill("verify", "--pack", str(pack), "--key", str(month["pub"]))
     assert res.returncode == 1 and "names seq 20, older than record seq 30" in res.stdout
+
+
+def test_a_record_removed_from_the_period_fails_pack_and_verify(month: dict[str, Any], tmp_path: Path) -> None:
+    """The manifest is not signed: a forger who drops a failed drill and re-packs leaves a hole in the chain."""
+    import shutil
+
+    trimmed = tmp_path / "evidence"
+    shutil.copytree(month["evidence"], trimmed)
+    (trimmed / "orders-13.evidence.json").unlink()  # a failed drill, hidden
+    pack = tmp_path / "pack"
+    made = make_pack(month | {"evidence": trimmed}, pack)
+    assert made.returncode == 1, made.stdout + made.stderr
+    assert "orders: chain positions 13 are missing" in made.stdout
+    res = drill("verify", "--pack", str(pack), "--key", str(month["pub"]))
+    assert res.returncode == 1, res.stdout
+    assert "orders: chain positions 13 are missing between the pack's records" in res.stdout
+    assert "billing" not in res.stdout.split("problem(s)")[0]
