@@ -251,14 +251,14 @@ def verify_pack(path: Path, verifiers: Sequence[Verifier] | None) -> PackCheck:
     problems += _check_heads(files, verifiers, rows)
     unverified = tuple((u["file"], u["why"]) for u in manifest.get("unverified") or [])
     summary = summarize_period(rows, since, until, unverified)
-    for rb in summary.runbooks:
-        if rb.missing_seq:
-            # the manifest is not signed, so a forger can drop a record and fix the manifest up; the signed
-            # records' chain positions cannot be renumbered, so a hole between two of them gives it away
-            problems.append(
-                f"{rb.name}: chain positions {', '.join(str(s) for s in rb.missing_seq)} are missing between "
-                "the pack's records (removed from the pack, or never verified when it was made)"
-            )
+    # the manifest is not signed, so a forger can drop a record and fix the manifest up; the signed
+    # records' chain positions cannot be renumbered, so a hole between two of them gives it away
+    problems += [
+        f"{rb.name}: chain positions {', '.join(str(s) for s in rb.missing_seq)} are missing between "
+        "the pack's records (removed from the pack, or never verified when it was made)"
+        for rb in summary.runbooks
+        if rb.missing_seq
+    ]
     meta = _meta(manifest.get("generated_at", ""), manifest.get("tool_version", ""), sorted(keyids), len(rows))
     if files.get("report.html") != render_pack_html(summary, meta).encode():
         problems.append("report.html is not what the verified envelopes render to (edited, or made from other records)")
