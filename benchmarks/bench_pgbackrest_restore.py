@@ -24,53 +24,46 @@ Goal: median drill restore phase <= 1.05 x median by-hand time (same ``--process
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from restore_harness import (
+    Contest,
+    as_user,
+    compare,
+    fill,
+    run_by_hand,
+    run_drill_once,
+    source_cluster,
+    start_archiving,
+)
 
-from drills.clock import iso  # noqa: E402
-from drills.engines.postgres.server import PgBinaries, PgCluster, find_pg_binaries, run_as_for_server  # noqa: E402
-from drills.logs import configure  # noqa: E402
-from drills.osutil import RunAs, free_port, private_dir  # noqa: E402
+from drills.clock import iso
+from drills.engines.postgres.server import PgBinaries, PgCluster
+from drills.osutil import RunAs, private_dir
 
-GOAL_RATIO = 1.05
 STANZA = "bench"
-
-
-def _as(run_as: RunAs | None) -> dict[str, Any]:
-    return {"user": run_as.uid, "group": run_as.gid, "extra_groups": []} if run_as else {}
 
 
 def _pgbr(conf: Path, run_as: RunAs | None, *args: str) -> str:
     proc = subprocess.run(
         ["pgbackrest", f"--config={conf}", f"--stanza={STANZA}", *args],
-        capture_output=True, text=True, check=False, cwd="/", **_as(run_as),
+        capture_output=True, text=True, check=False, cwd="/", **as_user(run_as),
     )  # fmt: skip
     if proc.returncode != 0:
         raise SystemExit(f"pgbackrest {args[-1]} failed: {proc.stderr.strip()}")
-    return proc.stdout
+    out: str = proc.stdout
+    return out
 
 
-def build_source(root: Path, rows: int, wal_mb: int, bins: PgBinaries, run_as: RunAs | None) -> tuple[Path, datetime]:
+def build_source(root: Path, rows: int, wal_mb: int, bins: PgBinaries, run_as: RunAs | None) -> datetime:
     """Production: a repository with one full set, WAL after it, and a target between two commits."""
-    import psycopg
-
     repo = private_dir(root / "repo", run_as)
     work = private_dir(root / "work", run_as)
-    (root / "source").mkdir()
-    (root / "source").chmod(0o755)
-    src = PgCluster(bins, root / "source/data", root / "source/sock", free_port(), run_as, root / "source/log")
+    src = source_cluster(root, bins, run_as)
     conf = root / "pgbackrest.conf"
     conf.write_text(
         f"[global]\nrepo1-path={repo}\nrepo1-retention-full=9\nlock-path={work}/lock\nlog-path={work}/log\n"
@@ -78,99 +71,34 @@ def build_source(root: Path, rows: int, wal_mb: int, bins: PgBinaries, run_as: R
         f"[{STANZA}]\npg1-path={src.datadir}\npg1-socket-path={src.socket_dir}\npg1-port={src.port}\n"
     )
     conf.chmod(0o644)
-    src.initdb()
-    push = f"'pgbackrest --config={conf} --stanza={STANZA} archive-push %p'"
-    src.start(
-        wait=True,
-        options={"listen_addresses": "''", "wal_level": "replica", "archive_mode": "on", "archive_command": push,
-                 "fsync": "off", "max_wal_size": "4GB"},
-    )  # fmt: skip
+    start_archiving(src, f"'pgbackrest --config={conf} --stanza={STANZA} archive-push %p'")
+
+    def backup() -> None:
+        _pgbr(conf, run_as, "stanza-create")
+        _pgbr(conf, run_as, "--type=full", "backup")
+
     try:
-        with psycopg.connect(src.conninfo("postgres"), autocommit=True) as conn:
-            conn.execute("create table pad (id bigint primary key, v text)")
-            conn.execute("insert into pad select g, repeat('x', 90) from generate_series(1, %s) g", (rows,))
-            conn.execute("create table marks (id int primary key, at timestamptz default clock_timestamp())")
-            _pgbr(conf, run_as, "stanza-create")
-            _pgbr(conf, run_as, "--type=full", "backup")
-            time.sleep(1.1)
-            written = 0
-            step = max(1, rows // 10)
-            lo = 1
-            while written < wal_mb << 20:
-                before = conn.execute("select pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
-                conn.execute("update pad set v = md5(v) || id where id between %s and %s", (lo, lo + step))
-                lo = (lo + step) % max(rows, 1)
-                after = conn.execute("select pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (before,)).fetchone()
-                written += int(after[0])  # type: ignore[index]
-            a = conn.execute("insert into marks values (1) returning at").fetchone()[0]  # type: ignore[index]
-            time.sleep(0.05)
-            b = conn.execute("insert into marks values (2) returning at").fetchone()[0]  # type: ignore[index]
-            seg = conn.execute("select pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]  # type: ignore[index]
-            conn.execute("select pg_switch_wal()")
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                row = conn.execute("select last_archived_wal from pg_stat_archiver").fetchone()
-                if row and row[0] and row[0] >= seg:
-                    break
-                time.sleep(0.05)
+        return fill(src, rows, wal_mb, backup)
     finally:
         src.stop()
-    return conf, a + (b - a) / 2
 
 
-def run_drill_once(root: Path, conf: Path, target: datetime, process_max: int, i: int) -> tuple[float, float]:
-    from drills.api import RunOptions, run_drill
-    from drills.runbook import load_runbook
-
-    d = root / f"drill-{i}"
-    d.mkdir()
-    d.chmod(0o755)
-    (d / "rb.yaml").write_text(
-        f"name: bench-pgbackrest\nsource:\n  kind: pgbackrest\n  stanza: {STANZA}\n  config: {conf}\n"
+def drill_once(root: Path, target: datetime, i: int, *, process_max: int) -> tuple[float, float]:
+    source = (
+        f"  kind: pgbackrest\n  stanza: {STANZA}\n  config: {root / 'pgbackrest.conf'}\n"
         f"  target_time: {iso(target)}\n  process_max: {process_max}\n"
-        "objectives: {rto_seconds: 3600}\nvalidators:\n  smoke:\n"
-        "    - {name: marks, sql: 'select count(*) from marks', expect: 1}\nevidence: {dir: evidence}\n"
     )
-    res = run_drill(load_runbook(d / "rb.yaml"), RunOptions(scratch_root=root / "scratch"))
-    if res.verdict != "passed":
-        raise SystemExit(f"drill failed: {res.error} {res.to_json()['reasons']}")
-    phases = res.drill.measurement.rto_phases_ms  # type: ignore[union-attr]
-    pre = next(e.duration_ms for e in res.drill.timeline if e.state == "preflight") / 1000
-    return (phases["restore"] + phases["await_ready"]) / 1000, pre
+    return run_drill_once(root, "bench-pgbackrest", source, i)
 
 
-def run_by_hand(
-    root: Path, conf: Path, target: datetime, process_max: int, *, bins: PgBinaries, run_as: RunAs | None, i: int
-) -> float:
-    import psycopg
-
-    base = root / f"hand-{i}"
-    base.mkdir()
-    base.chmod(0o755)
-    c = PgCluster(bins, base / "data", base / "sock", free_port(), run_as, base / "log")
-    t0 = time.monotonic()
-    c.datadir.mkdir(mode=0o700)
+def by_hand(root: Path, target: datetime, bins: PgBinaries, run_as: RunAs | None, i: int, *, process_max: int) -> float:
     stamp = target.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
-    _pgbr(conf, None, f"--pg1-path={c.datadir}", f"--process-max={process_max}", "--archive-mode=off",
-          "--type=time", f"--target={stamp}", "--target-action=promote", "restore")  # fmt: skip
-    with (c.datadir / "postgresql.auto.conf").open("a") as fh:
-        fh.write(f"listen_addresses = ''\nunix_socket_directories = '{c.socket_dir}'\nport = {c.port}\n")
-    (c.datadir / "pg_hba.conf").write_text("local all all trust\n")
-    if run_as is not None:
-        subprocess.run(["chown", "-R", f"{run_as.uid}:{run_as.gid}", str(base)], check=True)
-    c.start(wait=False)
-    while True:
-        try:
-            with psycopg.connect(c.conninfo("postgres"), autocommit=True, connect_timeout=5) as conn:
-                if not conn.execute("select pg_is_in_recovery()").fetchone()[0]:  # type: ignore[index]
-                    break
-        except psycopg.OperationalError:
-            pass
-        time.sleep(0.01)
-    took = time.monotonic() - t0
-    c.stop()
-    shutil.rmtree(base)
-    return took
+
+    def restore(c: PgCluster) -> None:
+        opts = [f"--pg1-path={c.datadir}", f"--process-max={process_max}", "--archive-mode=off", "--type=time"]
+        _pgbr(root / "pgbackrest.conf", None, *opts, f"--target={stamp}", "--target-action=promote", "restore")
+
+    return run_by_hand(root, restore, bins=bins, run_as=run_as, i=i)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,42 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wal-mb", type=int, default=256)
     ap.add_argument("--process-max", type=int, default=2)
     args = ap.parse_args(argv)
-    configure(level="warning")
-    bins = find_pg_binaries(15)
-    run_as = run_as_for_server()
-    root = Path(tempfile.mkdtemp(prefix="rd-bench-pgbr-"))
-    root.chmod(0o755)
-    os.environ["RESTORE_DRILLS_HOME"] = str(root / "home")  # journals and the signing key stay in the run's folder
-    (root / "scratch").mkdir()
-    (root / "scratch").chmod(0o755)
-    try:
-        t = time.monotonic()
-        conf, target = build_source(root, args.rows, args.wal_mb, bins, run_as)
-        print(f"source built in {time.monotonic() - t:.1f}s: {args.rows} rows, {args.wal_mb} MiB of WAL after the set")
-        drill: list[float] = []
-        pre: list[float] = []
-        hand: list[float] = []
-        for i in range(args.repeat):
-            order = ["drill", "hand"] if i % 2 == 0 else ["hand", "drill"]
-            for m in order:
-                if m == "drill":
-                    r, p = run_drill_once(root, conf, target, args.process_max, i)
-                    drill.append(r)
-                    pre.append(p)
-                else:
-                    hand.append(run_by_hand(root, conf, target, args.process_max, bins=bins, run_as=run_as, i=i))
-            print(f"round {i + 1}: drill {drill[-1]:.2f}s (+ preflight {pre[-1]:.2f}s)  by hand {hand[-1]:.2f}s")
-        md, mh = statistics.median(drill), statistics.median(hand)
-        ratio = md / mh
-        print(f"\nmethod    median   min      max      (process-max {args.process_max}, {args.repeat} rounds)")
-        print(f"drill     {md:6.2f}s  {min(drill):6.2f}s  {max(drill):6.2f}s   restore + await_ready")
-        print(f"by hand   {mh:6.2f}s  {min(hand):6.2f}s  {max(hand):6.2f}s   pgbackrest restore + recovery")
-        print(f"drill preflight (pgbackrest info, not in the ratio): median {statistics.median(pre):.2f}s")
-        print(f"ratio drill / by hand: {ratio:.3f} (goal <= {GOAL_RATIO}); "
-              f"with preflight: {(md + statistics.median(pre)) / mh:.3f}")  # fmt: skip
-        return 0 if ratio <= GOAL_RATIO else 1
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    contest = Contest(
+        prefix="rd-bench-pgbr-",
+        build=lambda root, bins, run_as: build_source(root, args.rows, args.wal_mb, bins, run_as),
+        drill=partial(drill_once, process_max=args.process_max),
+        by_hand=partial(by_hand, process_max=args.process_max),
+        built=f"{args.rows} rows, {args.wal_mb} MiB of WAL after the set",
+        hand_label="pgbackrest restore + recovery",
+        preflight_label="pgbackrest info",
+        setting=f"process-max {args.process_max}, ",
+    )
+    return compare(contest, args.repeat)
 
 
 if __name__ == "__main__":

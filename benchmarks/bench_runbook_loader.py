@@ -12,35 +12,21 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from hostile_yaml import BASE, DEEP_NESTING, OVER_CAP, laughs  # noqa: E402
 
 from drills.errors import RunbookError  # noqa: E402
 from drills.runbook import load_runbook  # noqa: E402
 
-BASE = textwrap.dedent(
-    """\
-    name: shop
-    source: {kind: postgres-dump, archive: shop.dump}
-    objectives: {rto_seconds: 600, rpo_seconds: 60}
-    """
-)
-
-
-def laughs(levels: int = 9, width: int = 9) -> str:
-    rows = ["a0: &a0 [" + ", ".join(['"lol"'] * width) + "]"]
-    rows += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
-    return "\n".join(rows) + "\n"
-
-
 CASES = {
     "billion laughs (9x9 anchors)": BASE + laughs(),
-    "20,000-deep nesting": BASE + "tags: " + "[" * 20000 + "]" * 20000 + "\n",
-    "file over the 1 MiB cap": BASE + "#" + "x" * (1 << 20) + "\n",
+    "20,000-deep nesting": DEEP_NESTING,
+    "file over the 1 MiB cap": OVER_CAP,
 }
 
 

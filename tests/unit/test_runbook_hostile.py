@@ -13,25 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from hostile_yaml import BASE, laughs
 
 from drills.cli import main
 from drills.errors import RunbookError
 from drills.runbook import load_runbook
-
-BASE = textwrap.dedent(
-    """\
-    name: shop
-    source: {kind: postgres-dump, archive: shop.dump}
-    objectives: {rto_seconds: 600, rpo_seconds: 60}
-    """
-)
-
-
-def laughs(levels: int = 9, width: int = 9) -> str:
-    """The classic: each anchor lists the previous one `width` times; 9x9 is ~387 million strings."""
-    rows = ["a0: &a0 [" + ", ".join(['"lol"'] * width) + "]"]
-    rows += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
-    return "\n".join(rows) + "\n"
 
 
 def refuse(tmp_path: Path, text: str | bytes, capsys: pytest.CaptureFixture[str]) -> tuple[RunbookError, str, float]:
