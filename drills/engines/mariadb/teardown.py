@@ -7,14 +7,12 @@ The run's directory layout is defined here because teardown is what trusts it: i
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 from pathlib import Path
 from typing import Any
 
 from drills.backends.base import StepContext
-from drills.clock import iso
-from drills.engines.server_record import server_uid
+from drills.engines.server_record import remove_run_dir, server_uid
 from drills.errors import TeardownError
 from drills.osutil import (
     ProcessIdentity,
@@ -26,7 +24,6 @@ from drills.osutil import (
     why_not_ours,
 )
 from drills.resources import Resource, TeardownResult
-from drills.wait import every, until
 
 __all__ = ["NAME", "OWNER_FILE", "ROOT_NAME", "SERVER_KIND", "teardown_server"]
 
@@ -82,17 +79,7 @@ def teardown_server(resource: Resource, ctx: StepContext) -> TeardownResult:
             f"({'; '.join(notes) or 'still running'}); stop them yourself, then run `drill teardown` again",
         )
 
-    def removed() -> bool:
-        shutil.rmtree(root, ignore_errors=True)
-        return not root.exists()
-
-    until(ctx.clock, 1.0, removed, f"{root} removed", policy=every(0.05))
-    if root.exists():
-        return TeardownResult(resource, deleted=False, detail=f"{root} could not be removed")
-    what = f"server (pid {', '.join(map(str, stopped))}) stopped" if stopped else "no server running"
-    detail = "; ".join([f"{what}; {root} removed", *notes])
-    ctx.log.info("teardown", resource=resource.id, detail=detail)
-    return TeardownResult(resource, deleted=True, detail=detail, verified_at=iso(ctx.clock.now()))
+    return remove_run_dir(resource, root, stopped, notes, ctx)
 
 
 def _checked_layout(resource: Resource) -> tuple[Path, Path, float | None]:
