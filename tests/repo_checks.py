@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +37,16 @@ def evidence(res: RunResult) -> dict[str, Any]:
 def no_server_left(run_id: str) -> bool:
     out = subprocess.run(["pgrep", "-af", "postgres"], capture_output=True, text=True, check=False).stdout
     return run_id not in out
+
+
+def wait_archived(conn: Any) -> None:
+    """Switch WAL and wait until the source has archived the segment that was current."""
+    seg = conn.execute("select pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+    conn.execute("select pg_switch_wal()")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        row = conn.execute("select last_archived_wal from pg_stat_archiver").fetchone()
+        if row and row[0] and row[0] >= seg:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the source did not archive its WAL in time")

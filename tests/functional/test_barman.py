@@ -23,10 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from repo_checks import evidence, no_server_left, repo_digest
+from repo_checks import evidence, no_server_left, repo_digest, wait_archived
 
 from drills.api import run_drill
 from drills.clock import iso
@@ -70,18 +69,6 @@ def _barman(conf: Path, *args: str) -> str:
     proc = subprocess.run(["barman", "-c", str(conf), *args], capture_output=True, text=True, check=False, cwd="/")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     return proc.stdout
-
-
-def _wait_archived(conn: Any) -> None:
-    seg = conn.execute("select pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
-    conn.execute("select pg_switch_wal()")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        row = conn.execute("select last_archived_wal from pg_stat_archiver").fetchone()
-        if row and row[0] and row[0] >= seg:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the source did not archive its WAL in time")
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +122,7 @@ def bm() -> Iterator[Catalogue]:
             for _ in range(BATCHES):
                 for _ in range(ROWS):
                     commit(len(stamps) + 1)
-                _wait_archived(conn)
+                wait_archived(conn)
         _barman(conf, "archive-wal", SERVER)
         listed = json.loads(_barman(conf, "-f", "json", "list-backups", SERVER))[SERVER]
     finally:

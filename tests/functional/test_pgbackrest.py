@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from repo_checks import evidence, no_server_left, repo_digest
+from repo_checks import evidence, no_server_left, repo_digest, wait_archived
 
 from drills.api import run_drill
 from drills.clock import iso
@@ -66,18 +66,6 @@ def _pgbackrest(conf: Path, user: Any, *args: str) -> str:
     assert proc.returncode == 0, proc.stderr + proc.stdout
     out: str = proc.stdout
     return out
-
-
-def _wait_archived(conn: Any) -> None:
-    seg = conn.execute("select pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
-    conn.execute("select pg_switch_wal()")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        row = conn.execute("select last_archived_wal from pg_stat_archiver").fetchone()
-        if row and row[0] and row[0] >= seg:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the source did not archive its WAL in time")
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +122,7 @@ def pgbr() -> Iterator[Repo]:
             for _ in range(BATCHES):
                 for _ in range(ROWS):
                     commit(len(stamps) + 1)
-                _wait_archived(conn)
+                wait_archived(conn)
         info = _pgbackrest(conf, None, "info", "--output=json")
     finally:
         src.stop()
