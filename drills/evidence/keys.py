@@ -52,6 +52,7 @@ __all__ = [
     "load_signer",
     "load_verifiers",
     "parse_keyring",
+    "public_key_from_pem",
     "verifier_for_signer",
 ]
 
@@ -241,7 +242,9 @@ def load_signer(path: Path) -> Signer:
     return Signer(keyid=keyid_for(key.public_key()), private_key=key, source=str(path))
 
 
-def _public_from_pem(data: bytes, where: str) -> PublicKey:
+def public_key_from_pem(data: bytes, where: str) -> PublicKey:
+    """A PEM public key read from anywhere (a file, a keyring entry, a pack), refused with ``where`` named when it
+    is a private key or of a kind the verifier does not take: the one gate every verifying key passes."""
     if b"PRIVATE KEY-----" in data:
         raise EvidenceError(
             f"{where} holds a private key; verification takes the public key",
@@ -268,7 +271,7 @@ def load_public_key(path: Path) -> Verifier:
             f"{path} is not a PEM file",
             hint="pass the .pub file written by `drill keygen`, or a keyring JSON file",
         )
-    key = _public_from_pem(data, str(path))
+    key = public_key_from_pem(data, str(path))
     return Verifier(keyid=keyid_for(key), public_key=key, source=str(path))
 
 
@@ -303,7 +306,7 @@ def parse_keyring(doc: object, source: str = "keyring") -> list[Verifier]:
         pem = entry.get("public_key_pem")
         if not isinstance(pem, str) or not pem.strip():
             raise EvidenceError(f"{where}: public_key_pem is missing")
-        key = _public_from_pem(pem.encode(), f"{where}.public_key_pem")
+        key = public_key_from_pem(pem.encode(), f"{where}.public_key_pem")
         actual = keyid_for(key)
         declared = entry.get("keyid")
         if declared is not None and declared != actual:

@@ -187,12 +187,12 @@ def _read_pack(path: Path) -> dict[str, bytes]:
 
 
 def _pack_keys(files: dict[str, bytes]) -> list[Verifier]:
-    from drills.evidence.keys import _public_from_pem, keyid_for
+    from drills.evidence.keys import keyid_for, public_key_from_pem
 
     out = []
     for name, data in sorted(files.items()):
         if name.startswith("keys/") and name.endswith(".pub"):
-            key = _public_from_pem(data, name)
+            key = public_key_from_pem(data, name)
             out.append(Verifier(keyid_for(key), key, source=name))
     return out
 
