@@ -35,7 +35,7 @@ def summary_lines(res: Any) -> list[str]:
         "",
         f"drill {r['run_id']}: {r['verdict'].upper()}",
         f"  RTO achieved {rto} (objective {r['rto_objective_seconds']}s{rto_met})",
-        "    " + "  ".join(f"{k} {v / 1000:.2f}s" for k, v in r["rto_phases_ms"].items()),
+        "    " + ("  ".join(f"{k} {v / 1000:.2f}s" for k, v in r["rto_phases_ms"].items()) or "no phase completed"),
         f"  RPO achieved {rpo}{rpo_obj[:-1] + met[r['rpo_met']] + ')' if rpo_obj else ''}",
         *_regression_line(r.get("rto_regression")),
         f"  findings: {len(r['findings']) - len(failed)} passed, {len(failed)} failed",
