@@ -158,22 +158,45 @@ def build_pack(
 
 
 def _write(out: Path, files: dict[str, bytes]) -> None:
+    """All of the pack or nothing at ``out``: a half-written pack (a full disk) would look like a pack with
+    fewer records. A directory is built beside ``out`` and renamed into place; a zip goes through
+    :func:`~drills.osutil.atomic_write`."""
+    import shutil
+    import tempfile
+
+    from drills.osutil import atomic_write
+
     if out.exists() and (out.is_file() or any(out.iterdir())):
         raise InputError(f"{out} already exists", hint="give a new path for the pack")
-    if out.suffix == ".zip":
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for name in sorted(files):
-                info = zipfile.ZipInfo(name, _ZIP_TIME)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16
-                z.writestr(info, files[name])
-        out.write_bytes(buf.getvalue())
-        return
-    for name, data in files.items():
-        target = out / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+    if not out.parent.is_dir():
+        raise InputError(f"{out.parent} does not exist", hint="create the folder, or give another --out")
+    try:
+        if out.suffix == ".zip":
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+                for name in sorted(files):
+                    info = zipfile.ZipInfo(name, _ZIP_TIME)
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    info.external_attr = 0o644 << 16
+                    z.writestr(info, files[name])
+            atomic_write(out, buf.getvalue())
+            return
+        partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        try:
+            for name, data in files.items():
+                target = partial / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            partial.chmod(0o755)
+            if out.is_dir():
+                out.rmdir()  # empty (checked above): the rename needs the name free
+            partial.rename(out)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise EvidenceError(f"{out}: the pack could not be written ({why}); nothing was left there") from None
 
 
 def _read_pack(path: Path) -> dict[str, bytes]:

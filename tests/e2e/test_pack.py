@@ -324,3 +324,30 @@ def test_a_record_removed_from_the_period_fails_pack_and_verify(month: dict[str,
     assert res.returncode == 1, res.stdout
     assert "orders: chain positions 13 are missing between the pack's records" in res.stdout
     assert "billing" not in res.stdout.split("problem(s)")[0]
+
+
+def test_a_disk_that_fills_up_leaves_no_half_pack(month: dict[str, Any], tmp_path: Path) -> None:
+    """A half-written pack would read as a pack with fewer records: it is all or nothing, with one line saying why."""
+    import resource
+    import signal
+
+    def small_files() -> None:  # every file the child writes is capped at 16 KiB: the report outgrows it
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10, 16 << 10))
+
+    for out in (tmp_path / "pack", tmp_path / "pack.zip"):
+        args = ["pack", "--evidence-dir", str(month["evidence"]), "--key", str(month["pub"])]
+        args += ["--since", "2026-11-01", "--until", "2026-12-01", "--out", str(out)]
+        res = subprocess.run(
+            [sys.executable, "-m", "drills.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            preexec_fn=small_files,
+        )
+        assert res.returncode == 3, res.stderr
+        assert res.stderr.strip().splitlines() == [
+            f"EvidenceError: {out}: the pack could not be written (File too large); nothing was left there"
+        ]
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
