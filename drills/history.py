@@ -68,7 +68,7 @@ def past_drill(record: Record) -> PastDrill:
 def past_drills(evidence_dir: Path, runbook_name: str, verifiers: Sequence[VerifyingKey]) -> list[PastDrill]:
     """Earlier drills of this runbook, oldest first: only records that verify against ``verifiers``
     and are named after their run (anything else is a deviation, see :func:`append_drill`)."""
-    return [past_drill(r) for r in scan(evidence_dir, verifiers).of(runbook_name)]
+    return [past_drill(r) for r in scan(evidence_dir, verifiers, runbook=runbook_name).of(runbook_name)]
 
 
 def chain_link(past: list[PastDrill], runbook_name: str) -> dict[str, Any]:
@@ -123,7 +123,7 @@ def append_drill(
     with chain_lock(out_dir):
         if evidence_path(out_dir, run_id).exists():  # checked under the lock: two writers of one run id
             raise EvidenceError(f"{evidence_path(out_dir, run_id)} already exists; refusing to replace signed evidence")
-        found = scan(out_dir, verifiers)
+        found = scan(out_dir, verifiers, runbook=runbook_name)
         records = found.of(runbook_name)
         head = read_head(out_dir, runbook_name, verifiers)
         problems, _notes = check_chain(records, head)

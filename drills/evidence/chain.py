@@ -226,8 +226,14 @@ def _classify(name: str, data: bytes, verifiers: Sequence[VerifyingKey]) -> tupl
     return record, None
 
 
-def scan(directory: Path, verifiers: Sequence[VerifyingKey]) -> Scan:
-    """Verify every ``*.evidence.json`` in ``directory``; never raises for a bad file (it is a problem)."""
+def scan(directory: Path, verifiers: Sequence[VerifyingKey], *, runbook: str | None = None) -> Scan:
+    """Verify every ``*.evidence.json`` in ``directory``; never raises for a bad file (it is a problem).
+
+    With ``runbook``, files that claim another runbook are skipped unverified: a trusted record's runbook
+    is the one its payload claims, so they could be neither this runbook's records nor files that
+    pretend to be (:meth:`Scan.of` and :meth:`Scan.rejected_for` come out the same). A drill appending
+    to one chain in a directory shared by a fleet then verifies its own chain, not every runbook's.
+    """
     result = Scan()
     if not Path(directory).is_dir():
         return result
@@ -238,14 +244,16 @@ def scan(directory: Path, verifiers: Sequence[VerifyingKey]) -> Scan:
             unreadable = Problem("unparsable", f"{path.name}: unreadable: {exc.strerror or exc}", path.name)
             result.rejected.append((unreadable, None))
             continue
+        try:
+            claimed = _claimed_runbook(json.loads(data))
+        except ValueError:
+            claimed = None
+        if runbook is not None and claimed is not None and claimed != runbook:
+            continue
         record, problem = _classify(path.name, data, verifiers)
         if record is not None:
             result.records.append(record)
         elif problem is not None:
-            try:
-                claimed = _claimed_runbook(json.loads(data))
-            except ValueError:
-                claimed = None
             result.rejected.append((problem, claimed))
     return result
 

@@ -166,6 +166,30 @@ def test_planted_records_are_never_linked_nor_compared_and_are_reported(chain: P
     assert sorted(kinds(chain, keys)) == ["unparsable", *["untrusted"] * 5]  # the auditor sees them too
 
 
+def test_another_runbooks_records_and_plants_never_touch_this_chain(chain: Path, keys: Path) -> None:
+    """One directory shared by a fleet: the append reads its own runbook's chain only, and still sees a
+    plant that claims it, or a file that claims nothing."""
+    other = predicate("billing-1", 40, runbook="billing") | {"chain": {"id": "runbook:billing", "seq": 1}}
+    write_evidence(other, SUBJECTS, chain, "billing-1", load_signer(keys / "drill.key"))
+    edited = chain / "billing-2.evidence.json"  # another runbook's record, edited: billing's problem, not ours
+    write_evidence(other | {"drill": other["drill"] | {"id": "billing-2"}}, SUBJECTS, chain, "billing-2",
+                   load_signer(keys / "drill.key"))  # fmt: skip
+    envelope = json.loads(edited.read_text())
+    envelope["signatures"][0]["sig"] = "A" + envelope["signatures"][0]["sig"][1:]
+    edited.write_text(json.dumps(envelope))
+    plant(chain, keys, "planted-7", 7, rto_ms=10)  # claims orders
+    (chain / "garbage.evidence.json").write_text("{not json")  # claims nothing
+
+    signed = append(chain, keys, "run-6", 6)
+
+    assert signed["chain"]["seq"] == 6 and signed["past"] == [f"run-{n}" for n in range(1, 6)]
+    deviations = {d["file"]: d["kind"] for d in signed["evidence_trail"]["deviations"]}
+    assert deviations == {"planted-7.evidence.json": "untrusted", "garbage.evidence.json": "unparsable"}
+    report = verify_directory(chain, load_verifiers(keys / "drill.pub"))  # the auditor still sees every runbook
+    billing = [p.file for p in report.runbooks["billing"][2]]
+    assert "billing-2.evidence.json" in billing
+
+
 def test_a_planted_record_claiming_the_trusted_keyid_is_an_edit_not_a_link(chain: Path, keys: Path) -> None:
     plant(chain, keys, "planted-9", 9, rto_ms=10)
     path = chain / "planted-9.evidence.json"
