@@ -21,7 +21,7 @@ import structlog
 
 from drills import __version__
 from drills.backends import SOURCE_BACKENDS, backend_factory
-from drills.backends.base import Backend, BackendSettings
+from drills.backends.base import AnyBackend, BackendSettings
 from drills.cleanup import SCRATCH_BACKEND, SCRATCH_KIND, Dispatch, finish_teardown
 from drills.clock import Clock, SystemClock, iso
 from drills.deliver import Outlets, deliver_run
@@ -379,7 +379,7 @@ def _run(
         extra={"ttl_seconds": rb.effective_deadline_seconds + 3600},
     )
     factory = opts.backend_factory or backend_factory(backend_name)
-    backend: Backend = factory(rb.source, settings)
+    backend: AnyBackend = factory(rb.source, settings)
     provisioner = ReaderProvisioner()
     d = Drill(
         loaded=loaded,

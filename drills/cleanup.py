@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from drills.backends import SOURCE_BACKENDS, backend_factory
-from drills.backends.base import Backend, BackendSettings, StepContext, Teardown
+from drills.backends.base import AnyBackend, BackendSettings, StepContext, Teardown
 from drills.clock import Clock, SystemClock, iso
 from drills.errors import InfrastructureError, InputError, TeardownError
 from drills.journal import Journal, summarize
@@ -53,11 +53,11 @@ def _remove_scratch(resource: Resource, ctx: StepContext, run_id: str) -> Teardo
 class Dispatch:
     """Teardown by resource: the scratch directory here, everything else by its backend."""
 
-    def __init__(self, backend: Backend | None, settings: BackendSettings, sources: dict[str, Any]) -> None:
+    def __init__(self, backend: AnyBackend | None, settings: BackendSettings, sources: dict[str, Any]) -> None:
         self._backend = backend
         self._settings = settings
         self._sources = sources
-        self._built: dict[str, Backend] = {}
+        self._built: dict[str, AnyBackend] = {}
 
     def __call__(self, r: Resource) -> Teardown:
         if r.kind == SCRATCH_KIND:

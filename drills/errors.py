@@ -26,6 +26,8 @@ with the class's ``exit_code``::
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BackupDefect",
     "DeadlineExceeded",
@@ -114,7 +116,12 @@ class DeadlineExceeded(InfrastructureError):
 
 
 class IsolationError(InfrastructureError):
-    """Isolation of the restore target could not be proven."""
+    """Isolation of the restore target could not be proven; ``facts`` are every check that decided it
+    (``drills.backends.base.Fact``), for the evidence."""
+
+    def __init__(self, message: str, *, hint: str | None = None, facts: tuple[Any, ...] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.facts = facts
 
 
 class TeardownError(InfrastructureError):

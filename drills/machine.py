@@ -27,13 +27,14 @@ from typing import Any
 import structlog
 import tenacity
 
-from drills.backends.base import Backend, Mark, PreflightReport, StepContext, Teardown
+from drills.backends.base import AnyBackend, Fact, Mark, PreflightReport, StepContext, Teardown
 from drills.clock import Clock, iso
 from drills.errors import (
     DeadlineExceeded,
     DrillError,
     InfrastructureError,
     Interrupted,
+    IsolationError,
     TeardownError,
     TransientError,
 )
@@ -75,7 +76,7 @@ class Drill:
     """Everything a run knows; states read and fill it in."""
 
     loaded: LoadedRunbook
-    backend: Backend
+    backend: AnyBackend
     clock: Clock
     journal: Journal
     run_validators: Callable[[Drill], ValidationReport]
@@ -85,7 +86,10 @@ class Drill:
     keep_seconds: int | None = None  # incident mode: how long kept resources live after the drill passed
     # turns an admin endpoint into the validators' read-only one (drills.reader.ReaderProvisioner)
     provision_reader: Callable[[Endpoint], Endpoint] | None = None
-    preflight: PreflightReport | None = None
+    preflight: PreflightReport[Any] | None = None  # its ``plan`` is what restore acts on
+    restored: Any = None  # what the backend's restore returned, for await_ready (see ``_handed``)
+    ready: Any = None  # what await_ready returned: isolation and the endpoint are read from it
+    isolation: list[Fact] = field(default_factory=list)  # from verify_isolation (or an IsolationError's facts)
     endpoint: Endpoint | None = None
     server_version: str | None = None
     validation: ValidationReport | None = None
@@ -144,20 +148,38 @@ class State:
 # ------------------------------------------------------------------ state work
 
 
+def _handed(d: Drill, attr: str, by: str) -> Any:
+    """What an earlier state handed on; a state run out of order is the machine's bug, said plainly."""
+    value = getattr(d, attr)
+    if value is None:
+        raise InfrastructureError(f"{d.backend.name}: {by} has not completed")
+    return value
+
+
 def _preflight(d: Drill, ctx: StepContext) -> None:
     d.preflight = d.backend.preflight(ctx)
 
 
 def _restore(d: Drill, ctx: StepContext) -> None:
-    d.backend.restore(ctx)
+    plan = _handed(d, "preflight", "preflight").plan
+    d.restored = d.backend.restore(plan, ctx)
 
 
 def _await_ready(d: Drill, ctx: StepContext) -> None:
-    d.backend.await_ready(ctx)
+    """Wait for the database, then prove it isolated: the one place every backend's isolation is read."""
+    d.ready = d.backend.await_ready(_handed(d, "restored", "restore"), ctx)
+    d.isolation = list(d.backend.verify_isolation(d.ready, ctx))
+    bad = [f for f in d.isolation if not f.passed]
+    if bad:  # a backend that returns a failed fact instead of raising still fails the drill
+        raise IsolationError(
+            f"{d.backend.name}: the restored database is not isolated: "
+            + "; ".join(f"{f.check} {f.subject}: {f.detail}" for f in bad),
+            facts=tuple(d.isolation),
+        )
 
 
 def _connect(d: Drill, ctx: StepContext) -> None:
-    ep = d.backend.endpoint(ctx)
+    ep = d.backend.endpoint(_handed(d, "ready", "await_ready"), ctx)
     override = d.loaded.runbook.connect
     if override is not None:
         ep = ep.routed_to(override.host, override.port)
@@ -378,6 +400,8 @@ def run_machine(
                 except BaseException as exc:
                     d.error = _translate(exc)
                     d.failed_state = state.name
+                    if isinstance(d.error, IsolationError) and d.error.facts:
+                        d.isolation = list(d.error.facts)  # the checks that refused the drill, for the evidence
                     d.interrupted = isinstance(d.error, Interrupted)
                     if not isinstance(exc, DrillError | KeyboardInterrupt):
                         log.error("unexpected_error", state=state.name, traceback=traceback.format_exc())

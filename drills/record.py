@@ -204,7 +204,7 @@ def build_predicate(
         "recovery_point": _recovery_point(d),
         "preflight_facts": pre.facts if pre else None,
         "target": d.backend.target_facts(),
-        "isolation_checks": d.backend.isolation_facts(),
+        "isolation_checks": [f.to_dict() for f in d.isolation],
         "recovery": _proof(d),
         "endpoint": d.endpoint.public() if d.endpoint else None,
         "server_version": d.server_version,

@@ -12,13 +12,15 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from drills.aws.backend import CLUSTER, INSTANCE, AwsBackend
-from drills.aws.calls import AwsCaller, aws_errors, drill_identifier, error_code, is_not_found, pages, terminal
+from drills.aws.calls import AwsCaller, aws_errors, drill_identifier, error_code, is_not_found, pages
 from drills.aws.rds import wait_instance
 from drills.aws.recovery import RecoveryPoint, sibling_arn
+from drills.aws.state import AwsPlan, AwsReady, AwsRestored
+from drills.aws.waits import status_check
 from drills.backends.base import BackendSettings, StepContext
 from drills.errors import PreflightError, RestoreFailed
 from drills.sources import AuroraPitrSource, AuroraSnapshotSource
-from drills.wait import PollPolicy, PollResult, Verdict, poll
+from drills.wait import PollPolicy, PollResult, poll
 
 __all__ = ["CLUSTER_TERMINAL", "AuroraBackend", "create"]
 
@@ -36,7 +38,6 @@ CLUSTER_TERMINAL = frozenset(
         "stopped",
     }
 )
-_APPEAR_GRACE_S = 120.0
 
 
 def create(source: Any, settings: BackendSettings) -> AuroraBackend:
@@ -140,11 +141,12 @@ class AuroraBackend(AwsBackend):
         )
 
     # ------------------------------------------------------------------ restore
-    def restore(self, ctx: StepContext) -> None:
+    def restore(self, plan: AwsPlan, ctx: StepContext) -> AwsRestored:
         call = self.caller(ctx)
+        rp = plan.recovery_point
         with aws_errors("restore"):
-            sg_ids, subnet_group = self._prepare(ctx, call)
-            assert self._rp is not None
+            restored = self._prepare(ctx, call, plan)
+            sg_ids, subnet_group = list(restored.security_group_ids), restored.subnet_group
             rds = self.client("rds")
             common: dict[str, Any] = {
                 "DBClusterIdentifier": self.cluster_id,
@@ -161,14 +163,14 @@ class AuroraBackend(AwsBackend):
                 common["DBClusterParameterGroupName"] = self.source.cluster_parameter_group
             if self.source.kms_key_id:
                 common["KmsKeyId"] = self.source.kms_key_id
-            ctx.register(self.resource(CLUSTER, self.cluster_id))
+            ctx.register(self.resource(CLUSTER, self.cluster_id, plan))
             requested, t0 = ctx.clock.now(), ctx.clock.monotonic_ns()
             try:
                 if isinstance(self.source, AuroraSnapshotSource):
                     call(
                         rds.restore_db_cluster_from_snapshot,
-                        SnapshotIdentifier=self._snapshot_ref(),
-                        Engine=self._rp.engine,
+                        SnapshotIdentifier=self._snapshot_ref(rp),
+                        Engine=rp.engine,
                         **({"EngineVersion": self.source.engine_version} if self.source.engine_version else {}),
                         **common,
                     )
@@ -180,7 +182,7 @@ class AuroraBackend(AwsBackend):
                     )
                     call(
                         rds.restore_db_cluster_to_point_in_time,
-                        SourceDBClusterIdentifier=self._rp.source_identifier,
+                        SourceDBClusterIdentifier=rp.source_identifier,
                         **when,
                         **common,
                     )
@@ -192,34 +194,23 @@ class AuroraBackend(AwsBackend):
             took_ms = max(1, (ctx.clock.monotonic_ns() - t0) // 1_000_000)
             self._mark(ctx, "restore-requested", requested, "runner-clock", int(took_ms))
             self._target = {"cluster": self.cluster_id, "subnet_group": subnet_group, "security_groups": sg_ids}
+        return restored
 
     def _wait_cluster(
         self, ctx: StepContext, call: AwsCaller, what: str, *, modifications: bool = False
     ) -> PollResult[dict[str, Any]]:
         rds = self.client("rds")
-        started = ctx.clock.monotonic_ns()
 
-        def check() -> tuple[Verdict, dict[str, Any]]:
-            try:
-                cl = call(rds.describe_db_clusters, DBClusterIdentifier=self.cluster_id)["DBClusters"][0]
-            except Exception as exc:
-                if is_not_found(exc) and (ctx.clock.monotonic_ns() - started) / 1e9 < _APPEAR_GRACE_S:
-                    return "pending", {}
-                if is_not_found(exc):
-                    raise RestoreFailed(f"DB cluster {self.cluster_id} disappeared while waiting") from exc
-                raise
-            status = cl.get("Status")
-            terminal(status, CLUSTER_TERMINAL, f"DB cluster {self.cluster_id}")
-            busy = (
-                self._modifications_pending(status, cl.get("PendingModifiedValues"))
-                if modifications
-                else status != "available"
-            )
-            return ("pending" if busy else "ready"), dict(cl)
+        def describe() -> dict[str, Any]:
+            found: dict[str, Any] = call(rds.describe_db_clusters, DBClusterIdentifier=self.cluster_id)["DBClusters"][0]
+            return found
 
+        check = status_check(
+            ctx, describe, f"DB cluster {self.cluster_id}", "Status", CLUSTER_TERMINAL, modifications=modifications
+        )
         return poll(ctx.clock, ctx.deadline_ns, check, f"{what} {self.cluster_id}", policy=PollPolicy())
 
-    def _ensure_writer(self, ctx: StepContext, call: AwsCaller) -> None:
+    def _ensure_writer(self, ctx: StepContext, call: AwsCaller, plan: AwsPlan) -> None:
         rds = self.client("rds")
         try:
             found = call(rds.describe_db_instances, DBInstanceIdentifier=self.writer_id)["DBInstances"]
@@ -230,12 +221,11 @@ class AuroraBackend(AwsBackend):
         if found:  # a retried await_ready: the writer was created by this run already
             self._adopt("DB instance", self.writer_id, found[0].get("TagList"))
             return
-        ctx.register(self.resource(INSTANCE, self.writer_id, cluster=self.cluster_id))
-        assert self._rp is not None
+        ctx.register(self.resource(INSTANCE, self.writer_id, plan, cluster=self.cluster_id))
         kwargs: dict[str, Any] = {
             "DBInstanceIdentifier": self.writer_id,
             "DBClusterIdentifier": self.cluster_id,
-            "Engine": self._rp.engine,
+            "Engine": plan.recovery_point.engine,
             "DBInstanceClass": self.source.instance_class,
             "PubliclyAccessible": False,
             "Tags": self.tags(ctx),
@@ -250,18 +240,18 @@ class AuroraBackend(AwsBackend):
             existing = call(rds.describe_db_instances, DBInstanceIdentifier=self.writer_id)["DBInstances"][0]
             self._adopt("DB instance", self.writer_id, existing.get("TagList"))
 
-    def await_ready(self, ctx: StepContext) -> None:
+    def await_ready(self, restored: AwsRestored, ctx: StepContext) -> AwsReady:
         call = self.caller(ctx)
         rds = self.client("rds")
         with aws_errors("await_ready"):
             cluster = self._wait_cluster(ctx, call, "restore of")
             self._mark_polled(ctx, call, "cluster-available", cluster, source_type="db-cluster", ident=self.cluster_id)
-            self._ensure_writer(ctx, call)
+            self._ensure_writer(ctx, call, restored.plan)
             writer = wait_instance(self, ctx, call, self.writer_id, "creation of writer")
             self._mark_polled(ctx, call, "instance-available", writer, source_type="db-instance", ident=self.writer_id)
             self._enforce_instance(ctx, call, writer.value, None)
             cl = cluster.value
-            self._secret = self.new_password()
+            password = self.new_password()
             mods: dict[str, Any] = {}
             if cl.get("DeletionProtection"):
                 mods["DeletionProtection"] = False
@@ -269,8 +259,8 @@ class AuroraBackend(AwsBackend):
                 mods["BackupRetentionPeriod"] = 1  # Aurora's minimum: backups cannot be off
             if self.source.iam_auth and not cl.get("IAMDatabaseAuthenticationEnabled"):
                 mods["EnableIAMDatabaseAuthentication"] = True
-            if self._secret is not None:
-                mods["MasterUserPassword"] = self._secret.reveal()
+            if password is not None:
+                mods["MasterUserPassword"] = password.reveal()
             if mods:
                 ctx.log.info("aws.enforce", identifier=self.cluster_id, changes=sorted(mods))
                 call(rds.modify_db_cluster, DBClusterIdentifier=self.cluster_id, ApplyImmediately=True, **mods)
@@ -283,10 +273,11 @@ class AuroraBackend(AwsBackend):
             placed = dict(inst.value)
             placed["DBSubnetGroup"] = placed.get("DBSubnetGroup") or {"DBSubnetGroupName": cl.get("DBSubnetGroup")}
             placed["VpcSecurityGroups"] = cl.get("VpcSecurityGroups", [])
-            self._verify_instance(placed, self._target.get("subnet_group"))
+            self._check_unprotected(placed, str(placed.get("DBInstanceIdentifier")))
             if cl.get("DeletionProtection"):
                 raise RestoreFailed(f"deletion protection still on for cluster {self.cluster_id}")
             self._record(cl, inst.value)
+        return AwsReady(restored, placed, self._address, self.port, self._user, password)
 
     def _record(self, cl: dict[str, Any], db: dict[str, Any]) -> None:
         self._address = cl.get("Endpoint")

@@ -47,6 +47,7 @@ from drills.aws.isolation import (
 )
 from drills.aws.preflight import check_free, check_kms, check_quota
 from drills.aws.recovery import RecoveryPoint, event_time
+from drills.aws.state import AwsPlan, AwsReady, AwsRestored
 from drills.backends.base import BackendSettings, Fact, PreflightReport, StepContext
 from drills.clock import iso
 from drills.errors import (
@@ -71,8 +72,6 @@ IAM_AUTH_WARNING = (
 )
 DEFAULT_TTL_SECONDS = 6 * 3600  # a normal drill's resources are sweepable after this
 DEFAULT_PORTS = {"postgres": 5432, "aurora-postgresql": 5432, "mysql": 3306, "mariadb": 3306, "aurora-mysql": 3306}
-# Pending modifications that must be applied before the drill may connect.
-_WAIT_FOR_PENDING = frozenset({"MasterUserPassword", "IAMDatabaseAuthenticationEnabled", "BackupRetentionPeriod"})
 
 INSTANCE = "rds-instance"
 CLUSTER = "rds-cluster"
@@ -81,7 +80,11 @@ SECURITY_GROUP = "ec2-security-group"
 
 
 class AwsBackend:
-    """Base of the RDS and Aurora backends (see module docstring)."""
+    """Base of the RDS and Aurora backends (see module docstring).
+
+    Steps hand each other frozen values (:mod:`drills.aws.state`); what stays on the backend is for
+    the evidence (``target_facts``, ``connection_hint``) and for a retried restore (the security group).
+    """
 
     name: ClassVar[str] = "aws"
     engine_family: ClassVar[str] = ""
@@ -99,12 +102,9 @@ class AwsBackend:
         self.sg_name = self.base_id
         self.subnet_group_name = iso_cfg.db_subnet_group or self.base_id
         self.port = source.port or DEFAULT_PORTS[source.engine]
-        self._rp: RecoveryPoint | None = None
-        self._view: NetworkView | None = None
-        self._facts: list[Fact] = []
-        self._sg_ids: list[str] | None = list(iso_cfg.security_group_ids) or None
+        # a retried restore finds the drill's security group made (ids and what was proven about it)
+        self._made_sg: tuple[list[str], list[Fact]] | None = None
         self._tags: list[dict[str, str]] | None = None
-        self._secret: Secret | None = None
         self._user: str | None = source.master_username
         self._address: str | None = None
         self._target: dict[str, Any] = {}
@@ -156,16 +156,17 @@ class AwsBackend:
             self._expires_at = tag_value(self._tags, TAG_EXPIRES)
         return self._tags
 
-    def protected(self) -> list[str]:
-        """Identifiers that teardown must never touch: the drill's sources."""
-        out = [self._rp.source_identifier] if self._rp else []
+    def protected(self, rp: RecoveryPoint | None = None) -> list[str]:
+        """Identifiers that teardown must never touch: the drill's sources (and the recovery point's, once known;
+        every resource records them, so teardown from a record keeps them too)."""
+        out = [rp.source_identifier] if rp else []
         for name in ("source_instance", "source_cluster", "latest_snapshot_of"):
             value = getattr(self.source, name, None)
             if value:
                 out.append(str(value))
         return sorted(set(out))
 
-    def resource(self, kind: str, ident: str, **attrs: Any) -> Resource:
+    def resource(self, kind: str, ident: str, plan: AwsPlan, **attrs: Any) -> Resource:
         return Resource(
             kind=kind,
             id=ident,
@@ -174,7 +175,7 @@ class AwsBackend:
                 "region": self.region,
                 "run_id": self.settings.run_id,
                 "runbook": self.settings.runbook_name,
-                "protected": self.protected(),
+                "protected": self.protected(plan.recovery_point),
                 **attrs,
             },
         )
@@ -201,11 +202,10 @@ class AwsBackend:
         else:
             self._mark(ctx, name, result.estimate, "runner-clock", result.precision_ms)
 
-    def _snapshot_ref(self) -> str | None:
+    def _snapshot_ref(self, rp: RecoveryPoint) -> str | None:
         """The snapshot as the restore call should name it: the ARN only when the runbook gave one (shared)."""
-        assert self._rp is not None
         given = str(getattr(self.source, "snapshot", None) or "")
-        return self._rp.snapshot_arn if given.startswith("arn:") else self._rp.snapshot_id
+        return rp.snapshot_arn if given.startswith("arn:") else rp.snapshot_id
 
     # ------------------------------------------------------------------ subclass hooks
     def _recovery_point(self, call: AwsCaller) -> RecoveryPoint:
@@ -218,12 +218,11 @@ class AwsBackend:
         return ["DBInstances"]
 
     # ------------------------------------------------------------------ preflight
-    def preflight(self, ctx: StepContext) -> PreflightReport:
+    def preflight(self, ctx: StepContext) -> PreflightReport[AwsPlan]:
         call = self.caller(ctx)
         with aws_errors("preflight", preflight=True):
             who = call(self.client("sts").get_caller_identity)
             rp = self._recovery_point(call)
-            self._rp = rp
             if rp.engine != self.source.engine:
                 raise PreflightError(
                     f"the backup is {rp.engine}, the runbook says {self.source.engine}", hint="fix source.engine"
@@ -245,8 +244,8 @@ class AwsBackend:
                 warnings.append(IAM_AUTH_WARNING)
             if warnings:
                 facts["warnings"] = warnings
-            self._check_isolation(call)
-        facts["isolation"] = [f.to_dict() for f in self._facts]
+            view, proven = self._check_isolation(call)
+        facts["isolation"] = [f.to_dict() for f in proven]
         facts["planned"] = {"identifier": self.base_id, "expires_in_seconds": int(self.ttl.total_seconds())}
         return PreflightReport(
             source={
@@ -259,10 +258,12 @@ class AwsBackend:
                 "region": self.region,
             },
             recovery_point=rp.to_dict(),
+            plan=AwsPlan(rp, view, tuple(proven)),
             facts=facts,
         )
 
-    def _check_isolation(self, call: AwsCaller) -> None:
+    def _check_isolation(self, call: AwsCaller) -> tuple[NetworkView, list[Fact]]:
+        """The network as AWS describes it and its isolation facts; an IsolationError (with them) if one fails."""
         cfg = self.source.isolation
         planned = None
         if self.creates_sg:
@@ -278,26 +279,26 @@ class AwsBackend:
             planned_ingress=planned,
             allowed_routes=cfg.allowed_routes,
         )
-        self._view = view
-        self._facts = evaluate(view)
-        raise_if_violated(self._facts)
+        facts = evaluate(view)
+        raise_if_violated(facts)
+        return view, facts
 
     # ------------------------------------------------------------------ restore: network
-    def _prepare(self, ctx: StepContext, call: AwsCaller) -> tuple[list[str], str]:
-        """Isolation re-checked if needed, then the drill SG and subnet group (registered first)."""
-        if self._rp is None:
-            self._rp = self._recovery_point(call)
-        if self._view is None:
-            self._check_isolation(call)
-        raise_if_violated(self._facts)
-        return self._ensure_security_group(ctx, call), self._ensure_subnet_group(ctx, call)
+    def _prepare(self, ctx: StepContext, call: AwsCaller, plan: AwsPlan) -> AwsRestored:
+        """The drill SG and subnet group (registered first), on the network preflight proved isolated."""
+        raise_if_violated(plan.facts)
+        sg_ids, sg_facts = self._ensure_security_group(ctx, call, plan)
+        subnet_group = self._ensure_subnet_group(ctx, call, plan)
+        return AwsRestored(plan, tuple(sg_ids), subnet_group, (*plan.facts, *sg_facts))
 
-    def _ensure_security_group(self, ctx: StepContext, call: AwsCaller) -> list[str]:
-        if self._sg_ids is not None:
-            return self._sg_ids
-        assert self._view is not None
-        ec2, vpc = self.client("ec2"), self._view.vpc_id
-        ctx.register(self.resource(SECURITY_GROUP, self.sg_name, vpc_id=vpc))
+    def _ensure_security_group(self, ctx: StepContext, call: AwsCaller, plan: AwsPlan) -> tuple[list[str], list[Fact]]:
+        """The runbook's security groups, or the drill's own (made once per run) and the facts proven about it."""
+        if self.source.isolation.security_group_ids:
+            return list(self.source.isolation.security_group_ids), []
+        if self._made_sg is not None:
+            return self._made_sg
+        ec2, vpc = self.client("ec2"), plan.network.vpc_id
+        ctx.register(self.resource(SECURITY_GROUP, self.sg_name, plan, vpc_id=vpc))
         try:
             gid = call(
                 ec2.create_security_group,
@@ -339,16 +340,15 @@ class AwsBackend:
                 "only the runner rule" if not extra else f"unexpected ingress rules: {extra}",
             )
         )
-        self._facts += facts
-        raise_if_violated(facts, when="after creating the drill security group")
-        self._sg_ids = [gid]
-        return self._sg_ids
+        raise_if_violated([*plan.facts, *facts], when="after creating the drill security group")
+        self._made_sg = ([gid], facts)
+        return self._made_sg
 
-    def _ensure_subnet_group(self, ctx: StepContext, call: AwsCaller) -> str:
+    def _ensure_subnet_group(self, ctx: StepContext, call: AwsCaller, plan: AwsPlan) -> str:
         if not self.creates_subnet_group:
             return self.subnet_group_name
         rds = self.client("rds")
-        ctx.register(self.resource(SUBNET_GROUP, self.subnet_group_name))
+        ctx.register(self.resource(SUBNET_GROUP, self.subnet_group_name, plan))
         try:
             call(
                 rds.create_db_subnet_group,
@@ -393,46 +393,49 @@ class AwsBackend:
         )["DBInstance"]
         return out
 
-    def _verify_instance(self, db: Mapping[str, Any], subnet_group: str | None) -> None:
-        facts = check_restored(db, subnet_group, self._sg_ids)
-        self._facts += facts
+    def verify_isolation(self, ready: AwsReady, ctx: StepContext) -> list[Fact]:
+        """Every isolation fact of the drill: the network (preflight), the drill's security group (restore), and
+        the restored database as AWS reports it after enforcing, never as it was requested."""
+        restored = ready.restored
+        facts = [
+            *restored.facts,
+            *check_restored(ready.described, restored.subnet_group, list(restored.security_group_ids)),
+        ]
         raise_if_violated(facts, when="after restoring")
-        if db.get("DeletionProtection"):
-            raise InfrastructureError(f"deletion protection still on for {db.get('DBInstanceIdentifier')}")
+        return facts
 
     @staticmethod
-    def _modifications_pending(status: str | None, pending: Mapping[str, Any] | None) -> bool:
-        return status != "available" or bool(set(pending or {}) & _WAIT_FOR_PENDING)
+    def _check_unprotected(db: Mapping[str, Any], what: str) -> None:
+        """Teardown must be able to delete it: deletion protection off, as AWS reports it."""
+        if db.get("DeletionProtection"):
+            raise InfrastructureError(f"deletion protection still on for {what}")
 
     def new_password(self) -> Secret | None:
         return None if self.source.iam_auth else Secret(secrets.token_urlsafe(24))
 
     # ------------------------------------------------------------------ results
-    def isolation_facts(self) -> list[dict[str, Any]]:
-        return [f.to_dict() for f in self._facts]
-
     def target_facts(self) -> dict[str, Any]:
         return dict(self._target)
 
-    def endpoint(self, ctx: StepContext) -> Endpoint:
-        if self._address is None or self._user is None:
-            raise InfrastructureError("no endpoint yet: await_ready has not completed")
+    def endpoint(self, ready: AwsReady, ctx: StepContext) -> Endpoint:
+        if ready.address is None or ready.user is None:
+            raise InfrastructureError(f"{self.name}: AWS reported no endpoint address or master user")
         engine: Literal["postgres", "mysql"] = "postgres" if "postgres" in self.source.engine else "mysql"
-        password = self._secret
+        password = ready.password
         options: dict[str, str] = {}
         if self.source.iam_auth:
             with aws_errors("generate_db_auth_token"):
                 token = self.client("rds").generate_db_auth_token(
-                    DBHostname=self._address, Port=self.port, DBUsername=self._user, Region=self.region
+                    DBHostname=ready.address, Port=ready.port, DBUsername=ready.user, Region=self.region
                 )
             password = Secret(token)
             options = {"auth": "iam", "tls": "required"}
         return Endpoint(
             engine=engine,
-            host=self._address,
-            port=self.port,
+            host=ready.address,
+            port=ready.port,
             database=self.source.database,
-            user=self._user,
+            user=ready.user,
             password=password,
             options=options,
             # the master user and the password the drill set: used only to create the validators' read-only role.

@@ -268,10 +268,12 @@ def isolation_hint(failed: Iterable[Fact]) -> str:
 
 
 def raise_if_violated(facts: Iterable[Fact], when: str = "before restoring") -> None:
+    """An IsolationError naming the failed facts and carrying all of them (the evidence records them)."""
+    facts = list(facts)
     bad = [f for f in facts if not f.passed]
     if bad:
         reasons = "; ".join(f"{f.check} {f.subject}: {f.detail}" for f in bad)
-        raise IsolationError(f"isolation not proven {when}: {reasons}", hint=isolation_hint(bad))
+        raise IsolationError(f"isolation not proven {when}: {reasons}", hint=isolation_hint(bad), facts=tuple(facts))
 
 
 def collect(

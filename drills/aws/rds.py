@@ -13,12 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from drills.aws.backend import INSTANCE, AwsBackend
-from drills.aws.calls import AwsCaller, aws_errors, error_code, is_not_found, pages, terminal
+from drills.aws.calls import AwsCaller, aws_errors, error_code, is_not_found, pages
 from drills.aws.recovery import RecoveryPoint, sibling_arn
+from drills.aws.state import AwsPlan, AwsReady, AwsRestored
+from drills.aws.waits import modifications_pending, status_check
 from drills.backends.base import BackendSettings, StepContext
-from drills.errors import PreflightError, RestoreFailed
+from drills.errors import PreflightError
 from drills.sources import RdsPitrSource, RdsSnapshotSource
-from drills.wait import PollPolicy, Verdict, poll
+from drills.wait import PollPolicy, PollResult, poll
 
 __all__ = ["INSTANCE_TERMINAL", "RdsBackend", "create"]
 
@@ -40,8 +42,6 @@ INSTANCE_TERMINAL = frozenset(
         "stopped",
     }
 )
-# How long a just-requested resource may be invisible (eventual consistency) before that is a failure.
-_APPEAR_GRACE_S = 120.0
 
 
 def create(source: Any, settings: BackendSettings) -> RdsBackend:
@@ -57,28 +57,17 @@ def _latest(items: list[dict[str, Any]], time_key: str) -> dict[str, Any] | None
 
 def wait_instance(
     backend: AwsBackend, ctx: StepContext, call: AwsCaller, ident: str, what: str, *, modifications: bool = False
-) -> Any:
+) -> PollResult[dict[str, Any]]:
     """Poll an instance until available (and, with ``modifications``, nothing relevant pending)."""
     rds = backend.client("rds")
-    started = ctx.clock.monotonic_ns()
 
-    def check() -> tuple[Verdict, dict[str, Any]]:
-        try:
-            db = call(rds.describe_db_instances, DBInstanceIdentifier=ident)["DBInstances"][0]
-        except Exception as exc:
-            if is_not_found(exc) and (ctx.clock.monotonic_ns() - started) / 1e9 < _APPEAR_GRACE_S:
-                return "pending", {}
-            if is_not_found(exc):
-                raise RestoreFailed(f"DB instance {ident} disappeared while waiting") from exc
-            raise
-        status = db.get("DBInstanceStatus")
-        terminal(status, INSTANCE_TERMINAL, f"DB instance {ident}")
-        if modifications:
-            busy = backend._modifications_pending(status, db.get("PendingModifiedValues"))
-        else:
-            busy = status != "available"
-        return ("pending" if busy else "ready"), db
+    def describe() -> dict[str, Any]:
+        found: dict[str, Any] = call(rds.describe_db_instances, DBInstanceIdentifier=ident)["DBInstances"][0]
+        return found
 
+    check = status_check(
+        ctx, describe, f"DB instance {ident}", "DBInstanceStatus", INSTANCE_TERMINAL, modifications=modifications
+    )
     return poll(ctx.clock, ctx.deadline_ns, check, f"{what} {ident}", policy=PollPolicy())
 
 
@@ -200,11 +189,11 @@ class RdsBackend(AwsBackend):
         )
 
     # ------------------------------------------------------------------ restore
-    def restore(self, ctx: StepContext) -> None:
+    def restore(self, plan: AwsPlan, ctx: StepContext) -> AwsRestored:
         call = self.caller(ctx)
         with aws_errors("restore"):
-            sg_ids, subnet_group = self._prepare(ctx, call)
-            assert self._rp is not None
+            restored = self._prepare(ctx, call, plan)
+            sg_ids, subnet_group = list(restored.security_group_ids), restored.subnet_group
             rds = self.client("rds")
             common: dict[str, Any] = {
                 "DBInstanceClass": self.source.instance_class,
@@ -227,7 +216,7 @@ class RdsBackend(AwsBackend):
             ):
                 if value:
                     common[key] = value
-            ctx.register(self.resource(INSTANCE, self.instance_id))
+            ctx.register(self.resource(INSTANCE, self.instance_id, plan))
             requested = ctx.clock.now()
             t0 = ctx.clock.monotonic_ns()
             try:
@@ -235,7 +224,7 @@ class RdsBackend(AwsBackend):
                     call(
                         rds.restore_db_instance_from_db_snapshot,
                         DBInstanceIdentifier=self.instance_id,
-                        DBSnapshotIdentifier=self._snapshot_ref(),
+                        DBSnapshotIdentifier=self._snapshot_ref(plan.recovery_point),
                         **common,
                     )
                 else:
@@ -246,7 +235,7 @@ class RdsBackend(AwsBackend):
                     )
                     call(
                         rds.restore_db_instance_to_point_in_time,
-                        SourceDBInstanceIdentifier=self._rp.source_identifier,
+                        SourceDBInstanceIdentifier=plan.recovery_point.source_identifier,
                         TargetDBInstanceIdentifier=self.instance_id,
                         **when,
                         **common,
@@ -260,8 +249,9 @@ class RdsBackend(AwsBackend):
             took_ms = max(1, (ctx.clock.monotonic_ns() - t0) // 1_000_000)
             self._mark(ctx, "restore-requested", requested, "runner-clock", int(took_ms))
             self._target = {"instance": self.instance_id, "subnet_group": subnet_group, "security_groups": sg_ids}
+        return restored
 
-    def await_ready(self, ctx: StepContext) -> None:
+    def await_ready(self, restored: AwsRestored, ctx: StepContext) -> AwsReady:
         call = self.caller(ctx)
         with aws_errors("await_ready"):
             result = wait_instance(self, ctx, call, self.instance_id, "restore of")
@@ -269,10 +259,10 @@ class RdsBackend(AwsBackend):
                 ctx, call, "instance-available", result, source_type="db-instance", ident=self.instance_id
             )
             db = result.value
-            self._secret = self.new_password()
-            modified = self._enforce_instance(ctx, call, db, self._secret)
+            password = self.new_password()
+            modified = self._enforce_instance(ctx, call, db, password)
             if modified is not None:
-                if self._modifications_pending(modified.get("DBInstanceStatus"), modified.get("PendingModifiedValues")):
+                if modifications_pending(modified.get("DBInstanceStatus"), modified.get("PendingModifiedValues")):
                     applied = wait_instance(self, ctx, call, self.instance_id, "modification of", modifications=True)
                     db = applied.value
                     self._mark(ctx, "credentials-applied", applied.estimate, "runner-clock", applied.precision_ms)
@@ -283,8 +273,9 @@ class RdsBackend(AwsBackend):
                 db = call(self.client("rds").describe_db_instances, DBInstanceIdentifier=self.instance_id)[
                     "DBInstances"
                 ][0]
-            self._verify_instance(db, self._target.get("subnet_group"))
+            self._check_unprotected(db, str(db.get("DBInstanceIdentifier")))
             self._record(db)
+        return AwsReady(restored, db, self._address, self.port, self._user, password)
 
     def _record(self, db: dict[str, Any]) -> None:
         endpoint = db.get("Endpoint") or {}

@@ -1,14 +1,22 @@
 """The Backend protocol: what the machine asks of any place a restore can happen.
 
-The machine calls, in order: ``preflight`` (no side effects), ``restore``
-(creates resources, registering each *before* creating it), ``await_ready``
-(waits, on the injected clock, within the deadline), ``endpoint`` (where the
-validators connect, with credentials), ``isolation_facts`` (the proof of
-segregation for the evidence), ``recovery_proof`` and ``target_facts`` (what was
-reached, and where) and, on every path, ``teardown`` per resource in reverse
-order. ``connection_hint`` tells a person how to reach a database kept with
-``--keep``. ``teardown`` must work from the resource record alone, because
-after a crash the backend is rebuilt from the journal.
+The machine calls, in order: ``preflight`` (no side effects; its report carries
+the frozen *plan* of what to restore), ``restore(plan)`` (creates resources,
+registering each *before* creating it; returns what it restored),
+``await_ready(restored)`` (waits, on the injected clock, within the deadline;
+returns the ready database), ``verify_isolation(ready)`` (the proof of
+segregation, read back from what was restored, as :class:`Fact` s: the machine
+records them and fails the drill on any that did not pass), ``endpoint(ready)``
+(where the validators connect, with credentials), ``recovery_proof`` and
+``target_facts`` (what was reached, and where) and, on every path, ``teardown``
+per resource in reverse order. ``connection_hint`` tells a person how to reach
+a database kept with ``--keep``. ``teardown`` must work from the resource record
+alone, because after a crash the backend is rebuilt from the journal.
+
+State is handed from step to step as values the machine keeps (plan, restored,
+ready), each a frozen type the backend declares as the protocol's type
+parameters; what a backend keeps on itself is for the evidence (``target_facts``,
+``recovery_proof``) or for a retried step to skip finished work.
 """
 
 from __future__ import annotations
@@ -16,16 +24,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
 from drills.clock import Clock
+from drills.errors import IsolationError
 from drills.resources import Resource, TeardownResult
 from validators.endpoint import Endpoint
 
 __all__ = [
     "NOT_READ",
+    "AnyBackend",
     "Backend",
     "BackendFactory",
     "BackendSettings",
@@ -34,7 +44,12 @@ __all__ = [
     "PreflightReport",
     "StepContext",
     "Teardown",
+    "require_isolated",
 ]
+
+PlanT = TypeVar("PlanT")  # what preflight decided: restore acts on it and on nothing else
+RestoredT = TypeVar("RestoredT")  # what restore created, for await_ready
+ReadyT = TypeVar("ReadyT")  # the database await_ready brought up: isolation and the endpoint are read from it
 
 
 @dataclass(frozen=True)
@@ -103,12 +118,25 @@ class Fact:
         return out | {"passed": self.passed, "detail": self.detail}
 
 
+def require_isolated(facts: list[Fact], message: str, hint: str | None = None) -> list[Fact]:
+    """``facts`` when every one passed, else an :class:`~drills.errors.IsolationError` naming the failed ones and
+    carrying all of them (the machine records them in the evidence)."""
+    bad = [f for f in facts if not f.passed]
+    if bad:
+        raise IsolationError(f"{message}: " + ", ".join(f.check for f in bad), hint=hint, facts=tuple(facts))
+    return facts
+
+
 @dataclass(frozen=True)
-class PreflightReport:
-    """Facts preflight established; they go into the evidence as they are."""
+class PreflightReport(Generic[PlanT]):
+    """Facts preflight established (they go into the evidence as they are) and the plan restore acts on.
+
+    ``plan`` is the backend's own frozen value; it never reaches the evidence (the facts about it do).
+    """
 
     source: dict[str, Any]  # the production database / backup the drill restores from
     recovery_point: dict[str, Any]  # what will be restored: kind, label/snapshot, target_time, range
+    plan: PlanT
     facts: dict[str, Any] = field(default_factory=dict)  # anything else worth recording
 
 
@@ -118,18 +146,25 @@ class Teardown(Protocol):
     def teardown(self, resource: Resource, ctx: StepContext) -> TeardownResult: ...
 
 
-class Backend(Protocol):
+class Backend(Protocol[PlanT, RestoredT, ReadyT]):
+    """A place a restore can happen; the type parameters are the frozen values handed from step to step."""
+
     name: str  # matches drills.backends.BACKEND_MODULES
 
-    def preflight(self, ctx: StepContext) -> PreflightReport: ...
+    def preflight(self, ctx: StepContext) -> PreflightReport[PlanT]: ...
 
-    def restore(self, ctx: StepContext) -> None: ...
+    def restore(self, plan: PlanT, ctx: StepContext) -> RestoredT: ...
 
-    def await_ready(self, ctx: StepContext) -> None: ...
+    def await_ready(self, restored: RestoredT, ctx: StepContext) -> ReadyT: ...
 
-    def endpoint(self, ctx: StepContext) -> Endpoint: ...
+    def verify_isolation(self, ready: ReadyT, ctx: StepContext) -> list[Fact]:
+        """Every isolation fact of the drill, read back from ``ready`` (AWS: with those proven before restoring).
 
-    def isolation_facts(self) -> list[dict[str, Any]]: ...
+        A backend may raise :class:`~drills.errors.IsolationError` itself (with its facts); a failed fact it
+        returns fails the drill all the same."""
+        ...
+
+    def endpoint(self, ready: ReadyT, ctx: StepContext) -> Endpoint: ...
 
     def recovery_proof(self) -> dict[str, Any] | None:
         """Where recovery got to against what was asked (``requested``, ``reached``, ``complete``, ``detail``);
@@ -146,5 +181,8 @@ class Backend(Protocol):
     def teardown(self, resource: Resource, ctx: StepContext) -> TeardownResult: ...
 
 
+AnyBackend = Backend[Any, Any, Any]  # a backend whatever its plan, restored and ready types (the machine's view)
+
+
 class BackendFactory(Protocol):
-    def __call__(self, source: Any, settings: BackendSettings) -> Backend: ...
+    def __call__(self, source: Any, settings: BackendSettings) -> AnyBackend: ...

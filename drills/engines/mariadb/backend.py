@@ -51,7 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drills.backends.base import BackendSettings, PreflightReport, StepContext
+from drills.backends.base import BackendSettings, Fact, PreflightReport, StepContext, require_isolated
 from drills.clock import iso
 from drills.engines.mariadb.accounts import create_drill_user
 from drills.engines.mariadb.backup import (
@@ -76,13 +76,13 @@ from drills.engines.mariadb.server import (
     innodb_args,
     run_as_for_mariadb,
 )
+from drills.engines.mariadb.steps import MariaPlan, MariaReady, MariaRestored
 from drills.engines.mariadb.teardown import NAME, OWNER_FILE, ROOT_NAME, SERVER_KIND, teardown_server
 from drills.engines.server_record import server_started
 from drills.errors import (
     BackupDefect,
     DeadlineExceeded,
     InfrastructureError,
-    IsolationError,
     PreflightError,
     RestoreFailed,
 )
@@ -119,22 +119,23 @@ def create(source: Any, settings: BackendSettings) -> LocalMariadb:
 
 
 class LocalMariadb:
+    """The local MariaDB backend; its steps hand on :mod:`drills.engines.mariadb.steps` values."""
+
     name = NAME
 
     def __init__(self, source: MariadbPitrSource | MariadbDumpSource | None, settings: BackendSettings) -> None:
         self.source = source
         self.settings = settings
-        self.prepared: PitrPrepared | DumpPrepared | None = None  # preflight's decision, frozen
         self.run_as: RunAs | None = None
-        self.server: MariaServer | None = None
+        self.server: MariaServer | None = None  # for the evidence (target_facts); steps get it handed on
         self.loopback = settings.extra.get("mariadb_listen") == "loopback"
         self._proof: dict[str, Any] | None = None  # where replay / the dump load got to, against what was asked
-        self._phase = "new"  # new -> started -> loaded -> ready
+        # how far await_ready got, so a retried attempt does not redo finished phases: new -> started -> loaded -> ready
+        self._phase = "new"
         self._user = f"drill_{secrets.token_hex(4)}"
         self._password = Secret(secrets.token_urlsafe(24))
-        self._database: str | None = None
-        self._version: str | None = None
-        self._isolation: list[dict[str, Any]] = []
+        self._database: str | None = None  # the dump's own database, once loaded
+        self._version: str | None = None  # the binaries' version, then the running server's
         self._port: int | None = None
         self._replicas_running = -1  # unknown until read from the running server
 
@@ -147,7 +148,7 @@ class LocalMariadb:
 
     # ------------------------------------------------------------ preflight
 
-    def preflight(self, ctx: StepContext) -> PreflightReport:
+    def preflight(self, ctx: StepContext) -> PreflightReport[MariaPlan]:
         """Binaries, backup, binlogs, target range and the run directory; creates nothing."""
         src = self.source
         pitr = isinstance(src, MariadbPitrSource)
@@ -166,6 +167,7 @@ class LocalMariadb:
             raise PreflightError(
                 f"socket path {sock} is longer than {MAX_SOCKET_PATH} bytes", hint="use a shorter run directory"
             )
+        self._version = binaries.version
         facts = {
             "mariadbd": binaries.tool("mariadbd"),
             "server_version": binaries.version,
@@ -179,7 +181,7 @@ class LocalMariadb:
 
     def _preflight_pitr(
         self, src: MariadbPitrSource, binaries: MariaBinaries, facts: dict[str, Any], ctx: StepContext
-    ) -> PreflightReport:
+    ) -> PreflightReport[MariaPlan]:
         """The backup, then every binlog the target needs: in sequence, readable by mariadb-binlog's user,
         every event header and checksum sound (see :mod:`drills.engines.mariadb.binlog`)."""
         info, plan = inspect_pitr(src, reader_for(self.run_as))
@@ -188,13 +190,13 @@ class LocalMariadb:
         facts["mariadb_binlog_check"] = tool_pass(
             binaries.tool("binlog"), src.binlogs, plan, self.run_as, _timeout(ctx)
         )
-        self.prepared = PitrPrepared(binaries, plan)
         target = src.target_time
         for problem in plan.not_needed:
             ctx.log.warning("binlog_defect_not_needed", defect=problem, requested=str(plan.requested))
         return PreflightReport(
             source={"engine": "mariadb", "identifier": str(src.backup), "binlogs": str(src.binlogs)},
             recovery_point=pitr_recovery_point(info, plan, target),
+            plan=PitrPrepared(binaries, plan),
             facts=facts,
         )
 
@@ -203,11 +205,10 @@ class LocalMariadb:
 
     def _preflight_dump(
         self, src: MariadbDumpSource, binaries: MariaBinaries, facts: dict[str, Any]
-    ) -> PreflightReport:
+    ) -> PreflightReport[MariaPlan]:
         dump = inspect_dump(src.dump)
         if not dump.gz:  # a gzip'd dump's loaded size is not known before reading it all
             self._check_space(dump.size_bytes, "dump to load")
-        self.prepared = DumpPrepared(binaries, dump)
         return PreflightReport(
             source={"engine": "mariadb", "identifier": str(src.dump)},
             recovery_point={
@@ -215,14 +216,14 @@ class LocalMariadb:
                 **dump.facts(),
                 "taken_at": iso(src.taken_at) if src.taken_at else None,
             },
+            plan=DumpPrepared(binaries, dump),
             facts=facts,
         )
 
     # ------------------------------------------------------------ restore
 
-    def _register(self, ctx: StepContext) -> MariaServer:
+    def _register(self, ctx: StepContext, binaries: MariaBinaries) -> MariaServer:
         """Journal the server, then lay out its directory (never the other way round)."""
-        binaries = self._need_prepared().binaries
         root = self.root
         server = MariaServer(binaries, root, self.run_as, port=None)
         port = free_port() if self.loopback else None
@@ -251,11 +252,13 @@ class LocalMariadb:
         self._port = port
         return server
 
-    def restore(self, ctx: StepContext) -> None:
+    def restore(self, plan: MariaPlan, ctx: StepContext) -> MariaRestored:
         """Build the datadir and start the server (socket only); ``await_ready`` brings it to the target."""
-        server = self._register(ctx)
+        if isinstance(self.source, MariadbPitrSource) != isinstance(plan, PitrPrepared):
+            raise InfrastructureError(f"{NAME}: preflight planned a {type(plan).__name__} for this source")
+        server = self._register(ctx, plan.binaries)
         if isinstance(self.source, MariadbPitrSource):
-            self._restore_pitr(self.source, server, ctx)
+            self._restore_pitr(self.source, plan.binaries, server, ctx)
             extra = ["--skip-log-bin", "--skip-grant-tables", *innodb_args(server.root / "work")]
         else:
             server.install_db(timeout=_timeout(ctx))
@@ -263,6 +266,7 @@ class LocalMariadb:
         server.start(extra)
         ctx.mark("server_started", iso(ctx.clock.now()))
         self._phase = "started"
+        return MariaRestored(server, plan)
 
     def _run(self, args: list[str], what: str, ctx: StepContext) -> None:
         timeout = _timeout(ctx)
@@ -280,7 +284,9 @@ class LocalMariadb:
             # the copy it works on is ours and was readable: what it refuses is the backup's content
             raise BackupDefect(message, hint="the backup's data or redo log is damaged; take a new backup")
 
-    def _restore_pitr(self, src: MariadbPitrSource, server: MariaServer, ctx: StepContext) -> None:
+    def _restore_pitr(
+        self, src: MariadbPitrSource, binaries: MariaBinaries, server: MariaServer, ctx: StepContext
+    ) -> None:
         """Copy, prepare and move the backup into a fresh datadir; the source backup is only read."""
         work = server.root / "work"
         ctx.log.info("copy_backup", source=str(src.backup), to=str(work))
@@ -290,42 +296,33 @@ class LocalMariadb:
             raise RestoreFailed(f"copying the backup to {work} failed: {first_copy_error(exc)}") from None
         except OSError as exc:
             raise RestoreFailed(f"copying the backup to {work} failed: {exc.filename}: {exc.strerror}") from None
-        self._run(
-            [self.bin("backup"), "--no-defaults", "--prepare", f"--target-dir={work}"], "mariadb-backup --prepare", ctx
-        )
+        backup = binaries.tool("backup")
+        self._run([backup, "--no-defaults", "--prepare", f"--target-dir={work}"], "mariadb-backup --prepare", ctx)
         ctx.mark("backup_prepared", iso(ctx.clock.now()))
         self._run(
-            [self.bin("backup"), "--no-defaults", "--move-back", f"--target-dir={work}", f"--datadir={server.datadir}"],
+            [backup, "--no-defaults", "--move-back", f"--target-dir={work}", f"--datadir={server.datadir}"],
             "mariadb-backup --move-back",
             ctx,
         )
         server.datadir.chmod(0o700)
         chown_tree(server.datadir, self.run_as)
 
-    def bin(self, tool: str) -> str:
-        return self._need_prepared().binaries.tool(tool)
-
-    def _need_prepared(self) -> PitrPrepared | DumpPrepared:
-        if self.prepared is None:
-            raise InfrastructureError("local-mariadb: restore before preflight")
-        return self.prepared
-
     # ------------------------------------------------------------ waiting & loading
 
-    def await_ready(self, ctx: StepContext) -> None:
-        """Wait for the socket, replay binlogs / load the dump, create the drill user, prove isolation.
+    def await_ready(self, restored: MariaRestored, ctx: StepContext) -> MariaReady:
+        """Wait for the socket, replay binlogs / load the dump, create the drill user.
 
         Safe to call again after a failure: finished phases are not redone.
         """
-        server = self._need_server()
+        server, plan = restored.server, restored.plan
         if self._phase == "started":
             self._wait_accepting(server, ctx, user="root" if self._pitr else None)
             ctx.mark("server_accepting", iso(ctx.clock.now()))
-            if isinstance(self.source, MariadbPitrSource):
-                self._replay(server, ctx)
+            if isinstance(self.source, MariadbPitrSource) and isinstance(plan, PitrPrepared):
+                self._replay(self.source, plan, server, ctx)
                 ctx.mark("binlogs_replayed", iso(ctx.clock.now()))
-            elif isinstance(self.source, MariadbDumpSource):
-                self._load_dump(self.source, server, ctx)
+            elif isinstance(self.source, MariadbDumpSource) and isinstance(plan, DumpPrepared):
+                self._load_dump(self.source, plan, server, ctx)
                 ctx.mark("dump_loaded", iso(ctx.clock.now()))
             self._phase = "loaded"
         if self._phase == "loaded":
@@ -333,17 +330,13 @@ class LocalMariadb:
             if self.loopback:
                 self._restart_on_loopback(server, ctx)
             self._phase = "ready"
-        self._isolation = self._read_isolation(server)
         ctx.mark("ready", iso(ctx.clock.now()))
+        database = self._database or (self.source.database if self.source else "mysql")
+        return MariaReady(server, database, self._replicas_running)
 
     @property
     def _pitr(self) -> bool:
         return isinstance(self.source, MariadbPitrSource)
-
-    def _need_server(self) -> MariaServer:
-        if self.server is None:
-            raise InfrastructureError("local-mariadb: restore has not run")
-        return self.server
 
     def _wait_accepting(
         self, server: MariaServer, ctx: StepContext, *, user: str | None, password: str | None = None
@@ -370,9 +363,9 @@ class LocalMariadb:
         poll(ctx.clock, ctx.deadline_ns, check, "the restored server", policy=LOCAL, on_deadline=too_late)
 
     def _client(self, server: MariaServer, user: str, database: str | None) -> list[str]:
-        return client_args(self.bin("client"), server.socket, user, database)
+        return client_args(server.bin.tool("client"), server.socket, user, database)
 
-    def _replay(self, server: MariaServer, ctx: StepContext) -> None:
+    def _replay(self, src: MariadbPitrSource, prep: PitrPrepared, server: MariaServer, ctx: StepContext) -> None:
         """``mariadb-binlog --verify-binlog-checksum --start-position ... | mariadb``, then prove where it got to.
 
         The stream passes through a :class:`ReplayTracker` on its way to the client, so the drill
@@ -381,16 +374,13 @@ class LocalMariadb:
         time target stops with ``--stop-datetime`` (TZ=UTC), ``latest`` with ``--stop-position`` at
         the end of the last whole event (a live copy's last file may end mid-event).
         """
-        prep, src = self._need_prepared(), self.source
-        if not (isinstance(prep, PitrPrepared) and isinstance(src, MariadbPitrSource)):
-            raise InfrastructureError(f"local-mariadb: preflight prepared a {type(prep).__name__}, not a replay")
         plan = prep.plan
         if plan.stop_ts is not None:
             stop = f"--stop-datetime={datetime.fromtimestamp(plan.stop_ts, UTC):%Y-%m-%d %H:%M:%S}"
         else:
             stop = f"--stop-position={plan.stop_position}"
         cmd = [
-            self.bin("binlog"),
+            prep.binaries.tool("binlog"),
             "--no-defaults",
             "--verify-binlog-checksum",
             f"--start-position={plan.start_position}",
@@ -405,14 +395,11 @@ class LocalMariadb:
         if error is not None:
             raise error
 
-    def _load_dump(self, src: MariadbDumpSource, server: MariaServer, ctx: StepContext) -> None:
+    def _load_dump(self, src: MariadbDumpSource, prep: DumpPrepared, server: MariaServer, ctx: StepContext) -> None:
         """Stream the dump into the client; a dump that ends early or holds SQL that fails is a BackupDefect."""
         with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
             cur.execute(f"create database if not exists `{src.database.replace('`', '``')}`")
         timeout = _timeout(ctx)
-        prep = self._need_prepared()
-        if not isinstance(prep, DumpPrepared):
-            raise InfrastructureError(f"local-mariadb: preflight prepared a {type(prep).__name__}, not a dump load")
         client = self._client(server, os_user(), src.database)
         streamed, piped = feed_dump(client, src.dump, prep.dump.gz, server.log_dir / "client.err", timeout)
         self._proof, error = judge_dump(src, prep.dump, streamed, piped, timeout)
@@ -446,39 +433,30 @@ class LocalMariadb:
 
     # ------------------------------------------------------------ endpoint & facts
 
-    def endpoint(self, ctx: StepContext) -> Endpoint:
+    def endpoint(self, ready: MariaReady, ctx: StepContext) -> Endpoint:
         """The drill user over the private socket (port is 0 when the server has no TCP listener)."""
-        server = self._need_server()
-        database = self._database or (self.source.database if self.source else "mysql")
         return Endpoint(
             engine="mysql",
             host="localhost",
-            port=server.port or 0,
-            database=database,
+            port=ready.server.port or 0,
+            database=ready.database,
             user=self._user,
             password=self._password,
-            unix_socket=str(server.socket),
+            unix_socket=str(ready.server.socket),
         )
 
-    def _read_isolation(self, server: MariaServer) -> list[dict[str, Any]]:
-        with contextlib.closing(self._connect_drill(server)) as conn:
+    def verify_isolation(self, ready: MariaReady, ctx: StepContext) -> list[Fact]:
+        """Read back from the running server as the drill user (``drills.engines.mariadb.isolation``)."""
+        with contextlib.closing(self._connect_drill(ready.server)) as conn:
             self._version, facts = read_isolation(
-                server,
+                ready.server,
                 conn,
                 run_as=self.run_as,
                 loopback=self.loopback,
-                replicas_running=self._replicas_running,
+                replicas_running=ready.replicas_running,
                 user_name=self._user_name(),
             )
-        bad = [f.check for f in facts if not f.passed]
-        if bad:
-            raise IsolationError("restored MariaDB server is not isolated: " + ", ".join(bad))
-        return [f.to_dict() for f in facts]
-
-    def isolation_facts(self) -> list[dict[str, Any]]:
-        if not self._isolation and self.server is not None and self._phase == "ready":
-            self._isolation = self._read_isolation(self.server)
-        return list(self._isolation)
+        return require_isolated(facts, "restored MariaDB server is not isolated")
 
     def recovery_proof(self) -> dict[str, Any] | None:
         """Where the replay (or the dump load) got to against what was asked; None before it ran.
@@ -501,7 +479,7 @@ class LocalMariadb:
             "datadir": str(s.datadir) if s else None,
             "socket": str(s.socket) if s else None,
             "port": s.port if s else None,
-            "server_version": self._version or (self.prepared.binaries.version if self.prepared else None),
+            "server_version": self._version,
             "server_user": self._user_name(),
             "binlogs_read_from": str(self.source.binlogs) if isinstance(self.source, MariadbPitrSource) else None,
         }

@@ -18,15 +18,13 @@ import os
 import re
 import socket
 import subprocess
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drills.backends.base import BackendSettings, PreflightReport, StepContext
+from drills.backends.base import BackendSettings, Fact, PreflightReport, StepContext, require_isolated
 from drills.clock import iso
 from drills.engines.postgres.backup import (
-    BaseBackup,
     format_lsn,
     inspect_base_backup,
     parse_lsn,
@@ -44,6 +42,7 @@ from drills.engines.postgres.server import (
     read_log,
     run_as_for_server,
 )
+from drills.engines.postgres.steps import DumpPrepared, PgPlan, PgRestored, PitrPrepared
 from drills.engines.postgres.teardown import NAME, SERVER_KIND, teardown_server
 from drills.engines.postgres.wal import segment_name, split_name
 from drills.engines.server_record import server_started
@@ -102,39 +101,23 @@ def _quote(v: str) -> str:
     return "'" + v.replace("'", "''") + "'"
 
 
-@dataclass(frozen=True)
-class PitrPrepared:
-    """What preflight decided for a PITR; restore and await_ready act on it and on nothing else."""
-
-    binaries: PgBinaries
-    backup: BaseBackup
-    plan: PitrPlan  # the WAL recovery needs and what it must reach
-
-
-@dataclass(frozen=True)
-class DumpPrepared:
-    """What preflight decided for a pg_dump restore."""
-
-    binaries: PgBinaries
-
-
 class LocalPostgres:
+    """The local PostgreSQL backend; its steps hand on :mod:`drills.engines.postgres.steps` values."""
+
     name = NAME
 
     def __init__(self, source: PostgresPitrSource | PostgresDumpSource, settings: BackendSettings) -> None:
         self.source = source
         self.settings = settings
-        self.prepared: PitrPrepared | DumpPrepared | None = None  # preflight's decision, frozen
         self._proof: dict[str, Any] | None = None
-        self.cluster: PgCluster | None = None
+        self.cluster: PgCluster | None = None  # for the evidence (target_facts); steps get it handed on
         self.run_as: RunAs | None = None
         self.wal_source: Path | None = None
-        self._isolation: list[dict[str, Any]] = []
         self._server_version: str | None = None
 
     # ------------------------------------------------------------ preflight
 
-    def preflight(self, ctx: StepContext) -> PreflightReport:
+    def preflight(self, ctx: StepContext) -> PreflightReport[PgPlan]:
         self.run_as = run_as_for_server()
         if self.run_as is not None:
             ctx.log.info("server_user", user=self.run_as.name, reason="PostgreSQL refuses to run as root")
@@ -142,7 +125,7 @@ class LocalPostgres:
             return self._preflight_pitr(self.source)
         return self._preflight_dump(self.source)
 
-    def _preflight_pitr(self, src: PostgresPitrSource) -> PreflightReport:
+    def _preflight_pitr(self, src: PostgresPitrSource) -> PreflightReport[PgPlan]:
         backup = inspect_base_backup(src.base_backup)
         binaries = find_pg_binaries(backup.pg_major)
         verified = verify_base_backup(backup, _optional_tool(binaries, "pg_verifybackup"))
@@ -152,7 +135,6 @@ class LocalPostgres:
         plan = plan_pitr(
             backup, src.wal_archive, target, binaries.tool("pg_waldump"), server_ids=ids, full=src.verify == "full"
         )
-        self.prepared = PitrPrepared(binaries, backup, plan)
         self._check_space(backup.expanded_bytes + plan.wal_bytes_needed)
         last = plan.expected_last_commit
         return PreflightReport(
@@ -183,6 +165,7 @@ class LocalPostgres:
                 "latest_restorable_time": iso(last.at) if last and target is None else None,
                 "last_archived_commit": iso(last.at) if last and target is None else None,
             },
+            plan=PitrPrepared(binaries, backup, plan),
             facts={"server_binaries": str(binaries.bindir), "server_user": self._user_name()},
         )
 
@@ -191,10 +174,9 @@ class LocalPostgres:
         ensure_reachable(self.settings.run_dir, self.run_as)
         check_scratch_space(self.settings.run_dir.parent, needed, "backup and WAL")
 
-    def _preflight_dump(self, src: PostgresDumpSource) -> PreflightReport:
+    def _preflight_dump(self, src: PostgresDumpSource) -> PreflightReport[PgPlan]:
         check_backup(src)
         binaries = find_pg_binaries()
-        self.prepared = DumpPrepared(binaries)
         proc = subprocess.run(
             [binaries.tool("pg_restore"), "--list", str(src.archive)],
             capture_output=True,
@@ -226,6 +208,7 @@ class LocalPostgres:
                 "toc_entries": entries,
                 "created_at": iso(created) if created else None,
             },
+            plan=DumpPrepared(binaries),
             facts={"server_binaries": str(binaries.bindir), "server_user": self._user_name()},
         )
 
@@ -233,16 +216,6 @@ class LocalPostgres:
         return self.run_as.name if self.run_as else getpass.getuser()
 
     # ------------------------------------------------------------ restore
-
-    def _need_prepared(self) -> PitrPrepared | DumpPrepared:
-        if self.prepared is None:
-            raise InfrastructureError("local-postgres: restore before preflight")
-        return self.prepared
-
-    def _need_cluster(self) -> PgCluster:
-        if self.cluster is None:
-            raise InfrastructureError("local-postgres: restore has not run")
-        return self.cluster
 
     def _new_cluster(self, ctx: StepContext, binaries: PgBinaries) -> PgCluster:
         root = self.settings.run_dir / "pg"
@@ -269,16 +242,14 @@ class LocalPostgres:
         self.cluster = cluster
         return cluster
 
-    def restore(self, ctx: StepContext) -> None:
-        prep = self._need_prepared()
-        if isinstance(self.source, PostgresPitrSource) and isinstance(prep, PitrPrepared):
-            self._restore_pitr(self.source, prep, ctx)
-        elif isinstance(self.source, PostgresDumpSource) and isinstance(prep, DumpPrepared):
-            self._restore_dump(self.source, prep, ctx)
-        else:
-            raise InfrastructureError(f"local-postgres: preflight prepared a {type(prep).__name__} for this source")
+    def restore(self, plan: PgPlan, ctx: StepContext) -> PgRestored:
+        if isinstance(self.source, PostgresPitrSource) and isinstance(plan, PitrPrepared):
+            return self._restore_pitr(self.source, plan, ctx)
+        if isinstance(self.source, PostgresDumpSource) and isinstance(plan, DumpPrepared):
+            return self._restore_dump(self.source, plan, ctx)
+        raise InfrastructureError(f"{self.name}: preflight planned a {type(plan).__name__} for this source")
 
-    def _restore_pitr(self, src: PostgresPitrSource, prep: PitrPrepared, ctx: StepContext) -> None:
+    def _restore_pitr(self, src: PostgresPitrSource, prep: PitrPrepared, ctx: StepContext) -> PgRestored:
         cluster = self._new_cluster(ctx, prep.binaries)
         data = cluster.datadir
         ctx.mark("restore_requested", iso(ctx.clock.now()))
@@ -314,6 +285,7 @@ class LocalPostgres:
         data.chmod(0o700)
         chown_tree(data, self.run_as)
         cluster.start(wait=False)
+        return PgRestored(cluster, prep.plan)
 
     def _isolating_settings(self, cluster: PgCluster) -> dict[str, str]:
         return {
@@ -330,7 +302,7 @@ class LocalPostgres:
             "logging_collector": "off",
         }
 
-    def _restore_dump(self, src: PostgresDumpSource, prep: DumpPrepared, ctx: StepContext) -> None:
+    def _restore_dump(self, src: PostgresDumpSource, prep: DumpPrepared, ctx: StepContext) -> PgRestored:
         cluster = self._new_cluster(ctx, prep.binaries)
         ctx.mark("restore_requested", iso(ctx.clock.now()))
         cluster.initdb(superuser=src.user)
@@ -367,15 +339,15 @@ class LocalPostgres:
         )
         if proc.returncode != 0:
             raise RestoreFailed(f"pg_restore failed (exit {proc.returncode}): {proc.stderr.strip()[-600:]}")
+        return PgRestored(cluster)
 
     # ------------------------------------------------------------ waiting
 
-    def await_ready(self, ctx: StepContext) -> None:
+    def await_ready(self, restored: PgRestored, ctx: StepContext) -> PgRestored:
         """Poll until the server accepts connections and has left recovery; then prove where recovery stopped."""
         import psycopg
 
-        cluster = self._need_cluster()
-        prepared = self.prepared
+        cluster, recovery = restored.cluster, restored.recovery
         user = self.source.user
 
         def check() -> tuple[Verdict, None]:
@@ -390,8 +362,8 @@ class LocalPostgres:
                     if row is not None and not row[0]:
                         self._server_version = str(row[1])
                         ctx.mark("server_ready", iso(ctx.clock.now()))
-                        if isinstance(prepared, PitrPrepared):
-                            self._prove_recovery(prepared.plan, row[2], row[3], cluster)
+                        if recovery is not None:
+                            self._prove_recovery(recovery, row[2], row[3], cluster)
                         return "ready", None
             except psycopg.OperationalError as exc:
                 if not cluster.running():
@@ -406,6 +378,7 @@ class LocalPostgres:
 
         # a starting server refuses at once: polling often is cheap
         poll(ctx.clock, ctx.deadline_ns, check, "the restored server", policy=LOCAL, on_deadline=too_late)
+        return restored
 
     def _stopped_during_recovery(self, cluster: PgCluster) -> None:
         errors = log_errors(cluster.logfile)
@@ -477,25 +450,21 @@ class LocalPostgres:
 
     # ------------------------------------------------------------ endpoint & facts
 
-    def endpoint(self, ctx: StepContext) -> Endpoint:
+    def endpoint(self, ready: PgRestored, ctx: StepContext) -> Endpoint:
         """The superuser over the private socket, marked admin: the drill makes the validators' reader with it."""
-        cluster = self._need_cluster()
-        ep = Endpoint(
+        return Endpoint(
             engine="postgres",
-            host=str(cluster.socket_dir),
-            port=cluster.port,
+            host=str(ready.cluster.socket_dir),
+            port=ready.cluster.port,
             database=self.source.database,
             user=self.source.user,
             admin=True,
         )
-        self._isolation = self._read_isolation()
-        return ep
 
-    def _read_isolation(self) -> list[dict[str, Any]]:
-        return [f.to_dict() for f in read_isolation(self._need_cluster(), self.source.user, self._user_name())]
-
-    def isolation_facts(self) -> list[dict[str, Any]]:
-        return list(self._isolation)
+    def verify_isolation(self, ready: PgRestored, ctx: StepContext) -> list[Fact]:
+        """Read back from the running server over its socket (``drills.engines.postgres.isolation``)."""
+        facts = read_isolation(ready.cluster, self.source.user, self._user_name())
+        return require_isolated(facts, "restored server is not isolated")
 
     def connection_hint(self) -> str | None:
         return None  # the endpoint (socket, port, user, database) is the whole story of a local server

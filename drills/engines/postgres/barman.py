@@ -35,6 +35,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from typing import Any
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
 from drills.barman_source import BarmanSource
 from drills.clock import SystemClock, iso
-from drills.engines.postgres.backend import PitrPrepared, _optional_tool
+from drills.engines.postgres.backend import _optional_tool
 from drills.engines.postgres.backup import inspect_base_backup, listed
 from drills.engines.postgres.barman_catalogue import (
     BarmanBackup,
@@ -54,7 +55,8 @@ from drills.engines.postgres.barman_catalogue import (
 )
 from drills.engines.postgres.pgbackrest import Pgbackrest, wal_names
 from drills.engines.postgres.plan import plan_facts, plan_pitr
-from drills.engines.postgres.server import find_pg_binaries, run_as_for_server
+from drills.engines.postgres.server import PgBinaries, find_pg_binaries, run_as_for_server
+from drills.engines.postgres.steps import PgPlan, PgRestored, planned
 from drills.engines.postgres.wal import SegmentDefect, geometry_of, split_name
 from drills.errors import BackupDefect, PreflightError, RestoreFailed
 from drills.osutil import RunAs, chown_tree, private_dir
@@ -81,6 +83,14 @@ def check_backup(source: BarmanSource) -> dict[str, Any]:
 # ------------------------------------------------------------------ the backend
 
 
+@dataclass(frozen=True)
+class BarmanPlan(PgPlan):
+    """What preflight decided: this backup of this server, and where its filed WAL can be read directly."""
+
+    chosen: BarmanBackup
+    direct: tuple[Path, dict[str, str | None]] | None  # wals_directory and xlog.db; None: get-wal for every one
+
+
 class Barman(Pgbackrest):
     """Pgbackrest's flow (LocalPostgres underneath) with Barman's catalogue, ``recover`` and ``get-wal``."""
 
@@ -89,10 +99,8 @@ class Barman(Pgbackrest):
     def __init__(self, source: BarmanSource, settings: BackendSettings) -> None:
         super().__init__(source, settings)  # type: ignore[arg-type]  # only fields both sources have are used
         self.bm_source = source
-        self.backup_facts: BarmanBackup | None = None
-        self.check_result: dict[str, Any] | None = None
+        self.check_result: dict[str, Any] | None = None  # `barman check`, for drill validate and the evidence
         self.barman_user: RunAs | None = None
-        self._direct: tuple[Path, dict[str, str | None]] | None = None
 
     # ------------------------------------------------------------ running barman
 
@@ -179,19 +187,18 @@ class Barman(Pgbackrest):
             )
         proc = self._barman("check", src.server, timeout=timeout, json_out=True)
         self.check_result = classify_check(proc.stdout, src.server)
-        self.backup_facts = chosen
         self._backups = backups
         return chosen
 
-    def preflight(self, ctx: StepContext) -> PreflightReport:
+    def preflight(self, ctx: StepContext) -> PreflightReport[PgPlan]:
         src = self.bm_source
         self.run_as = run_as_for_server()
         if self.run_as is not None:
             ctx.log.info("server_user", user=self.run_as.name, reason="PostgreSQL refuses to run as root")
         chosen = self.inspect_repository(ctx.remaining_seconds())
-        self._direct = self._catalogue_wal(ctx.remaining_seconds())  # where restore reads the filed segments
+        direct = self._catalogue_wal(ctx.remaining_seconds())  # where restore reads the filed segments
         target = src.target_time if isinstance(src.target_time, datetime) else None
-        self.binaries = find_pg_binaries(chosen.pg_version // 10000 if chosen.pg_version else None)
+        binaries = find_pg_binaries(chosen.pg_version // 10000 if chosen.pg_version else None)
         last = chosen.last_available_wal or chosen.end_wal
         self._check_space(chosen.size_bytes + chosen.wal_size_bytes)
         earliest = next((end for _, status, end in self._backups if status == "DONE" and end), chosen.end)
@@ -221,15 +228,16 @@ class Barman(Pgbackrest):
                 "system_identifier": None,
             },
             recovery_point=self._recovery_point,
-            facts={"server_binaries": str(self.binaries.bindir), "server_user": self._user_name()},
+            plan=BarmanPlan(binaries, chosen, direct),
+            facts={"server_binaries": str(binaries.bindir), "server_user": self._user_name()},
         )
 
     # ------------------------------------------------------------ restore
 
-    def restore(self, ctx: StepContext) -> None:
-        assert self.backup_facts is not None and self.binaries is not None
-        src, chosen = self.bm_source, self.backup_facts
-        cluster = self._new_cluster(ctx, self.binaries)
+    def restore(self, plan: PgPlan, ctx: StepContext) -> PgRestored:
+        plan = planned(plan, BarmanPlan, self.name)
+        src, chosen = self.bm_source, plan.chosen
+        cluster = self._new_cluster(ctx, plan.binaries)
         data = cluster.datadir
         ctx.mark("restore_requested", iso(ctx.clock.now()))
         private_dir(data, self.barman_user)  # Barman drops to barman_user: it must be able to write there
@@ -244,36 +252,35 @@ class Barman(Pgbackrest):
         )
         if proc.returncode != 0:
             raise RestoreFailed(f"barman recover of backup {chosen.backup_id} failed: {self._why(proc)}")
-        self._recovery_point["backup"]["verification"] = self._verify_restored(data, chosen.backup_id)
+        self._recovery_point["backup"]["verification"] = self._verify_restored(plan.binaries, data, chosen.backup_id)
         for leftover in (data / "barman_wal", data / "pg_wal"):
             for f in leftover.glob("0*"):  # nothing but the verified copy may be replayed
                 f.unlink()
         backup = inspect_base_backup(data)  # its pg_control names the cluster every segment must belong to
         self._recovery_point["system_identifier"] = str(backup.system_identifier)
         wal = private_dir(cluster.datadir.parent / "wal", self.barman_user)
-        self._fetch_barman_wal(wal, backup.system_identifier, ctx)
+        self._fetch_barman_wal(plan, wal, backup.system_identifier, ctx)
         self._recovery_point["wal_archive"]["fetch"] = self._fetch
         ids = None if self.run_as is not None else (os.geteuid(), os.getgroups())
-        plan = plan_pitr(
-            backup, wal, target, self.binaries.tool("pg_waldump"), server_ids=ids, full=src.wal_verify == "full"
+        recovery = plan_pitr(
+            backup, wal, target, plan.binaries.tool("pg_waldump"), server_ids=ids, full=src.wal_verify == "full"
         )
-        self.prepared = PitrPrepared(self.binaries, backup, plan)  # what await_ready proves recovery against
-        self._recovery_point["wal_archive"].update(plan_facts(plan))
+        self._recovery_point["wal_archive"].update(plan_facts(recovery))
         self.wal_source = wal
         self._configure(cluster, wal, target)
         chown_tree(wal, self.run_as)
         cluster.start(wait=False)
+        return PgRestored(cluster, recovery)  # await_ready proves recovery against what the fetched WAL holds
 
-    def _verify_restored(self, data: Path, backup_id: str) -> dict[str, Any]:
+    def _verify_restored(self, binaries: PgBinaries, data: Path, backup_id: str) -> dict[str, Any]:
         """The restored files against pg_basebackup's ``backup_manifest`` (Barman keeps it as ``backup_manifest.ID``).
 
         ``barman recover`` is a plain copy with no checksum of its own: a damaged file in the
         catalogue would be restored silently. Barman rewrites the configuration files and adds
         its own; those (not data) are left out of the comparison.
         """
-        assert self.binaries is not None
         manifest = data / f"backup_manifest.{backup_id}"
-        tool = _optional_tool(self.binaries, "pg_verifybackup")
+        tool = _optional_tool(binaries, "pg_verifybackup")
         if not manifest.is_file() or tool is None:
             why = "no backup_manifest in the backup" if tool else "pg_verifybackup not found"
             return {"method": f"none: {why}", "files_checked": None}
@@ -297,13 +304,11 @@ class Barman(Pgbackrest):
             )
         return {"method": "pg_verifybackup --no-parse-wal against backup_manifest (configuration files excepted)"}
 
-    def _fetch_barman_wal(self, wal: Path, system_id: int, ctx: StepContext) -> None:
+    def _fetch_barman_wal(self, plan: BarmanPlan, wal: Path, system_id: int, ctx: StepContext) -> None:
         """``barman get-wal`` from the backup's first segment through the newest archived one."""
-        assert self.backup_facts is not None
-        chosen = self.backup_facts
+        chosen, direct = plan.chosen, plan.direct
         first, last = chosen.begin_wal, chosen.last_available_wal or chosen.end_wal
 
-        direct = self._direct
         copied = {"direct": 0, "get-wal": 0}
 
         def get(name: str) -> bool:

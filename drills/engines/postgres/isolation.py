@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from drills.backends.base import Fact
 from drills.engines.postgres.server import PgCluster
-from drills.errors import IsolationError
 
 __all__ = ["read_isolation"]
 
 
 def read_isolation(c: PgCluster, user: str, user_name: str) -> list[Fact]:
-    """The isolation facts of the running server ``c``, read back over its socket as ``user``; an
-    :class:`~drills.errors.IsolationError` naming every check that failed."""
+    """The isolation facts of the running server ``c``, read back over its socket as ``user`` (the caller
+    fails the drill on any that did not pass)."""
     import psycopg
 
     with psycopg.connect(c.conninfo("postgres", user), autocommit=True) as conn:
@@ -66,7 +65,4 @@ def read_isolation(c: PgCluster, user: str, user_name: str) -> list[Fact]:
             detail="the restored server follows no primary",
         ),
     ]
-    bad = [f for f in facts if not f.passed]
-    if bad:
-        raise IsolationError("restored server is not isolated: " + ", ".join(f.check for f in bad))
     return facts

@@ -34,11 +34,12 @@ from typing import Any
 
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
 from drills.clock import SystemClock, iso
-from drills.engines.postgres.backend import LocalPostgres, PitrPrepared, _quote
+from drills.engines.postgres.backend import LocalPostgres, _quote
 from drills.engines.postgres.backup import inspect_base_backup, parse_lsn
 from drills.engines.postgres.plan import plan_facts, plan_pitr
-from drills.engines.postgres.server import PgBinaries, PgCluster, find_pg_binaries, run_as_for_server
-from drills.engines.postgres.wal import SegmentDefect, geometry_of, segment_name, split_name
+from drills.engines.postgres.server import PgCluster, find_pg_binaries, run_as_for_server
+from drills.engines.postgres.steps import PgPlan, PgRestored, planned
+from drills.engines.postgres.wal import SegmentDefect, geometry_of, segment_name, span_bytes, split_name
 from drills.errors import BackupDefect, PreflightError, RestoreFailed
 from drills.osutil import chown_tree, private_dir
 from drills.pgbackrest_source import PgbackrestSource
@@ -229,6 +230,14 @@ def wal_names(first: str, last: str, segments_per_id: int) -> list[str]:
 # ------------------------------------------------------------------ the backend
 
 
+@dataclass(frozen=True)
+class PgbackrestPlan(PgPlan):
+    """What preflight decided: this backup set of this stanza, whose WAL the archive holds up to ``info``'s max."""
+
+    info: StanzaInfo
+    chosen: BackupSet
+
+
 class Pgbackrest(LocalPostgres):
     """LocalPostgres whose base backup comes from ``pgbackrest restore`` and whose WAL from ``archive-get``."""
 
@@ -237,12 +246,9 @@ class Pgbackrest(LocalPostgres):
     def __init__(self, source: PgbackrestSource, settings: BackendSettings) -> None:
         super().__init__(source, settings)  # type: ignore[arg-type]  # only fields both sources have are used
         self.pb_source = source
-        self.info: StanzaInfo | None = None
-        self.chosen: BackupSet | None = None
         self.tool_version: str | None = None
-        self._recovery_point: dict[str, Any] = {}
+        self._recovery_point: dict[str, Any] = {}  # the report's own dict: restore adds what it fetched
         self._fetch: dict[str, Any] = {}
-        self.binaries: PgBinaries | None = None
 
     # ------------------------------------------------------------ running pgbackrest
 
@@ -339,18 +345,17 @@ class Pgbackrest(LocalPostgres):
                 f"backup set {chosen.label} starts in WAL {chosen.wal_start}, outside the archive "
                 f"({info.wal_min}..{info.wal_max}): it cannot become consistent"
             )
-        self.info, self.chosen = info, chosen
         return info, chosen, target
 
-    def preflight(self, ctx: StepContext) -> PreflightReport:
+    def preflight(self, ctx: StepContext) -> PreflightReport[PgPlan]:
         src = self.pb_source
         self.run_as = run_as_for_server()
         if self.run_as is not None:
             ctx.log.info("server_user", user=self.run_as.name, reason="PostgreSQL refuses to run as root")
         info, chosen, target = self.inspect_repository(ctx.remaining_seconds())
-        self.binaries = find_pg_binaries(int(info.pg_version) if info.pg_version else None)
+        binaries = find_pg_binaries(int(info.pg_version) if info.pg_version else None)
         verified = self._verify(ctx.remaining_seconds()) if src.verify else None
-        self._check_space(chosen.size_bytes + _wal_span_bytes(chosen.wal_start, info.wal_max or chosen.wal_start))
+        self._check_space(chosen.size_bytes + span_bytes(chosen.wal_start, info.wal_max or chosen.wal_start))
         self._recovery_point = {
             "kind": "pitr",
             "tool": {"name": "pgBackRest", "version": self.tool_version},
@@ -382,7 +387,8 @@ class Pgbackrest(LocalPostgres):
                 "system_identifier": str(info.system_id) if info.system_id is not None else None,
             },
             recovery_point=self._recovery_point,
-            facts={"server_binaries": str(self.binaries.bindir), "server_user": self._user_name()},
+            plan=PgbackrestPlan(binaries, info, chosen),
+            facts={"server_binaries": str(binaries.bindir), "server_user": self._user_name()},
         )
 
     def _verify(self, timeout: float) -> dict[str, Any]:
@@ -394,10 +400,10 @@ class Pgbackrest(LocalPostgres):
 
     # ------------------------------------------------------------ restore
 
-    def restore(self, ctx: StepContext) -> None:
-        assert self.chosen is not None and self.info is not None and self.binaries is not None
-        src, chosen = self.pb_source, self.chosen
-        cluster = self._new_cluster(ctx, self.binaries)
+    def restore(self, plan: PgPlan, ctx: StepContext) -> PgRestored:
+        plan = planned(plan, PgbackrestPlan, self.name)
+        src, chosen = self.pb_source, plan.chosen
+        cluster = self._new_cluster(ctx, plan.binaries)
         data = cluster.datadir
         ctx.mark("restore_requested", iso(ctx.clock.now()))
         private_dir(data, None)
@@ -424,25 +430,25 @@ class Pgbackrest(LocalPostgres):
             self._refused(proc)
             raise RestoreFailed(f"pgbackrest restore of set {chosen.label} failed: {self._why(proc)}")
         wal = private_dir(cluster.datadir.parent / "wal", None)
-        self._fetch_wal(data, wal, ctx)
+        self._fetch_wal(plan, data, wal, ctx)
         # the evidence is built from the preflight report at the end: add what was fetched, then what recovery needs
         self._recovery_point["wal_archive"]["fetch"] = self._fetch
         backup = inspect_base_backup(data)
         ids = None if self.run_as is not None else (os.geteuid(), os.getgroups())
-        plan = plan_pitr(
-            backup, wal, target, self.binaries.tool("pg_waldump"), server_ids=ids, full=src.wal_verify == "full"
+        recovery = plan_pitr(
+            backup, wal, target, plan.binaries.tool("pg_waldump"), server_ids=ids, full=src.wal_verify == "full"
         )
-        self.prepared = PitrPrepared(self.binaries, backup, plan)  # what await_ready proves recovery against
-        self._recovery_point["wal_archive"].update(plan_facts(plan))
+        self._recovery_point["wal_archive"].update(plan_facts(recovery))
         self.wal_source = wal
         self._configure(cluster, wal, target)
         chown_tree(wal, self.run_as)
         cluster.start(wait=False)
+        return PgRestored(cluster, recovery)  # await_ready proves recovery against what the fetched WAL holds
 
-    def _fetch_wal(self, data: Path, wal: Path, ctx: StepContext) -> None:
+    def _fetch_wal(self, plan: PgbackrestPlan, data: Path, wal: Path, ctx: StepContext) -> None:
         """``archive-get`` the set's WAL through the archive's newest segment; a missing one is left for the scan."""
-        assert self.chosen is not None and self.info is not None and self.info.wal_max is not None
-        first = self.chosen.wal_start
+        chosen, info, first = plan.chosen, plan.info, plan.chosen.wal_start
+        last = info.wal_max or first  # preflight refused an archive without WAL
 
         def get(name: str) -> bool:
             proc = self._run(
@@ -454,24 +460,24 @@ class Pgbackrest(LocalPostgres):
 
         if not get(first):
             raise BackupDefect(
-                f"{first}: missing from the repository's archive: backup set {self.chosen.label} starts in it, "
+                f"{first}: missing from the repository's archive: backup set {chosen.label} starts in it, "
                 "recovery cannot begin",
                 hint="check archive-push on the source (pgbackrest check)",
             )
         with (wal / first).open("rb") as fh:
-            geo = geometry_of(fh.read(64), int(self.info.pg_version or 0), self.info.system_id or 0)
+            geo = geometry_of(fh.read(64), int(info.pg_version or 0), info.system_id or 0)
         if isinstance(geo, SegmentDefect):
             raise BackupDefect(f"{first}: {geo.problem}")
         per, seg_size = geo.segments_per_id, geo.segment_size
         tli, _ = split_name(first, per)
-        missing = [n for n in wal_names(first, self.info.wal_max, per)[1:] if not get(n)]
-        offset = parse_lsn(self.chosen.lsn_start) % seg_size if self.chosen.lsn_start else 0
+        missing = [n for n in wal_names(first, last, per)[1:] if not get(n)]
+        offset = parse_lsn(chosen.lsn_start) % seg_size if chosen.lsn_start else 0
         get(f"{first}.{offset:08X}.backup")  # the set's end (STOP TIME), as a postgres-pitr archive has it
         if tli > 1:
             get(f"{tli:08X}.history")
         self._fetch = {
             "command": "pgbackrest archive-get",
-            "segments": len(wal_names(first, self.info.wal_max, per)) - len(missing),
+            "segments": len(wal_names(first, last, per)) - len(missing),
             "missing_from_repository": missing[:20] + ([f"... {len(missing) - 20} more"] if len(missing) > 20 else []),
         }
 
@@ -509,12 +515,3 @@ class Pgbackrest(LocalPostgres):
 
     def target_facts(self) -> dict[str, Any]:
         return {**super().target_facts(), "kind": "local-postgres", "restored_with": "pgbackrest restore"}
-
-
-def _wal_span_bytes(first: str, last: str) -> int:
-    """Bytes between two segment names at the default 16 MiB segment size (a space estimate)."""
-    try:
-        a, b = split_name(first, 0x100), split_name(last, 0x100)
-    except ValueError:
-        return 0
-    return max(0, b[1] - a[1] + 1) * (16 << 20)

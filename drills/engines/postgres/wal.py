@@ -31,6 +31,7 @@ __all__ = [
     "geometry_of",
     "scan_segment",
     "segment_name",
+    "span_bytes",
     "split_name",
 ]
 
@@ -242,3 +243,12 @@ def scan_segment(path: str, f: WalFile, geo: WalGeometry, buf: bytearray) -> Seg
     finally:
         os.close(fd)
     return check_headers(headers, f.name, f.timeline, f.number, geo)
+
+
+def span_bytes(first: str, last: str) -> int:
+    """Bytes between two segment names at the default 16 MiB segment size (a space estimate)."""
+    try:
+        a, b = split_name(first, 0x100), split_name(last, 0x100)
+    except ValueError:
+        return 0
+    return max(0, b[1] - a[1] + 1) * (16 << 20)
