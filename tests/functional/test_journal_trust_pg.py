@@ -256,10 +256,11 @@ configure("json")
 mnt = Path(sys.argv[2])
 
 class FillsTheDisk(LocalPostgres):
-    def await_ready(self, ctx):
-        super().await_ready(ctx)  # the restored server is up and journaled ...
+    def await_ready(self, restored, ctx):
+        ready = super().await_ready(restored, ctx)  # the restored server is up and journaled ...
         (journal,) = (mnt / "home").glob("runs/*/journal.jsonl")
         fill_after(journal, mnt / "filler")  # ... and now the journal's disk is full
+        return ready
 
 res = run_drill(load_runbook(sys.argv[1]), RunOptions(home=mnt / "home", backend_factory=FillsTheDisk))
 print(json.dumps({"exit": res.exit_code, "run_id": res.run_id, "evidence": str(res.evidence),

@@ -33,6 +33,7 @@ from maria_helpers import (
 
 from drills.api import RunOptions, RunResult, run_drill
 from drills.backends.base import PreflightReport, StepContext
+from drills.engines.mariadb.steps import MariaPlan
 from drills.clock import iso
 from drills.engines.mariadb.backend import LocalMariadb, check_backup
 from drills.engines.mariadb.server import run_as_for_mariadb
@@ -439,7 +440,7 @@ def test_replay_that_silently_skips_the_rest_of_a_binlog_is_caught(
     pos, _length, _ = [e for e in binlog_events(bytes(data)) if e[2] == event][2]
 
     class Corrupting(LocalMariadb):
-        def preflight(self, ctx: StepContext) -> PreflightReport:
+        def preflight(self, ctx: StepContext) -> PreflightReport[MariaPlan]:
             report = super().preflight(ctx)
             changed = bytearray(f.read_bytes())  # after preflight checked the file: the replay reads another
             changed[pos + 21] ^= 0x5A

@@ -24,6 +24,7 @@ from drills.backends.base import BackendSettings, StepContext
 from drills.clock import iso
 from drills.demo.postgres import DemoSource
 from drills.engines.postgres.backend import LocalPostgres
+from drills.engines.postgres.steps import PgRestored
 from drills.errors import BackupDefect
 from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
@@ -184,8 +185,8 @@ class _SecretBackend(LocalPostgres):
 
     SECRET = "Pa55-w0rd-never-to-be-seen"
 
-    def endpoint(self, ctx: StepContext) -> Endpoint:
-        ep = super().endpoint(ctx)
+    def endpoint(self, ready: PgRestored, ctx: StepContext) -> Endpoint:
+        ep = super().endpoint(ready, ctx)
         ctx.log.info(
             "connecting", dsn=f"postgresql://postgres:{self.SECRET}@{ep.host}/shop", note=f"password={self.SECRET}"
         )
@@ -215,16 +216,17 @@ HARNESS = """
 import sys, time
 from drills.api import RunOptions, run_drill
 from drills.engines.postgres.backend import LocalPostgres
+from drills.engines.postgres.steps import PgRestored
 from drills.runbook import load_runbook
 from drills.logs import configure
 
 configure("json")  # logs to stderr; stdout carries the harness protocol
 
 class Slow(LocalPostgres):
-    def await_ready(self, ctx):
+    def await_ready(self, restored, ctx):
         print("IN_AWAIT", flush=True)
         time.sleep(60)
-        super().await_ready(ctx)
+        return super().await_ready(restored, ctx)
 
 res = run_drill(load_runbook(sys.argv[1]), RunOptions(backend_factory=lambda s, st: Slow(s, st)))
 print("EXIT", res.exit_code, res.evidence, flush=True)

@@ -28,6 +28,7 @@ from drills.api import RunOptions, default_key_path, run_drill
 from drills.backends.base import StepContext
 from drills.engines.mariadb.server import find_maria_binaries
 from drills.engines.postgres.backend import LocalPostgres
+from drills.engines.postgres.steps import PgRestored
 from drills.engines.postgres.server import find_pg_binaries
 from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
@@ -146,8 +147,8 @@ class _AdminWithPassword(LocalPostgres):
 
     SECRET = "Adm1n-pass-the-evidence-must-refuse"
 
-    def endpoint(self, ctx: StepContext) -> Endpoint:
-        return replace(super().endpoint(ctx), password=Secret(self.SECRET))
+    def endpoint(self, ready: PgRestored, ctx: StepContext) -> Endpoint:
+        return replace(super().endpoint(ready, ctx), password=Secret(self.SECRET))
 
 
 def test_the_admin_password_is_still_a_secret_the_evidence_refuses(shop_pgc: Path, tmp_path: Path) -> None:

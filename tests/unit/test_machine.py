@@ -14,18 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from recorder import Recorder
+from recorder import Handed, Recorder
 
 from drills.api import RunOptions, RunResult, run_drill
-from drills.backends.base import BackendSettings
+from drills.backends.base import BackendSettings, Fact
 from drills.clock import FakeClock
-from drills.errors import DeadlineExceeded, PreflightError, RestoreFailed, TransientError
+from drills.errors import DeadlineExceeded, IsolationError, PreflightError, RestoreFailed, TransientError
 from drills.evidence.keys import generate_keypair, load_verifiers
 from drills.evidence.store import read_and_verify
 from drills.journal import Journal, read_events, summarize
 from drills.machine import Drill, default_states, run_machine
 from drills.measure import measure
-from drills.record import verdict_of
+from drills.record import build_predicate, verdict_of
 from drills.runbook import load_runbook
 from validators.base import Finding, ValidationReport
 from validators.endpoint import Endpoint
@@ -96,6 +96,39 @@ def test_a_failing_state_still_tears_down_and_writes_failed_evidence(
     assert ev["interrupted"] is (exit_code == 130)
 
 
+def machine(
+    runbook: Path, backend: Recorder, home: Path, clock: FakeClock | None = None, probed: list[Endpoint] | None = None
+) -> Drill:
+    """Run the machine with stand-ins for the two database-facing seams it is handed (the connect probe and
+    the validator runner), so every state after restore really runs."""
+    clock = clock or FakeClock()
+
+    def probe(ep: Endpoint) -> str:
+        (probed if probed is not None else []).append(ep)
+        return "16.4"
+
+    def validators(_d: Drill) -> ValidationReport:
+        return ValidationReport((Finding("smoke", "one", passed=True, expected=1, actual=1),), None, None, 5)
+
+    loaded = load_runbook(runbook)
+    d = Drill(
+        loaded=loaded,
+        backend=backend,
+        clock=clock,
+        journal=Journal.create(f"run-{len(list(home.glob('runs/*')))}", clock, home),
+        run_validators=validators,
+        probe=probe,
+        measure=lambda d: measure(
+            d.timeline, validated=True, rto_objective_s=60, rpo_objective_s=None, achieved_rpo=None, rpo_method="none"
+        ),
+    )
+    return run_machine(d, default_states(loaded), lambda _d: None)
+
+
+def isolation_checks(d: Drill) -> Any:
+    return build_predicate(d, executor={}, trigger="test", host="h", initiated_by="t")["isolation_checks"]
+
+
 def test_transient_errors_are_retried_with_backoff_on_the_injected_clock_and_the_drill_passes(
     runbook: Path, drill_home: Path
 ) -> None:
@@ -107,33 +140,13 @@ def test_transient_errors_are_retried_with_backoff_on_the_injected_clock_and_the
     clock = FakeClock()
     backend = Recorder(fail_in="restore", error=TransientError("throttled"), transient_failures=2)
     probed: list[Endpoint] = []
-
-    def probe(ep: Endpoint) -> str:
-        probed.append(ep)
-        return "16.4"
-
-    def validators(_d: Drill) -> ValidationReport:
-        return ValidationReport((Finding("smoke", "one", passed=True, expected=1, actual=1),), None, None, 5)
-
-    loaded = load_runbook(runbook)
-    d = Drill(
-        loaded=loaded,
-        backend=backend,
-        clock=clock,
-        journal=Journal.create("run-transient", clock, drill_home),
-        run_validators=validators,
-        probe=probe,
-        measure=lambda d: measure(
-            d.timeline, validated=True, rto_objective_s=60, rpo_objective_s=None, achieved_rpo=None, rpo_method="none"
-        ),
-    )
-    run_machine(d, default_states(loaded), lambda _d: None)
+    d = machine(runbook, backend, drill_home, clock, probed)
 
     assert (d.error, d.failed_state, verdict_of(d)) == (None, None, "passed")
     restores = [e for e in d.timeline if e.state == "restore"]
     assert [e.outcome for e in restores] == ["retry", "retry", "ok"]
     assert [e.error for e in restores] == ["TransientError: try again", "TransientError: try again", None]
-    assert backend.calls == ["preflight", "restore", "restore", "restore", "await_ready", "connect"]
+    assert backend.calls == ["preflight", "restore", "restore", "restore", "await_ready", "verify_isolation", "connect"]
     # the two backoffs were slept on the injected clock, within the runbook's 1..2 s policy, between the attempts
     backoffs = clock.sleeps[:2]
     assert clock.sleeps[2:] == [0.0]  # the recorder's await_ready "waits" its restore_takes_s
@@ -151,6 +164,64 @@ def test_transient_errors_are_retried_with_backoff_on_the_injected_clock_and_the
     ]
     assert len(probed) == 1 and d.server_version == "16.4"
     assert backend.torn_down == ["b", "a"]  # the retried restore registered "a" three times: torn down once
+
+
+def test_each_step_is_handed_what_the_step_before_returned(runbook: Path, drill_home: Path) -> None:
+    """preflight's plan to restore, restore's value to await_ready, the ready value to isolation and the endpoint."""
+    backend = Recorder()
+    d = machine(runbook, backend, drill_home)
+    assert (d.error, verdict_of(d)) == (None, "passed")
+    assert backend.received == [
+        ("restore", Handed("plan")),
+        ("await_ready", Handed("restored")),
+        ("verify_isolation", Handed("ready")),
+        ("endpoint", Handed("ready")),
+    ]
+
+
+def test_the_evidence_records_verify_isolation_facts_as_they_are(runbook: Path, drill_home: Path) -> None:
+    facts = [
+        Fact("listen_addresses", "restored server", True, "no TCP listener", value=""),
+        Fact("no-egress-route", "subnet-1", True, "local route only"),  # decided without a value read back
+    ]
+    d = machine(runbook, Recorder(isolation=facts), drill_home)
+    assert (d.error, verdict_of(d)) == (None, "passed")
+    assert isolation_checks(d) == [
+        {"check": "listen_addresses", "subject": "restored server", "value": "", "passed": True,
+         "detail": "no TCP listener"},
+        {"check": "no-egress-route", "subject": "subnet-1", "passed": True, "detail": "local route only"},
+    ]  # fmt: skip
+
+
+def test_a_failed_isolation_fact_fails_the_drill_even_when_the_backend_does_not_raise(runbook: Path) -> None:
+    """The hostile backend: it reports a listener on every address and carries on. No validator may run on it."""
+    open_door = Fact("listen_addresses", "restored server", False, "listens on every address", value="*")
+    backend = Recorder(isolation=[Fact("archive_mode_off", "restored server", True, "off", value="off"), open_door])
+    res = drill(runbook, backend)
+    assert (res.verdict, res.exit_code, res.failed_state) == ("failed", 3, "await_ready")
+    assert isinstance(res.drill.error, IsolationError) and "listen_addresses" in str(res.drill.error)
+    assert "connect" not in backend.calls and res.drill.validation is None
+    assert backend.torn_down == ["b", "a"]
+    ev = evidence_of(res, runbook)
+    assert [(c["check"], c["passed"]) for c in ev["isolation_checks"]] == [
+        ("archive_mode_off", True),
+        ("listen_addresses", False),
+    ]
+    assert ev["error"]["type"] == "IsolationError" and ev["teardown"]["all_deleted"] is True
+
+
+def test_an_isolation_refusal_before_restoring_leaves_its_facts_in_the_evidence(runbook: Path) -> None:
+    """AWS proves the network before it creates anything: the facts that refused the drill are the evidence."""
+    facts = (Fact("no-egress-route", "rtb-1", False, "0.0.0.0/0 via igw-1"), Fact("same-vpc", "vpc-1", True, "ok"))
+    backend = Recorder(fail_in="preflight", error=IsolationError("isolation not proven", facts=facts))
+    res = drill(runbook, backend)
+    assert (res.verdict, res.exit_code, res.failed_state) == ("failed", 3, "preflight")
+    assert backend.torn_down == [] and backend.received == []  # nothing restored
+    checks = evidence_of(res, runbook)["isolation_checks"]
+    assert [(c["check"], c["subject"], c["passed"]) for c in checks] == [
+        ("no-egress-route", "rtb-1", False),
+        ("same-vpc", "vpc-1", True),
+    ]
 
 
 def test_retries_stop_at_the_runbook_attempts(runbook: Path) -> None:
