@@ -260,6 +260,7 @@ class Outcome:
     marks: list[Mark]
     endpoint: Endpoint | None  # what the backend handed to the connect state (before the validators' role)
     result: RunResult | None  # None when the runner was killed
+    isolation: list[dict[str, Any]] = field(default_factory=list)  # the facts the machine recorded, as in evidence
 
     @property
     def verdict(self) -> str | None:
@@ -289,8 +290,8 @@ def machine_drill(
     handed: list[Endpoint] = []
     real_endpoint = backend.endpoint
 
-    def endpoint(c: StepContext) -> Endpoint:
-        ep: Endpoint = real_endpoint(c)
+    def endpoint(ready: Any, c: StepContext) -> Endpoint:
+        ep: Endpoint = real_endpoint(ready, c)
         handed.append(ep)
         return ep
 
@@ -336,6 +337,7 @@ def machine_drill(
         marks=d.marks,
         endpoint=handed[-1] if handed else None,
         result=res,
+        isolation=[f.to_dict() for f in d.isolation],
     )
 
 

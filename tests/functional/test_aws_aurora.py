@@ -86,7 +86,7 @@ def test_aurora_drill_end_to_end(
     assert fakes.count("CreateDBInstance") == 1 and fakes.count("ModifyDBCluster") == 1
     tf = b.target_facts()
     assert tf["writer"] == b.writer_id and tf["publicly_accessible"] is False and tf["deletion_protection"] is False
-    assert all(f["passed"] for f in b.isolation_facts())
+    assert out.isolation and all(f["passed"] for f in out.isolation)
     assert [t.detail for t in out.teardown] == ["deleted"] * 4
     assert drill_leftovers(session) == []
     assert world.rds.describe_db_clusters(DBClusterIdentifier=world.source_cluster)["DBClusters"]

@@ -111,9 +111,11 @@ def test_snapshot_drill_end_to_end(
     # the 30-minute restore is in the measured RTO
     assert out.result.rto_seconds is not None and 1800 + 120 <= out.result.rto_seconds < 1800 + 120 + 2 * 165
     # enforced despite moto copying the public, protected source
-    facts = {(f["check"], f["subject"]): f["passed"] for f in b.isolation_facts()}
+    facts = {(f["check"], f["subject"]): f["passed"] for f in out.isolation}
     assert facts[("not-publicly-accessible", b.instance_id)] is True
-    assert all(f["passed"] for f in b.isolation_facts())
+    assert all(f["passed"] for f in out.isolation)
+    # proven before the restore (the network, then the drill's own security group) and on what AWS reports after it
+    assert {"no-egress-route", "drill-sg-only-runner-ingress", "drill-security-groups"} <= {c for c, _ in facts}
     tf = b.target_facts()
     assert tf["publicly_accessible"] is False and tf["deletion_protection"] is False
     assert tf["backup_retention_days"] == 0
@@ -261,8 +263,9 @@ def test_routes_out_of_the_vpc_are_refused(
     # the same route, reviewed and listed, is accepted
     allowed = isolation(world, allowed_routes=[f"{world.private_rtb}:0.0.0.0/0"])
     ok = backend(snap_source(world, isolation=allowed), session, clock, run_id="run-0002")
-    ok.preflight(ctx(clock, []))
-    assert any("(allowed)" in f["detail"] for f in ok.isolation_facts())
+    report = ok.preflight(ctx(clock, []))
+    assert any("(allowed)" in f.detail for f in report.plan.facts)
+    assert any("(allowed)" in f["detail"] for f in report.facts["isolation"])
 
 
 def test_main_route_table_applies_to_unassociated_subnets(world: World, session: Any, clock: FakeClock) -> None:
@@ -459,5 +462,5 @@ def test_password_never_reaches_logs_or_facts(
     journal = state_home() / "runs" / out.result.run_id / "journal.jsonl"
     assert secret not in journal.read_text()
     assert logs and secret not in repr(logs)
-    assert secret not in repr(b.isolation_facts()) + repr(b.target_facts()) + b.connection_hint()
+    assert secret not in repr(out.isolation) + repr(b.target_facts()) + b.connection_hint()
     assert secret not in repr(out.registry) + repr(out.marks) + repr(out.endpoint.public())

@@ -33,10 +33,10 @@ from maria_helpers import (
 
 from drills.api import RunOptions, RunResult, run_drill
 from drills.backends.base import PreflightReport, StepContext
-from drills.engines.mariadb.steps import MariaPlan
 from drills.clock import iso
 from drills.engines.mariadb.backend import LocalMariadb, check_backup
 from drills.engines.mariadb.server import run_as_for_mariadb
+from drills.engines.mariadb.steps import MariaPlan
 from drills.errors import BackupDefect
 from drills.evidence.keys import load_public_key
 from drills.evidence.store import read_and_verify

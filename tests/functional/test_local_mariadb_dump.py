@@ -71,9 +71,9 @@ def test_dump_restores(dumps: dict[str, Path], name: str, database: str) -> None
         report = backend.preflight(ctx)
         assert report.recovery_point["compressed"] == ("gzip" if name.endswith("gz") else None)
         try:
-            backend.restore(ctx)
-            backend.await_ready(ctx)
-            ep = backend.endpoint(ctx)
+            restored = backend.restore(report.plan, ctx)
+            ready = backend.await_ready(restored, ctx)
+            ep = backend.endpoint(ready, ctx)
             assert ep.database == database  # the dump's own USE wins over the default
             with connect(ep) as conn, conn.cursor() as cur:
                 cur.execute("select count(*) from customers")
@@ -84,7 +84,7 @@ def test_dump_restores(dumps: dict[str, Path], name: str, database: str) -> None
                 assert cur.fetchone()[0] == 3000
                 with pytest.raises(Exception, match="denied"):
                     cur.execute("delete from orders")  # the drill user is read-only
-            assert all(f["passed"] for f in backend.isolation_facts())
+            assert all(f.passed for f in backend.verify_isolation(ready, ctx))
             proof = backend.recovery_proof()
             assert proof is not None and proof["complete"] is True, proof
             assert proof["reached"]["last_line"].startswith("-- Dump completed")
@@ -134,11 +134,11 @@ def test_a_damaged_dump_fails_while_loading_and_teardown_removes_everything(
     with scratch_dir() as run_dir:
         ctx, reg = step_ctx()
         backend = create(MariadbDumpSource(kind="mariadb-dump", dump=dumps[name]), settings_for(run_dir))
-        backend.preflight(ctx)
+        report = backend.preflight(ctx)
         try:
-            backend.restore(ctx)
+            restored = backend.restore(report.plan, ctx)
             with pytest.raises(BackupDefect, match=rf"loading the dump {dumps[name]} failed: {message}"):
-                backend.await_ready(ctx)
+                backend.await_ready(restored, ctx)
             proof = backend.recovery_proof()
             assert proof is not None and proof["complete"] is False
             assert proof["reached"]["lines_streamed"] > 0
@@ -157,14 +157,14 @@ def test_loopback_listener_when_asked(dumps: dict[str, Path]) -> None:
         ctx, reg = step_ctx()
         src = MariadbDumpSource(kind="mariadb-dump", dump=dumps["with_db"])
         backend = create(src, settings_for(run_dir, mariadb_listen="loopback"))
-        backend.preflight(ctx)
+        report = backend.preflight(ctx)
         try:
-            backend.restore(ctx)
-            backend.await_ready(ctx)
-            ep = backend.endpoint(ctx)
+            restored = backend.restore(report.plan, ctx)
+            ready = backend.await_ready(restored, ctx)
+            ep = backend.endpoint(ready, ctx)
             assert ep.port > 0
-            facts = {f["check"]: f for f in backend.isolation_facts()}
-            assert facts["listen"]["value"]["bind_address"] == "127.0.0.1"
+            facts = {f.check: f for f in backend.verify_isolation(ready, ctx)}
+            assert facts["listen"].value["bind_address"] == "127.0.0.1"
             assert ep.password is not None
             with (
                 pymysql.connect(

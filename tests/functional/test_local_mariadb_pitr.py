@@ -68,10 +68,10 @@ def test_pitr_lands_exactly_on_the_target(demo: DemoSource, base: Path) -> None:
     assert rp["requested"]["event_time"] == demo.target_time.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert rp["binlog_chain"]["defects_not_needed"] == []
 
-    backend.restore(ctx)
+    restored = backend.restore(report.plan, ctx)
     assert len(reg) == 1 and reg[0].kind == "mariadb-server" and reg[0].backend == "local-mariadb"
-    backend.await_ready(ctx)
-    ep = backend.endpoint(ctx)
+    ready = backend.await_ready(restored, ctx)
+    ep = backend.endpoint(ready, ctx)
     assert ep.engine == "mysql" and ep.unix_socket and ep.user.startswith("drill_")
     assert "password" not in json.dumps(ep.public())
     with connect(ep) as conn, conn.cursor() as cur:
@@ -96,7 +96,7 @@ def test_pitr_lands_exactly_on_the_target(demo: DemoSource, base: Path) -> None:
         proof["requested"]["file"],
         proof["requested"]["position"],
     )
-    facts = backend.isolation_facts()
+    facts = [f.to_dict() for f in backend.verify_isolation(ready, ctx)]
     assert facts and all(f["passed"] for f in facts), facts
     listen = next(f for f in facts if f["check"] == "listen")
     assert listen["value"]["skip_networking"] == 1
@@ -116,14 +116,15 @@ def test_pitr_latest_replays_to_the_end(demo: DemoSource, base: Path) -> None:
     ctx, reg = step_ctx()
     backend = create(_source(demo, target_time="latest"), settings_for(base / "run-latest", "run-latest"))
     try:
-        rp = backend.preflight(ctx).recovery_point
+        report = backend.preflight(ctx)
+        rp = report.recovery_point
         last = demo.binlogs / "mysql-bin.000002"
         assert rp["requested"]["file"] == last.name and rp["requested"]["position"] == last.stat().st_size
         assert rp["effective_stop"].startswith("end of the binlog chain")
         assert "ends with a Stop event" in rp["restorable_range_ends"]  # the demo source was shut down
-        backend.restore(ctx)
-        backend.await_ready(ctx)
-        with connect(backend.endpoint(ctx)) as conn, conn.cursor() as cur:
+        restored = backend.restore(report.plan, ctx)
+        ready = backend.await_ready(restored, ctx)
+        with connect(backend.endpoint(ready, ctx)) as conn, conn.cursor() as cur:
             cur.execute("select count(*) from orders")
             assert cur.fetchone()[0] == demo.expected["orders"] + demo.after_target["orders"]
         proof = backend.recovery_proof()
@@ -185,10 +186,10 @@ _CHILD = textwrap.dedent(
     ctx = StepContext(clock=clock, deadline_ns=clock.monotonic_ns() + int(300e9),
                       log=structlog.get_logger(), register=register)
     backend = create(src, BackendSettings(run_id="killed", run_dir=Path(sys.argv[2]), clock=clock))
-    backend.preflight(ctx)
-    backend.restore(ctx)
+    report = backend.preflight(ctx)
+    restored = backend.restore(report.plan, ctx)
     print("awaiting", flush=True)
-    backend.await_ready(ctx)
+    backend.await_ready(restored, ctx)
     print("ready", flush=True)
     time.sleep(600)
     """

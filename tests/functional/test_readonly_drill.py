@@ -28,8 +28,8 @@ from drills.api import RunOptions, default_key_path, run_drill
 from drills.backends.base import StepContext
 from drills.engines.mariadb.server import find_maria_binaries
 from drills.engines.postgres.backend import LocalPostgres
-from drills.engines.postgres.steps import PgRestored
 from drills.engines.postgres.server import find_pg_binaries
+from drills.engines.postgres.steps import PgRestored
 from drills.evidence.keys import load_verifiers
 from drills.evidence.store import read_and_verify
 from drills.runbook import load_runbook
