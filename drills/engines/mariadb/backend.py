@@ -324,6 +324,8 @@ class LocalMariadb:
             elif isinstance(self.source, MariadbDumpSource) and isinstance(plan, DumpPrepared):
                 self._load_dump(self.source, plan, server, ctx)
                 ctx.mark("dump_loaded", iso(ctx.clock.now()))
+            else:  # nothing loaded is never "ready"
+                raise InfrastructureError(f"{NAME}: restored from a {type(plan).__name__} for this source")
             self._phase = "loaded"
         if self._phase == "loaded":
             self._create_drill_user(server)
