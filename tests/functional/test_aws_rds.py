@@ -301,6 +301,11 @@ def test_public_restored_instance_is_refused(
     )
     assert out.endpoint is None and plane.tunnel.connections == 0  # refused before anything connected
     assert isinstance(out.error, IsolationError) and "PubliclyAccessible=True" in str(out.error)
+    assert out.result is not None and (out.result.failed_state, out.result.exit_code) == ("await_ready", 3)
+    # the refusal is in the evidence: the checks proven before the restore, and the one AWS's report failed
+    failed = [(f["check"], f["detail"]) for f in out.isolation if not f["passed"]]
+    assert failed == [("not-publicly-accessible", "PubliclyAccessible=True")]
+    assert {"no-egress-route", "drill-sg-only-runner-ingress"} <= {f["check"] for f in out.isolation if f["passed"]}
     assert drill_leftovers(session) == []
 
 

@@ -24,6 +24,7 @@ from drills.backends.base import BackendSettings, StepContext
 from drills.clock import iso
 from drills.demo.postgres import DemoSource
 from drills.engines.postgres.backend import LocalPostgres
+from drills.engines.postgres.server import PgCluster
 from drills.engines.postgres.steps import PgRestored
 from drills.errors import BackupDefect
 from drills.evidence.keys import load_verifiers
@@ -73,6 +74,26 @@ def test_pitr_lands_exactly_on_the_target(demo_source: DemoSource) -> None:
     assert {c["check"] for c in ev["isolation_checks"] if c["passed"]} >= {"listen_addresses", "archive_mode_off"}
     assert ev["recovery_point"]["base_backup"]["label"] == "restore-drills demo"
     assert ev["teardown"]["all_deleted"] is True
+
+
+class _Leaky(LocalPostgres):
+    """A restored server that also listens on TCP (a regression in the isolating settings)."""
+
+    def _isolating_settings(self, cluster: PgCluster) -> dict[str, str]:
+        return {**super()._isolating_settings(cluster), "listen_addresses": "127.0.0.1"}
+
+
+def test_a_restored_server_with_a_tcp_listener_fails_the_drill_before_any_validator(demo_source: DemoSource) -> None:
+    res = run_drill(load_runbook(demo_source.runbook), RunOptions(backend_factory=_Leaky))
+    assert (res.verdict, res.exit_code, res.failed_state) == ("failed", 3, "await_ready"), res.to_json()
+    assert "IsolationError" in (res.error or "") and "listen_addresses" in (res.error or "")
+    assert res.drill.endpoint is None and res.drill.validation is None  # nothing connected, nothing validated
+    assert no_server_left(res.run_id)
+    ev = read_and_verify(res.evidence, load_verifiers(demo_source.public_key))["predicate"]  # type: ignore[arg-type]
+    facts = {c["check"]: c for c in ev["isolation_checks"]}
+    assert (facts["listen_addresses"]["passed"], facts["listen_addresses"]["value"]) == (False, "127.0.0.1")
+    assert facts["archive_mode_off"]["passed"] is True  # the rest was read back too
+    assert ev["error"]["type"] == "IsolationError" and ev["teardown"]["all_deleted"] is True
 
 
 def test_latest_recovers_every_archived_commit(demo_source: DemoSource, tmp_path: Path) -> None:
