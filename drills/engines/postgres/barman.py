@@ -89,6 +89,7 @@ class BarmanPlan(PgPlan):
 
     chosen: BarmanBackup
     direct: tuple[Path, dict[str, str | None]] | None  # wals_directory and xlog.db; None: get-wal for every one
+    barman_user: RunAs | None  # who Barman drops to (None: this process): it writes where restore puts things
 
 
 class Barman(Pgbackrest):
@@ -100,7 +101,7 @@ class Barman(Pgbackrest):
         super().__init__(source, settings)  # type: ignore[arg-type]  # only fields both sources have are used
         self.bm_source = source
         self.check_result: dict[str, Any] | None = None  # `barman check`, for drill validate and the evidence
-        self.barman_user: RunAs | None = None
+        self.barman_user: RunAs | None = None  # from the config, as preflight reads it (the plan carries it on)
 
     # ------------------------------------------------------------ running barman
 
@@ -228,7 +229,7 @@ class Barman(Pgbackrest):
                 "system_identifier": None,
             },
             recovery_point=self._recovery_point,
-            plan=BarmanPlan(binaries, chosen, direct),
+            plan=BarmanPlan(binaries, chosen, direct, self.barman_user),
             facts={"server_binaries": str(binaries.bindir), "server_user": self._user_name()},
         )
 
@@ -240,7 +241,7 @@ class Barman(Pgbackrest):
         cluster = self._new_cluster(ctx, plan.binaries)
         data = cluster.datadir
         ctx.mark("restore_requested", iso(ctx.clock.now()))
-        private_dir(data, self.barman_user)  # Barman drops to barman_user: it must be able to write there
+        private_dir(data, plan.barman_user)  # Barman drops to barman_user: it must be able to write there
         target = src.target_time if isinstance(src.target_time, datetime) else None
         how = []
         if target is not None:
@@ -258,7 +259,7 @@ class Barman(Pgbackrest):
                 f.unlink()
         backup = inspect_base_backup(data)  # its pg_control names the cluster every segment must belong to
         self._recovery_point["system_identifier"] = str(backup.system_identifier)
-        wal = private_dir(cluster.datadir.parent / "wal", self.barman_user)
+        wal = private_dir(cluster.datadir.parent / "wal", plan.barman_user)
         self._fetch_barman_wal(plan, wal, backup.system_identifier, ctx)
         self._recovery_point["wal_archive"]["fetch"] = self._fetch
         ids = None if self.run_as is not None else (os.geteuid(), os.getgroups())
