@@ -49,7 +49,7 @@ def create(source: Any, settings: BackendSettings) -> AuroraBackend:
 
 
 class AuroraBackend(AwsBackend):
-    name: ClassVar[str] = "aurora"
+    name: str = "aurora"
     engine_family: ClassVar[str] = "aurora"
     source: AuroraSnapshotSource | AuroraPitrSource
 

@@ -86,7 +86,7 @@ class AwsBackend:
     the evidence (``target_facts``, ``connection_hint``) and for a retried restore (the security group).
     """
 
-    name: ClassVar[str] = "aws"
+    name: str = "aws"
     engine_family: ClassVar[str] = ""
 
     def __init__(self, source: AwsOptions, settings: BackendSettings) -> None:

@@ -72,7 +72,7 @@ def wait_instance(
 
 
 class RdsBackend(AwsBackend):
-    name: ClassVar[str] = "rds"
+    name: str = "rds"
     engine_family: ClassVar[str] = "rds"
     source: RdsSnapshotSource | RdsPitrSource
 
