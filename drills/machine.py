@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 import tenacity
@@ -51,6 +51,7 @@ __all__ = ["Drill", "RetryPolicy", "State", "run_machine", "teardown_resources"]
 log = structlog.get_logger("drills.machine")
 
 TEARDOWN_SECONDS = 3600.0
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -148,9 +149,8 @@ class State:
 # ------------------------------------------------------------------ state work
 
 
-def _handed(d: Drill, attr: str, by: str) -> Any:
+def _handed(d: Drill, value: _T | None, by: str) -> _T:
     """What an earlier state handed on; a state run out of order is the machine's bug, said plainly."""
-    value = getattr(d, attr)
     if value is None:
         raise InfrastructureError(f"{d.backend.name}: {by} has not completed")
     return value
@@ -161,13 +161,13 @@ def _preflight(d: Drill, ctx: StepContext) -> None:
 
 
 def _restore(d: Drill, ctx: StepContext) -> None:
-    plan = _handed(d, "preflight", "preflight").plan
+    plan = _handed(d, d.preflight, "preflight").plan
     d.restored = d.backend.restore(plan, ctx)
 
 
 def _await_ready(d: Drill, ctx: StepContext) -> None:
     """Wait for the database, then prove it isolated: the one place every backend's isolation is read."""
-    d.ready = d.backend.await_ready(_handed(d, "restored", "restore"), ctx)
+    d.ready = d.backend.await_ready(_handed(d, d.restored, "restore"), ctx)
     d.isolation = list(d.backend.verify_isolation(d.ready, ctx))
     bad = [f for f in d.isolation if not f.passed]
     if bad:  # a backend that returns a failed fact instead of raising still fails the drill
@@ -179,7 +179,7 @@ def _await_ready(d: Drill, ctx: StepContext) -> None:
 
 
 def _connect(d: Drill, ctx: StepContext) -> None:
-    ep = d.backend.endpoint(_handed(d, "ready", "await_ready"), ctx)
+    ep = d.backend.endpoint(_handed(d, d.ready, "await_ready"), ctx)
     override = d.loaded.runbook.connect
     if override is not None:
         ep = ep.routed_to(override.host, override.port)
