@@ -11,13 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
+from drills.aws.aurora_declaration import AuroraPitrSource, AuroraSnapshotSource
 from drills.aws.backend import CLUSTER, INSTANCE, AwsBackend
 from drills.aws.calls import AwsCaller, aws_errors, drill_identifier, error_code, is_not_found, pages, terminal
 from drills.aws.rds import wait_instance
 from drills.aws.recovery import RecoveryPoint, sibling_arn
 from drills.backends.base import BackendSettings, StepContext
 from drills.errors import PreflightError, RestoreFailed
-from drills.sources import AuroraPitrSource, AuroraSnapshotSource
 from drills.wait import PollPolicy, PollResult, Verdict, poll
 
 __all__ = ["CLUSTER_TERMINAL", "AuroraBackend", "create"]

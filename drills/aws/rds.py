@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 from drills.aws.backend import INSTANCE, AwsBackend
 from drills.aws.calls import AwsCaller, aws_errors, error_code, is_not_found, pages, terminal
+from drills.aws.rds_declaration import RdsPitrSource, RdsSnapshotSource
 from drills.aws.recovery import RecoveryPoint, sibling_arn
 from drills.backends.base import BackendSettings, StepContext
 from drills.errors import PreflightError, RestoreFailed
-from drills.sources import RdsPitrSource, RdsSnapshotSource
 from drills.wait import PollPolicy, Verdict, poll
 
 __all__ = ["INSTANCE_TERMINAL", "RdsBackend", "create"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from drills.cli import main
+from drills.engines.postgres.declaration import PostgresPitrSource
 from drills.errors import RunbookError
 from drills.runbook import json_schema, load_runbook
 
@@ -44,7 +45,7 @@ def test_good_runbook_loads_with_paths_resolved_against_its_folder(folder: Path)
     (folder / "rb.yaml").write_text(GOOD)
     loaded = load_runbook(folder / "rb.yaml")
     src = loaded.runbook.source
-    assert src.kind == "postgres-pitr"
+    assert isinstance(src, PostgresPitrSource) and src.kind == "postgres-pitr"
     assert src.base_backup == folder / "backups/base"
     assert loaded.runbook.evidence.dir == folder / "evidence"
     assert len(loaded.sha256) == 64
