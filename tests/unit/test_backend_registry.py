@@ -80,15 +80,20 @@ def test_its_must_exist_path_is_a_runbook_error_with_file_line_and_field(
         load_runbook(tmp_path / "rb.yaml")
     assert err.value.exit_code == 2
     assert str(err.value).startswith(f"{tmp_path / 'rb.yaml'}:4: source.directory: path does not exist: ")
+    assert main(["validate", str(tmp_path / "rb.yaml")]) == 2
+    assert "source.directory: path does not exist" in capsys.readouterr().err
+    assert load_runbook(tmp_path / "rb.yaml", check_paths=False).runbook.source.kind == "latest-dump"
+
+
+def test_drill_run_with_its_must_exist_path_missing_starts_nothing(tmp_path: Path, latest_dump: Any) -> None:
+    (tmp_path / "rb.yaml").write_text(RUNBOOK)  # no dumps/ folder
     home = tmp_path / "home"
     os.environ["RESTORE_DRILLS_HOME"] = str(home)
     try:
         assert main(["run", str(tmp_path / "rb.yaml")]) == 2
     finally:
         del os.environ["RESTORE_DRILLS_HOME"]
-    assert "source.directory: path does not exist" in capsys.readouterr().err
-    assert not home.exists()  # nothing was started
-    assert load_runbook(tmp_path / "rb.yaml", check_paths=False).runbook.source.kind == "latest-dump"
+    assert not home.exists()  # no journal, no key: nothing was started
 
 
 def test_an_empty_folder_is_a_backup_defect_found_by_its_declared_check(
