@@ -119,7 +119,7 @@ class Teardown(Protocol):
 
 
 class Backend(Protocol):
-    name: str  # matches drills.backends.BACKEND_MODULES
+    name: str  # its BackendDeclaration.name (drills.backends.declare), journaled with each resource
 
     def preflight(self, ctx: StepContext) -> PreflightReport: ...
 
