@@ -97,5 +97,4 @@ DECLARATION = BackendDeclaration(
     factory=f"{__name__}:create",
     check_backup=f"{__name__}:check_backup",
     rpo_reference=lambda source: "backup-created",
-    summary="the newest pg_dump archive in a folder, into a throwaway local PostgreSQL",
 )

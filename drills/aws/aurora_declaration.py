@@ -43,5 +43,4 @@ DECLARATION = BackendDeclaration(
     name="aurora",
     kinds={"aurora-snapshot": AuroraSnapshotSource, "aurora-pitr": AuroraPitrSource},
     factory="drills.aws.aurora:create",
-    summary="an Aurora cluster and its writer restored from a snapshot or to a point in time, isolated",
 )

@@ -43,5 +43,4 @@ DECLARATION = BackendDeclaration(
     name="rds",
     kinds={"rds-snapshot": RdsSnapshotSource, "rds-pitr": RdsPitrSource},
     factory="drills.aws.rds:create",
-    summary="an RDS instance restored from a snapshot or to a point in time, in an isolated subnet",
 )

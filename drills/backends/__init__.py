@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import itertools
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -67,9 +68,10 @@ class _Registry:
         self.by_name: dict[str, BackendDeclaration] = {}
         self.by_kind: dict[str, BackendDeclaration] = {}
         self.loaded = False
-        self.generation = 0
+        self.generation = next(_GENERATIONS)
 
 
+_GENERATIONS = itertools.count()  # process-wide, so no two states of any registry share a generation
 _REG = _Registry()
 
 
@@ -102,17 +104,23 @@ def _add(decl: BackendDeclaration, origin: str) -> None:
         )
     _REG.by_name[decl.name] = decl
     _REG.by_kind.update(dict.fromkeys(decl.kinds, decl))
-    _REG.generation += 1
+    _REG.generation = next(_GENERATIONS)
 
 
 def _ensure() -> None:
+    """Read the declarations once; a plugin that fails leaves the registry unread, so every use fails loudly."""
     if _REG.loaded:
         return
-    _REG.loaded = True  # set first: a failing plugin is reported once per process, not half-registered each call
-    for path in BUILTIN_DECLARATIONS:
-        _add(_load(path, "built-in"), "built-in")
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        _add(_load(ep.value, f"entry point {ep.name!r}"), f"entry point {ep.name!r}")
+    try:
+        for path in BUILTIN_DECLARATIONS:
+            _add(_load(path, "built-in"), "built-in")
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            _add(_load(ep.value, f"entry point {ep.name!r}"), f"entry point {ep.name!r}")
+    except BaseException:
+        _REG.by_name.clear()
+        _REG.by_kind.clear()
+        raise
+    _REG.loaded = True
 
 
 def declarations() -> dict[str, BackendDeclaration]:
@@ -144,7 +152,7 @@ def unregister(name: str) -> None:
     decl = _REG.by_name.pop(name)
     for kind in decl.kinds:
         _REG.by_kind.pop(kind, None)
-    _REG.generation += 1
+    _REG.generation = next(_GENERATIONS)
 
 
 class _SourceBackends(Mapping[str, str]):

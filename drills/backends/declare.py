@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -114,7 +114,6 @@ class BackendDeclaration:
     factory: str | BackendFactory
     check_backup: str | Callable[[Any], dict[str, Any]] | None = None
     rpo_reference: Callable[[Any], RpoReference] = recovery_target
-    summary: str = field(default="", compare=False)  # one line for docs and error messages
 
     def __post_init__(self) -> None:
         if not self.kinds:

@@ -7,6 +7,7 @@ machine against PostgreSQL, are in tests/functional/test_backend_plugin.py.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import textwrap
@@ -180,3 +181,26 @@ def test_declarations_import_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_plugin_that_cannot_be_imported_is_named_and_fails_every_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = importlib.metadata.EntryPoint("cnpg", "no_such_package_here:DECLARATION", backends.ENTRY_POINT_GROUP)
+    real = importlib.metadata.entry_points
+
+    def entry_points(**kw: Any) -> Any:
+        return [broken] if kw.get("group") == backends.ENTRY_POINT_GROUP else real(**kw)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(backends, "_REG", backends._Registry())  # read the declarations afresh
+    (tmp_path / "rb.yaml").write_text(
+        RUNBOOK.replace("kind: latest-dump\n  directory: dumps", "kind: postgres-dump\n  archive: a")
+    )
+    for _ in range(2):  # not half-registered after the first failure
+        assert main(["validate", "--no-check-paths", str(tmp_path / "rb.yaml")]) == 2
+        err = capsys.readouterr().err
+        assert "backend entry point 'cnpg' (no_such_package_here:DECLARATION) cannot be loaded" in err
+        assert "ModuleNotFoundError" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(InputError):
+        dict(backends.SOURCE_BACKENDS)

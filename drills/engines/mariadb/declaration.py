@@ -46,5 +46,4 @@ DECLARATION = BackendDeclaration(
     factory="drills.engines.mariadb.backend:create",
     check_backup="drills.engines.mariadb.backend:check_backup",
     rpo_reference=_rpo_reference,
-    summary="a throwaway local mariadbd restored from mariadb-backup + binary logs, or from a SQL dump",
 )

@@ -42,5 +42,4 @@ DECLARATION = BackendDeclaration(
     kinds={"barman": BarmanSource},
     factory="drills.engines.postgres.barman:create",
     check_backup="drills.engines.postgres.barman:check_backup",
-    summary="a throwaway local PostgreSQL restored by barman recover from a Barman server's backup",
 )

@@ -54,5 +54,4 @@ DECLARATION = BackendDeclaration(
     factory="drills.engines.postgres.backend:create",
     check_backup="drills.engines.postgres.backend:check_backup",
     rpo_reference=_rpo_reference,
-    summary="a throwaway local PostgreSQL restored from pg_basebackup + WAL, or from a pg_dump archive",
 )

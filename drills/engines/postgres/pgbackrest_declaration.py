@@ -83,5 +83,4 @@ DECLARATION = BackendDeclaration(
     kinds={"pgbackrest": PgbackrestSource},
     factory="drills.engines.postgres.pgbackrest:create",
     check_backup="drills.engines.postgres.pgbackrest:check_backup",
-    summary="a throwaway local PostgreSQL restored by pgbackrest restore from a stanza's backup set",
 )
