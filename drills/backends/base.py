@@ -119,7 +119,7 @@ class Teardown(Protocol):
 
 
 class Backend(Protocol):
-    name: str  # its BackendDeclaration.name (drills.backends.declare), journaled with each resource
+    name: str  # matches drills.backends.BACKEND_MODULES
 
     def preflight(self, ctx: StepContext) -> PreflightReport: ...
 
