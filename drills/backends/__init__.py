@@ -218,5 +218,11 @@ def validate_source(data: Any) -> SourceModel:
 
     from drills.backends.declare import SourceModel
 
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if isinstance(kind, str) and kind not in SOURCE_BACKENDS:  # not damage: the backend is not installed here
+        raise InputError(
+            f"no backend here drills source kind {kind!r}",
+            hint=f"install the package that declares it (entry point group {ENTRY_POINT_GROUP})",
+        )
     source: SourceModel = TypeAdapter(Annotated[SourceModel, RegisteredSource]).validate_python(data)
     return source

@@ -204,3 +204,11 @@ def test_a_plugin_that_cannot_be_imported_is_named_and_fails_every_time(
         assert "ModuleNotFoundError" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(InputError):
         dict(backends.SOURCE_BACKENDS)
+
+
+def test_a_journaled_source_whose_backend_is_not_installed_says_so() -> None:
+    """``drill teardown`` after a crash reads the source back: an uninstalled plugin is not a damaged journal."""
+    with pytest.raises(InputError, match="no backend here drills source kind 'latest-dump'") as err:
+        backends.validate_source({"kind": "latest-dump", "directory": "/x"})
+    assert backends.ENTRY_POINT_GROUP in (err.value.hint or "")
+    assert isinstance(backends.validate_source({"kind": "postgres-dump", "archive": "/x.pgc"}), SourceModel)
