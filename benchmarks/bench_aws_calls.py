@@ -35,6 +35,8 @@ import structlog  # noqa: E402
 import yaml  # noqa: E402
 from aws_fakes import REGION, Fakes, World, drill_leftovers, isolation, make_world, settings  # noqa: E402
 
+from drills.aws.aurora_declaration import AuroraSnapshotSource  # noqa: E402
+from drills.aws.rds_declaration import RdsSnapshotSource  # noqa: E402
 from drills.backends import backend_factory  # noqa: E402
 from drills.backends.base import Mark  # noqa: E402
 from drills.clock import FakeClock  # noqa: E402
@@ -42,7 +44,6 @@ from drills.errors import DrillError  # noqa: E402
 from drills.journal import Journal  # noqa: E402
 from drills.machine import Drill, default_states, run_machine  # noqa: E402
 from drills.runbook import load_runbook  # noqa: E402
-from drills.sources import AuroraSnapshotSource, RdsSnapshotSource  # noqa: E402
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # quiet: warnings and up
 

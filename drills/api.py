@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from drills import __version__
-from drills.backends import SOURCE_BACKENDS, backend_factory
+from drills.backends import SOURCE_BACKENDS, backend_factory, declaration_for_kind
 from drills.backends.base import AnyBackend, BackendSettings
 from drills.cleanup import SCRATCH_BACKEND, SCRATCH_KIND, Dispatch, finish_teardown
 from drills.clock import Clock, SystemClock, iso
@@ -40,7 +40,6 @@ from drills.reader import ReaderProvisioner
 from drills.record import build_predicate, verdict_of
 from drills.resources import Resource
 from drills.runbook import LoadedRunbook
-from drills.sources import MariadbDumpSource, PostgresDumpSource
 from validators.base import ValidationReport
 from validators.endpoint import Endpoint
 
@@ -209,7 +208,7 @@ def _measure(d: Drill) -> Measurement:
     if d.validation and d.validation.newest_commit_at:
         newest = datetime.fromisoformat(d.validation.newest_commit_at.replace("Z", "+00:00"))
     target = getattr(src, "target_time", None)
-    if isinstance(src, PostgresDumpSource | MariadbDumpSource):
+    if declaration_for_kind(src.kind).rpo_reference(src) == "backup-created":  # the backend says where from
         created = (d.preflight.recovery_point.get("created_at") if d.preflight else None) or None
         ref = datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None
         method, achieved = "dump", rpo_ms(d.restore_requested_at, ref)

@@ -33,9 +33,9 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
+from drills.aws.rds_declaration import RdsPitrSource, RdsSnapshotSource
 from drills.errors import InputError
 from drills.runbook import LoadedRunbook
-from drills.sources import RdsPitrSource, RdsSnapshotSource
 
 __all__ = ["Dialect", "build_definition", "poll_schedule", "role_policy"]
 

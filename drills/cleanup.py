@@ -93,10 +93,9 @@ def finish_teardown(run_id: str, *, clock: Clock | None = None, home: Path | Non
 
 
 def _finish_teardown(run_id: str, *, clock: Clock | None, home: Path | None) -> list[TeardownResult]:
-    from pydantic import TypeAdapter
     from pydantic import ValidationError as PydanticError
 
-    from drills.sources import Source
+    from drills.backends import validate_source
 
     clk = clock or SystemClock()
     journal = Journal.reopen(run_id, clk, home)
@@ -109,7 +108,7 @@ def _finish_teardown(run_id: str, *, clock: Clock | None, home: Path | None) -> 
             )
         started = next((e for e in events if e.get("event") == "run_started"), None)
         try:
-            source = TypeAdapter(Source).validate_python(started["source"]) if started else None
+            source = validate_source(started["source"]) if started else None
         except (PydanticError, KeyError, TypeError):
             raise InputError(
                 f"{journal.path}: run_started.source is not a source this tool writes", hint="the journal is damaged"

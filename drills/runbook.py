@@ -13,15 +13,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from drills.backends import SOURCE_BACKENDS
+from drills import backends
+from drills.backends import RegisteredSource
+from drills.backends.declare import MUST_EXIST_KEY, MustExist, SourceModel
 from drills.errors import RunbookError
-from drills.sources import Source
 from drills.yamlsafe import MAX_BYTES, YamlProblem, load_bounded
 from validators.config import ValidatorsConfig
 
@@ -82,14 +83,16 @@ class S3Evidence(_Frozen):
 
 class EvidenceConfig(_Frozen):
     dir: Path = Field(default=Path("evidence"), description="Where evidence envelopes are written.")
-    signing_key: Path | None = Field(default=None, description="Ed25519 private key (PEM) from `drill keygen`.")
+    signing_key: Annotated[Path | None, MustExist] = Field(
+        default=None, description="Ed25519 private key (PEM) from `drill keygen`."
+    )
     kms_key_id: str | None = Field(
         default=None,
         pattern=r"^(arn:aws[\w-]*:kms:[\w-]+:\d{12}:key/)?[0-9a-f-]{36}$|^mrk-[0-9a-f]{32}$",
         description="Sign with this AWS KMS key (ECC_NIST_P256, SIGN_VERIFY): key id or ARN, never an alias.",
     )
     s3: S3Evidence | None = None
-    trusted_keys: Path | None = Field(
+    trusted_keys: Annotated[Path | None, MustExist] = Field(
         default=None,
         description="PEM public key or keyring JSON whose records count as history, besides the signing key's.",
     )
@@ -140,9 +143,13 @@ class StatePolicy(_Frozen):
 
 
 class Runbook(_Frozen):
+    # the source union is built from the backend registry when the schema is first needed (not at import:
+    # `drill --help` reads no declaration), and rebuilt when a backend is registered (see _model)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,40}$", description="Lowercase letters, digits, dashes.")
     description: str = ""
-    source: Source
+    source: Annotated[SourceModel, RegisteredSource]
     objectives: Objectives
     validators: ValidatorsConfig = Field(default_factory=ValidatorsConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
@@ -201,7 +208,21 @@ def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int
     return None
 
 
-_DISCRIMINATED_TAGS = set(SOURCE_BACKENDS)  # every source.kind the runbook accepts
+_BUILT_FOR = [-1]  # the registry generation the Runbook model's source union was built from
+
+
+def _model() -> type[Runbook]:
+    """The Runbook model, its source union rebuilt if backends were registered since it was built."""
+    now = backends.generation()
+    if now != _BUILT_FOR[0]:
+        Runbook.model_rebuild(force=True)
+        _BUILT_FOR[0] = now
+    return Runbook
+
+
+def _kinds() -> set[str]:
+    """Every source.kind the runbook accepts (pydantic names the tag in an error location)."""
+    return set(backends.SOURCE_BACKENDS)
 
 
 # union members pydantic names in an error location (e.g. target_time: datetime | "latest")
@@ -211,9 +232,10 @@ _TYPE_SEGMENTS = {"datetime", "str", "int", "float", "bool", "dict", "list"}
 def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     """Drop pydantic's union-tag and type segments so the path matches the YAML."""
     out: list[str | int] = []
+    kinds = _kinds()
     for part in loc:
         if isinstance(part, str) and (
-            part in _DISCRIMINATED_TAGS or part in _TYPE_SEGMENTS or "[" in part or part.startswith("function-")
+            part in kinds or part in _TYPE_SEGMENTS or "[" in part or part.startswith("function-")
         ):
             continue
         out.append("schema" if part == "schema_" else part)
@@ -226,13 +248,14 @@ _DEADLINE_FIELDS = {"rto_seconds", "deadline_seconds", "timeout_seconds"}
 _HINTS = {
     "extra_forbidden": "remove it, or check its spelling against `drill schema`",
     "missing": "add it; `drill schema` lists every field",
-    "union_tag_invalid": "kind must be one of: " + ", ".join(sorted(_DISCRIMINATED_TAGS)),
 }
 
 
 def _hint(err_type: str, loc: tuple[str | int, ...], given: object = None) -> str | None:
     if err_type in _HINTS:
         return _HINTS[err_type]
+    if err_type == "union_tag_invalid":
+        return "kind must be one of: " + ", ".join(sorted(_kinds()))
     if isinstance(given, bool) and err_type in ("int_type", "float_type"):
         return "write a number, not true/false"
     if err_type == "less_than_equal" and loc and loc[-1] in _DEADLINE_FIELDS:
@@ -281,7 +304,7 @@ def _parse(text: str, file: str) -> tuple[Runbook, Lines]:
     lines: Lines = {}
     _line_index(node, (), lines)
     try:
-        return Runbook.model_validate(data), lines
+        return _model().model_validate(data), lines
     except PydanticValidationError as exc:
         # a misspelt key explains the "missing" error that comes with it: report it first
         errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
@@ -301,16 +324,16 @@ def parse_runbook(text: str, file: str = "<runbook>") -> Runbook:
 
 # ---------------------------------------------------------------- paths
 
-# Paths that must exist before anything starts, per model field; evidence.dir is created.
-# The backup's own paths (source.*) are not here on purpose: a backup that is missing because
-# last night's backup never ran is a failed drill with evidence (BackupDefect, exit 1), found by
-# the backend's preflight and by `drill validate`, never a runbook typo (exit 2).
-_MUST_EXIST = {
-    ("validators", "schema", "baseline"),
-    ("validators", "baseline"),
-    ("evidence", "signing_key"),
-    ("evidence", "trusted_keys"),
-}
+# Paths that must exist before anything starts are the fields marked MustExist (drills.backends.declare),
+# in any model of the runbook: evidence keys, validator baselines, a backend's config file. evidence.dir is
+# created. The backup's own paths are not marked on purpose: a backup that is missing because last night's
+# backup never ran is a failed drill with evidence (BackupDefect, exit 1), found by the backend's preflight
+# and by `drill validate`, never a runbook typo (exit 2).
+
+
+def _must_exist(model: type[BaseModel], name: str) -> bool:
+    extra = model.model_fields[name].json_schema_extra
+    return isinstance(extra, dict) and extra.get(MUST_EXIST_KEY) is True
 
 
 def _exists(path: Path) -> bool | str:
@@ -331,7 +354,7 @@ def _resolve_paths(
         if isinstance(value, Path):
             resolved = value if value.is_absolute() else (base / value)
             updates[name] = resolved
-            if key in _MUST_EXIST:
+            if _must_exist(type(model), name):
                 found = _exists(resolved)
                 if found is False:
                     problems.append((key, f"path does not exist: {_shown(str(resolved), 200)}"))
@@ -387,7 +410,7 @@ def load_runbook(path: str | Path, *, check_paths: bool = True) -> LoadedRunbook
 
 def json_schema() -> str:
     """The runbook JSON Schema, for editors (yaml-language-server) and reviews."""
-    schema = Runbook.model_json_schema(by_alias=True)
+    schema = _model().model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "restore-drills runbook"
     return json.dumps(schema, indent=2, sort_keys=True)

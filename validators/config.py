@@ -29,7 +29,9 @@ MAX_EXACT = 2**53 - 1
 
 
 class SchemaConfig(_Frozen):
-    baseline: Path = Field(description="Baseline JSON captured with `drill baseline capture`.")
+    baseline: Path = Field(
+        description="Baseline JSON captured with `drill baseline capture`.", json_schema_extra={"x-must-exist": True}
+    )  # the runbook loader checks it exists (drills.backends.declare.MustExist: a schema keyword, no import)
     schemas: tuple[str, ...] | None = Field(
         default=None, description="Schemas (PostgreSQL) or databases (MySQL) to compare; default: all user ones."
     )
@@ -112,7 +114,9 @@ class ValidatorsConfig(_Frozen):
         default=4, ge=1, le=32, strict=True, description="Connections used to run checks in parallel."
     )
     baseline: Path | None = Field(
-        default=None, description="Baseline JSON for row count rules; defaults to schema.baseline."
+        default=None,
+        description="Baseline JSON for row count rules; defaults to schema.baseline.",
+        json_schema_extra={"x-must-exist": True},
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
+from drills.aws.aurora_declaration import AuroraPitrSource, AuroraSnapshotSource
 from drills.aws.backend import CLUSTER, INSTANCE, AwsBackend
 from drills.aws.calls import AwsCaller, aws_errors, drill_identifier, error_code, is_not_found, pages
 from drills.aws.rds import wait_instance
@@ -19,7 +20,6 @@ from drills.aws.state import AwsPlan, AwsReady, AwsRestored
 from drills.aws.waits import status_check
 from drills.backends.base import BackendSettings, StepContext
 from drills.errors import PreflightError, RestoreFailed
-from drills.sources import AuroraPitrSource, AuroraSnapshotSource
 from drills.wait import PollPolicy, PollResult, poll
 
 __all__ = ["CLUSTER_TERMINAL", "AuroraBackend", "create"]

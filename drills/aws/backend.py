@@ -45,6 +45,7 @@ from drills.aws.isolation import (
     runner_rule,
     same_rule,
 )
+from drills.aws.options import AwsOptions
 from drills.aws.preflight import check_free, check_kms, check_quota
 from drills.aws.recovery import RecoveryPoint, event_time
 from drills.aws.state import AwsPlan, AwsReady, AwsRestored
@@ -58,7 +59,6 @@ from drills.errors import (
     TeardownError,
 )
 from drills.resources import Resource, TeardownResult
-from drills.sources import AwsOptions
 from drills.wait import PollResult
 from validators.endpoint import Endpoint, Secret
 

@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 
 from drills.aws.backend import INSTANCE, AwsBackend
 from drills.aws.calls import AwsCaller, aws_errors, error_code, is_not_found, pages
+from drills.aws.rds_declaration import RdsPitrSource, RdsSnapshotSource
 from drills.aws.recovery import RecoveryPoint, sibling_arn
 from drills.aws.state import AwsPlan, AwsReady, AwsRestored
 from drills.aws.waits import modifications_pending, status_check
 from drills.backends.base import BackendSettings, StepContext
 from drills.errors import PreflightError
-from drills.sources import RdsPitrSource, RdsSnapshotSource
 from drills.wait import PollPolicy, PollResult, poll
 
 __all__ = ["INSTANCE_TERMINAL", "RdsBackend", "create"]

@@ -150,7 +150,7 @@ class Backend(Protocol[PlanT, RestoredT, ReadyT]):
     """A place a restore can happen; the type parameters are the frozen values handed from step to step
     (never None: the machine reads None as "that step has not completed")."""
 
-    name: str  # matches drills.backends.BACKEND_MODULES
+    name: str  # its BackendDeclaration.name, journaled with every resource
 
     def preflight(self, ctx: StepContext) -> PreflightReport[PlanT]: ...
 

@@ -15,10 +15,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from drills.aws.aurora_declaration import AuroraPitrSource, AuroraSnapshotSource
 from drills.backends import backend_factory
 from drills.clock import FakeClock
 from drills.errors import PreflightError, RestoreFailed
-from drills.sources import AuroraPitrSource, AuroraSnapshotSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the shared aws_fakes helpers
 from aws_fakes import REGION, Fakes, World, ctx, drill_leftovers, isolation, machine_drill, make_world, settings

@@ -19,11 +19,12 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from drills.aws.aurora_declaration import AuroraSnapshotSource
 from drills.aws.calls import TAG_EXPIRES, TAG_RUN_ID
+from drills.aws.rds_declaration import RdsSnapshotSource
 from drills.aws.sweep import sweep
 from drills.backends import backend_factory
 from drills.clock import FakeClock
-from drills.sources import AuroraSnapshotSource, RdsSnapshotSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the shared aws_fakes helpers
 from aws_fakes import REGION, Fakes, drill_leftovers, isolation, machine_drill, make_world, settings

@@ -17,12 +17,12 @@ import pytest
 from moto import mock_aws
 
 from drills.aws.calls import TAG_CREATED, TAG_EXPIRES, TAG_KEPT, tag_value
+from drills.aws.rds_declaration import RdsSnapshotSource
 from drills.aws.sweep import sweep
 from drills.backends import backend_factory
 from drills.clock import FakeClock, iso
 from drills.journal import read_events, state_home
 from drills.keep import keep_state
-from drills.sources import RdsSnapshotSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the shared aws_fakes helpers
 from aws_fakes import REGION, Fakes, Outcome, World, drill_leftovers, isolation, machine_drill, make_world, settings

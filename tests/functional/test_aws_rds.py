@@ -17,13 +17,13 @@ import pytest
 from moto import mock_aws
 
 from drills.aws.calls import TAG_EXPIRES, TAG_RUN_ID, tag_value
+from drills.aws.rds_declaration import RdsPitrSource, RdsSnapshotSource
 from drills.aws.sweep import sweep
 from drills.backends import backend_factory
 from drills.clock import FakeClock
 from drills.errors import DeadlineExceeded, IsolationError, PreflightError, RestoreFailed, TeardownError
 from drills.journal import state_home
 from drills.resources import Resource
-from drills.sources import RdsPitrSource, RdsSnapshotSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the shared aws_fakes helpers
 from aws_fakes import (

@@ -17,9 +17,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from drills.aws.aurora_declaration import AuroraSnapshotSource
+from drills.aws.rds_declaration import RdsSnapshotSource
 from drills.backends import backend_factory
 from drills.clock import FakeClock
-from drills.sources import AuroraSnapshotSource, RdsSnapshotSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the shared aws_fakes helpers
 from aws_fakes import REGION, Fakes, isolation, machine_drill, make_world, settings

@@ -12,6 +12,7 @@ from maria_helpers import requires_mariadb, scratch_dir
 
 from drills.clock import SystemClock
 from drills.demo.mariadb import DemoSource, build_demo_source
+from drills.engines.mariadb.declaration import MariadbPitrSource
 from drills.osutil import pids_using
 from drills.runbook import load_runbook
 
@@ -42,7 +43,7 @@ def test_demo_source_is_quick_and_consistent(built: tuple[DemoSource, float]) ->
     assert sorted(p.name for p in demo.binlogs.glob("mysql-bin.0*")) == ["mysql-bin.000001", "mysql-bin.000002"]
     assert not pids_using(demo.workdir)  # the source server was stopped
     loaded = load_runbook(demo.runbook)
-    assert loaded.runbook.source.kind == "mariadb-pitr"
+    assert isinstance(loaded.runbook.source, MariadbPitrSource)
     assert loaded.runbook.source.target_time == demo.target_time
     smoke = {q.name: q.expect for q in loaded.runbook.validators.smoke}
     assert smoke["orders before the target are present"] == demo.expected["orders"]

@@ -35,6 +35,7 @@ from drills.api import RunOptions, RunResult, run_drill
 from drills.backends.base import PreflightReport, StepContext
 from drills.clock import iso
 from drills.engines.mariadb.backend import LocalMariadb, check_backup
+from drills.engines.mariadb.declaration import MariadbDumpSource, MariadbPitrSource
 from drills.engines.mariadb.server import run_as_for_mariadb
 from drills.engines.mariadb.steps import MariaPlan
 from drills.errors import BackupDefect
@@ -42,7 +43,6 @@ from drills.evidence.keys import load_public_key
 from drills.evidence.store import read_and_verify
 from drills.osutil import pids_using
 from drills.runbook import load_runbook
-from drills.sources import MariadbDumpSource, MariadbPitrSource
 
 pytestmark = [*requires_mariadb, pytest.mark.slow]
 

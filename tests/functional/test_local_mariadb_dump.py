@@ -16,10 +16,10 @@ from maria_helpers import connect, requires_mariadb, scratch_dir, settings_for, 
 
 from drills.demo.mariadb import _load_schema
 from drills.engines.mariadb.backend import create
+from drills.engines.mariadb.declaration import MariadbDumpSource
 from drills.engines.mariadb.server import MariaServer, find_maria_binaries, run_as_for_mariadb
 from drills.errors import BackupDefect
 from drills.osutil import os_user, pids_using
-from drills.sources import MariadbDumpSource
 
 pytestmark = [*requires_mariadb, pytest.mark.slow]
 

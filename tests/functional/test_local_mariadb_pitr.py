@@ -21,11 +21,11 @@ from maria_helpers import connect, requires_mariadb, scratch_dir, settings_for, 
 from drills.clock import SystemClock
 from drills.demo.mariadb import DemoSource, build_demo_source
 from drills.engines.mariadb.backend import create
+from drills.engines.mariadb.declaration import MariadbPitrSource
 from drills.engines.mariadb.server import run_as_for_mariadb
 from drills.errors import BackupDefect
 from drills.osutil import chown_tree, pids_using
 from drills.resources import Resource
-from drills.sources import MariadbPitrSource
 
 pytestmark = [*requires_mariadb, pytest.mark.slow]
 
@@ -176,7 +176,7 @@ _CHILD = textwrap.dedent(
     from drills.backends.base import BackendSettings, StepContext
     from drills.engines.mariadb.backend import create
     from drills.clock import SystemClock
-    from drills.sources import MariadbPitrSource
+    from drills.engines.mariadb.declaration import MariadbPitrSource
 
     src = MariadbPitrSource.model_validate(json.loads(sys.argv[1]))
     journal = Path(sys.argv[3])

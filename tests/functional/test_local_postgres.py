@@ -354,7 +354,7 @@ def test_teardown_refuses_a_resource_record_outside_its_layout(tmp_path: Path) -
 
 def test_preflight_refuses_a_directory_that_is_not_a_base_backup(tmp_path: Path) -> None:
     from drills.clock import SystemClock
-    from drills.sources import PostgresPitrSource
+    from drills.engines.postgres.declaration import PostgresPitrSource
 
     (tmp_path / "base").mkdir()
     (tmp_path / "wal").mkdir()

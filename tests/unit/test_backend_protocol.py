@@ -7,7 +7,6 @@ backend class with :class:`~drills.backends.base.Backend`; the functions below d
 
 from __future__ import annotations
 
-import importlib
 import inspect
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from drills.aws.aurora import AuroraBackend
 from drills.aws.rds import RdsBackend
 from drills.aws.state import AwsPlan, AwsReady, AwsRestored
-from drills.backends import BACKEND_MODULES
+from drills.backends import backend_factory, declarations
 from drills.backends.base import Backend
 from drills.engines.mariadb.backend import LocalMariadb
 from drills.engines.mariadb.steps import MariaPlan, MariaReady, MariaRestored
@@ -50,11 +49,11 @@ STEPS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(BACKEND_MODULES))
+@pytest.mark.parametrize("name", sorted(declarations()))
 def test_each_registered_backend_takes_what_the_step_before_handed_on(name: str) -> None:
-    module = importlib.import_module(BACKEND_MODULES[name])
-    made = inspect.signature(module.create).return_annotation
-    cls = getattr(module, made) if isinstance(made, str) else made
+    create = backend_factory(name)
+    made = inspect.signature(create).return_annotation
+    cls = getattr(inspect.getmodule(create), made) if isinstance(made, str) else made
     for step, params in STEPS.items():
         got = list(inspect.signature(getattr(cls, step)).parameters)[1:]
         assert got == params, f"{cls.__name__}.{step}{tuple(got)}"

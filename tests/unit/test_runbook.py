@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from drills.cli import main
+from drills.engines.postgres.declaration import PostgresPitrSource
 from drills.errors import RunbookError
 from drills.runbook import json_schema, load_runbook
 
@@ -44,7 +46,7 @@ def test_good_runbook_loads_with_paths_resolved_against_its_folder(folder: Path)
     (folder / "rb.yaml").write_text(GOOD)
     loaded = load_runbook(folder / "rb.yaml")
     src = loaded.runbook.source
-    assert src.kind == "postgres-pitr"
+    assert isinstance(src, PostgresPitrSource) and src.kind == "postgres-pitr"
     assert src.base_backup == folder / "backups/base"
     assert loaded.runbook.evidence.dir == folder / "evidence"
     assert len(loaded.sha256) == 64
@@ -142,10 +144,34 @@ def test_cli_run_with_a_bad_runbook_starts_nothing(folder: Path, tmp_path: Path)
     assert not home.exists()  # no journal: nothing was started
 
 
+KINDS = {
+    "postgres-pitr", "postgres-dump", "mariadb-pitr", "mariadb-dump", "rds-snapshot", "rds-pitr",
+    "aurora-snapshot", "aurora-pitr", "pgbackrest", "barman",
+}  # fmt: skip
+
+
 def test_json_schema_describes_every_source_kind() -> None:
-    schema = json_schema()
-    for kind in ("postgres-pitr", "postgres-dump", "mariadb-pitr", "mariadb-dump", "rds-snapshot", "aurora-pitr"):
-        assert kind in schema
+    schema = json.loads(json_schema())
+    mapping = schema["properties"]["source"]["discriminator"]["mapping"]
+    assert set(mapping) == KINDS
+    assert {ref["$ref"] for ref in schema["properties"]["source"]["oneOf"]} == set(mapping.values())
+
+
+def test_json_schema_marks_the_paths_that_must_exist_and_not_the_backups() -> None:
+    defs = json.loads(json_schema())["$defs"]
+    assert defs["EvidenceConfig"]["properties"]["signing_key"]["x-must-exist"] is True
+    assert defs["EvidenceConfig"]["properties"]["trusted_keys"]["x-must-exist"] is True
+    assert defs["SchemaConfig"]["properties"]["baseline"]["x-must-exist"] is True
+    assert defs["ValidatorsConfig"]["properties"]["baseline"]["x-must-exist"] is True
+    assert "x-must-exist" not in defs["EvidenceConfig"]["properties"]["dir"]  # created, not required
+    for model, field in (("PostgresPitrSource", "base_backup"), ("PostgresDumpSource", "archive"),
+                         ("MariadbDumpSource", "dump"), ("BarmanSource", "config")):  # fmt: skip
+        assert "x-must-exist" not in defs[model]["properties"][field]  # a missing backup is exit 1, not a typo
+
+
+def test_docs_runbook_schema_is_drill_schema() -> None:
+    published = (Path(__file__).resolve().parents[2] / "docs" / "runbook.schema.json").read_text()
+    assert published == json_schema() + "\n", "regenerate: drill schema > docs/runbook.schema.json"
 
 
 def test_validate_without_path_checks_lints_a_runbook_away_from_its_backups(

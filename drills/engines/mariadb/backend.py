@@ -65,6 +65,7 @@ from drills.engines.mariadb.backup import (
     tool_pass,
 )
 from drills.engines.mariadb.client import client_args, environment_failed, last_lines
+from drills.engines.mariadb.declaration import MariadbDumpSource, MariadbPitrSource
 from drills.engines.mariadb.dump import feed_dump, judge_dump
 from drills.engines.mariadb.isolation import read_isolation
 from drills.engines.mariadb.replay import ReplayTracker, judge_replay, pipe
@@ -96,7 +97,6 @@ from drills.osutil import (
     unreachable_ancestor,
 )
 from drills.resources import Resource, TeardownResult
-from drills.sources import MariadbDumpSource, MariadbPitrSource
 from drills.wait import LOCAL, Verdict, poll
 from validators.endpoint import Endpoint, Secret
 

@@ -25,11 +25,11 @@ from typing import Any
 
 from drills.clock import iso, iso_epoch
 from drills.engines.mariadb.binlog import inspect_chain
+from drills.engines.mariadb.declaration import MariadbDumpSource, MariadbPitrSource
 from drills.engines.mariadb.plan import ReplayPlan, plan_replay
 from drills.engines.mariadb.server import MariaBinaries, find_maria_binaries, run_as_for_mariadb
 from drills.errors import BackupDefect, PreflightError
 from drills.osutil import RunAs
-from drills.sources import MariadbDumpSource, MariadbPitrSource
 
 __all__ = [
     "BackupInfo",

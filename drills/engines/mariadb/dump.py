@@ -18,9 +18,9 @@ from typing import IO, Any
 
 from drills.engines.mariadb.backup import DUMP_TRAILER, DumpInfo
 from drills.engines.mariadb.client import Piped, client_error, environment_failed
+from drills.engines.mariadb.declaration import MariadbDumpSource
 from drills.errors import BackupDefect, DeadlineExceeded, DrillError, RestoreFailed
 from drills.osutil import open_private_log
-from drills.sources import MariadbDumpSource
 
 __all__ = ["Streamed", "feed_dump", "judge_dump"]
 

@@ -31,6 +31,7 @@ from drills.engines.postgres.backup import (
     parse_pg_time,
     verify_base_backup,
 )
+from drills.engines.postgres.declaration import PostgresDumpSource, PostgresPitrSource
 from drills.engines.postgres.isolation import read_isolation
 from drills.engines.postgres.plan import PitrPlan, needed_wal, plan_facts, plan_pitr
 from drills.engines.postgres.restore_files import copy_base_backup, extract_tar, stage_wal
@@ -61,7 +62,6 @@ from drills.osutil import (
     free_port,
 )
 from drills.resources import Resource, TeardownResult
-from drills.sources import PostgresDumpSource, PostgresPitrSource
 from drills.wait import LOCAL, Verdict, poll
 from validators.endpoint import Endpoint
 

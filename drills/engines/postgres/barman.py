@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
-from drills.barman_source import BarmanSource
 from drills.clock import SystemClock, iso
 from drills.engines.postgres.backend import _optional_tool
 from drills.engines.postgres.backup import inspect_base_backup, listed
@@ -53,6 +52,7 @@ from drills.engines.postgres.barman_catalogue import (
     parse_show_backup,
     parse_xlogdb,
 )
+from drills.engines.postgres.barman_declaration import BarmanSource
 from drills.engines.postgres.pgbackrest import Pgbackrest, wal_names
 from drills.engines.postgres.plan import plan_facts, plan_pitr
 from drills.engines.postgres.server import PgBinaries, find_pg_binaries, run_as_for_server

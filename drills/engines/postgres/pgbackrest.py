@@ -36,13 +36,13 @@ from drills.backends.base import BackendSettings, PreflightReport, StepContext
 from drills.clock import SystemClock, iso
 from drills.engines.postgres.backend import LocalPostgres, _quote
 from drills.engines.postgres.backup import inspect_base_backup, parse_lsn
+from drills.engines.postgres.pgbackrest_declaration import PgbackrestSource
 from drills.engines.postgres.plan import plan_facts, plan_pitr
 from drills.engines.postgres.server import PgCluster, find_pg_binaries, run_as_for_server
 from drills.engines.postgres.steps import PgPlan, PgRestored, planned
 from drills.engines.postgres.wal import SegmentDefect, geometry_of, segment_name, span_bytes, split_name
 from drills.errors import BackupDefect, PreflightError, RestoreFailed
 from drills.osutil import chown_tree, private_dir
-from drills.pgbackrest_source import PgbackrestSource
 
 __all__ = ["BackupSet", "Pgbackrest", "StanzaInfo", "check_backup", "choose_set", "create", "parse_info", "wal_names"]
 

@@ -1,23 +1,22 @@
-"""Runbook ``source`` model for ``kind: pgbackrest``: a stanza in a pgBackRest repository.
+"""The ``pgbackrest`` backend's declaration: ``kind: pgbackrest``, a stanza in a pgBackRest repository.
 
-Pure pydantic, kept apart from :mod:`drills.sources` so the backend and its
-declaration move together. Options the drill itself sets (where to restore,
-which set, the target) cannot be passed through: a runbook must not be able to
-point the restore at a production data directory.
+Pure pydantic, kept apart from :mod:`drills.engines.postgres.pgbackrest` because the runbook
+loader reads every declaration and must stay light (the backend imports the PostgreSQL server
+helpers, ~80 ms). Options the drill itself sets (where to restore, which set, the target) cannot
+be passed through: a runbook must not be able to point the restore at a production data directory.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-__all__ = ["DRILL_OWNED_OPTIONS", "PgbackrestSource"]
+from drills.backends.declare import BackendDeclaration, SourceModel, TargetTime, aware_target_time
 
-TargetTime = datetime | Literal["latest"]  # as in drills.sources (not imported: it imports this module)
+__all__ = ["DECLARATION", "DRILL_OWNED_OPTIONS", "PgbackrestSource"]
 
 # set by the drill on every call; a pass-through option naming one is refused
 DRILL_OWNED_OPTIONS = frozenset(
@@ -33,9 +32,7 @@ _OPTION = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 _SECRET = re.compile(r"(secret|cipher-pass|token|-key$)")
 
 
-class PgbackrestSource(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class PgbackrestSource(SourceModel):
     kind: Literal["pgbackrest"]
     stanza: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The pgBackRest stanza to restore.")
     config: Path | None = Field(default=None, description="A pgbackrest.conf describing the repository.")
@@ -57,12 +54,7 @@ class PgbackrestSource(BaseModel):
     database: str = Field(default="postgres", description="Database the validators connect to.")
     user: str = Field(default="postgres", description="A superuser of the backed-up cluster.")
 
-    @field_validator("target_time")
-    @classmethod
-    def _aware(cls, v: TargetTime) -> TargetTime:
-        if isinstance(v, datetime) and v.tzinfo is None:
-            raise ValueError("target_time needs a timezone, e.g. 2026-11-26T12:00:00Z")
-        return v
+    _tz = field_validator("target_time")(aware_target_time)
 
     @field_validator("options")
     @classmethod
@@ -84,3 +76,11 @@ class PgbackrestSource(BaseModel):
         if (self.config is None) == (self.repo_path is None):
             raise ValueError("give exactly one of config (a pgbackrest.conf) or repo_path (an inline repository)")
         return self
+
+
+DECLARATION = BackendDeclaration(
+    name="pgbackrest",
+    kinds={"pgbackrest": PgbackrestSource},
+    factory="drills.engines.postgres.pgbackrest:create",
+    check_backup="drills.engines.postgres.pgbackrest:check_backup",
+)

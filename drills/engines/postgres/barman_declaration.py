@@ -1,27 +1,24 @@
-"""Runbook ``source`` model for ``kind: barman``: a server in a Barman catalogue.
+"""The ``barman`` backend's declaration: ``kind: barman``, a server in a Barman catalogue.
 
-Pure pydantic, kept apart from :mod:`drills.sources` so the backend and its
-declaration move together (as :mod:`drills.pgbackrest_source`). There is
+Pure pydantic, kept apart from :mod:`drills.engines.postgres.barman` because the runbook
+loader reads every declaration and must stay light (as :mod:`.pgbackrest_declaration`). There is
 no pass-through of ``barman recover`` options: the drill owns where and how the
 restore happens, so a runbook cannot point it at a production data directory.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-__all__ = ["BarmanSource"]
+from drills.backends.declare import BackendDeclaration, SourceModel, TargetTime, aware_target_time
 
-TargetTime = datetime | Literal["latest"]  # as in drills.sources (not imported: it imports this module)
+__all__ = ["DECLARATION", "BarmanSource"]
 
 
-class BarmanSource(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class BarmanSource(SourceModel):
     kind: Literal["barman"]
     server: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The Barman server name to restore.")
     config: Path = Field(description="The barman.conf that describes the server (barman -c).")
@@ -37,9 +34,12 @@ class BarmanSource(BaseModel):
     database: str = Field(default="postgres", description="Database the validators connect to.")
     user: str = Field(default="postgres", description="A superuser of the backed-up cluster.")
 
-    @field_validator("target_time")
-    @classmethod
-    def _aware(cls, v: TargetTime) -> TargetTime:
-        if isinstance(v, datetime) and v.tzinfo is None:
-            raise ValueError("target_time needs a timezone, e.g. 2026-11-26T12:00:00Z")
-        return v
+    _tz = field_validator("target_time")(aware_target_time)
+
+
+DECLARATION = BackendDeclaration(
+    name="barman",
+    kinds={"barman": BarmanSource},
+    factory="drills.engines.postgres.barman:create",
+    check_backup="drills.engines.postgres.barman:check_backup",
+)
