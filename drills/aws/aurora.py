@@ -17,6 +17,7 @@ from drills.aws.rds import wait_instance
 from drills.aws.recovery import RecoveryPoint, sibling_arn
 from drills.backends.base import BackendSettings, StepContext
 from drills.errors import PreflightError, RestoreFailed
+from drills.forecast_poll import aligned
 from drills.sources import AuroraPitrSource, AuroraSnapshotSource
 from drills.wait import PollPolicy, PollResult, Verdict, poll
 
@@ -194,7 +195,13 @@ class AuroraBackend(AwsBackend):
             self._target = {"cluster": self.cluster_id, "subnet_group": subnet_group, "security_groups": sg_ids}
 
     def _wait_cluster(
-        self, ctx: StepContext, call: AwsCaller, what: str, *, modifications: bool = False
+        self,
+        ctx: StepContext,
+        call: AwsCaller,
+        what: str,
+        *,
+        modifications: bool = False,
+        policy: PollPolicy | None = None,
     ) -> PollResult[dict[str, Any]]:
         rds = self.client("rds")
         started = ctx.clock.monotonic_ns()
@@ -217,7 +224,10 @@ class AuroraBackend(AwsBackend):
             )
             return ("pending" if busy else "ready"), dict(cl)
 
-        return poll(ctx.clock, ctx.deadline_ns, check, f"{what} {self.cluster_id}", policy=PollPolicy())
+        return poll(
+            ctx.clock, ctx.deadline_ns, check, f"{what} {self.cluster_id}", policy=policy or PollPolicy(),
+            on_poll=self.settings.on_poll,
+        )  # fmt: skip
 
     def _ensure_writer(self, ctx: StepContext, call: AwsCaller) -> None:
         rds = self.client("rds")
@@ -254,7 +264,8 @@ class AuroraBackend(AwsBackend):
         call = self.caller(ctx)
         rds = self.client("rds")
         with aws_errors("await_ready"):
-            cluster = self._wait_cluster(ctx, call, "restore of")
+            paced = aligned(self.settings.restore_poll, ctx.marks, ctx.clock.now())  # the history's forecast
+            cluster = self._wait_cluster(ctx, call, "restore of", policy=paced)
             self._mark_polled(ctx, call, "cluster-available", cluster, source_type="db-cluster", ident=self.cluster_id)
             self._ensure_writer(ctx, call)
             writer = wait_instance(self, ctx, call, self.writer_id, "creation of writer")

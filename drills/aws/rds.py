@@ -17,6 +17,7 @@ from drills.aws.calls import AwsCaller, aws_errors, error_code, is_not_found, pa
 from drills.aws.recovery import RecoveryPoint, sibling_arn
 from drills.backends.base import BackendSettings, StepContext
 from drills.errors import PreflightError, RestoreFailed
+from drills.forecast_poll import aligned
 from drills.sources import RdsPitrSource, RdsSnapshotSource
 from drills.wait import PollPolicy, Verdict, poll
 
@@ -56,7 +57,14 @@ def _latest(items: list[dict[str, Any]], time_key: str) -> dict[str, Any] | None
 
 
 def wait_instance(
-    backend: AwsBackend, ctx: StepContext, call: AwsCaller, ident: str, what: str, *, modifications: bool = False
+    backend: AwsBackend,
+    ctx: StepContext,
+    call: AwsCaller,
+    ident: str,
+    what: str,
+    *,
+    modifications: bool = False,
+    policy: PollPolicy | None = None,
 ) -> Any:
     """Poll an instance until available (and, with ``modifications``, nothing relevant pending)."""
     rds = backend.client("rds")
@@ -79,7 +87,10 @@ def wait_instance(
             busy = status != "available"
         return ("pending" if busy else "ready"), db
 
-    return poll(ctx.clock, ctx.deadline_ns, check, f"{what} {ident}", policy=PollPolicy())
+    return poll(
+        ctx.clock, ctx.deadline_ns, check, f"{what} {ident}", policy=policy or PollPolicy(),
+        on_poll=backend.settings.on_poll,
+    )  # fmt: skip
 
 
 class RdsBackend(AwsBackend):
@@ -264,7 +275,8 @@ class RdsBackend(AwsBackend):
     def await_ready(self, ctx: StepContext) -> None:
         call = self.caller(ctx)
         with aws_errors("await_ready"):
-            result = wait_instance(self, ctx, call, self.instance_id, "restore of")
+            paced = aligned(self.settings.restore_poll, ctx.marks, ctx.clock.now())  # the history's forecast
+            result = wait_instance(self, ctx, call, self.instance_id, "restore of", policy=paced)
             self._mark_polled(
                 ctx, call, "instance-available", result, source_type="db-instance", ident=self.instance_id
             )

@@ -1,0 +1,155 @@
+"""Forecast polling through the real path: a runbook's signed history paces the next RDS restore's wait.
+
+Whole drills run through ``run_drill`` on a fake clock against moto (restores that take about 2 hours,
+injected by :class:`aws_fakes.Fakes`), validated on a real local PostgreSQL (``plane``). The history
+is made of real earlier drills of the same runbook, in the same evidence directory: what the runner
+reads is what the backend recorded, signed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from drills.backends import backend_factory
+from drills.clock import FakeClock
+from drills.sources import RdsSnapshotSource
+from drills.wait import PollEvent
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from aws_fakes import REGION, Fakes, Outcome, World, drill_leftovers, isolation, machine_drill, make_world, settings
+from dataplane import PgPlane
+
+# Restores of this runbook take about two hours (the truth each drill is measured against).
+HISTORY_S = [7140.0, 7260.0, 7200.0, 7170.0]
+TRUE_S = 7215.0
+
+
+@pytest.fixture
+def session() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.Session(region_name=REGION)
+
+
+@pytest.fixture
+def world(session: Any) -> World:
+    return make_world(session)
+
+
+def drill(
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp: Path, n: int, **kw: Any
+) -> tuple[Outcome, Any]:
+    src = RdsSnapshotSource.model_validate(
+        {
+            "kind": "rds-snapshot",
+            "region": REGION,
+            "engine": "postgres",
+            "snapshot": world.snapshot,
+            "database": plane.database,
+            "isolation": isolation(world),
+        }
+    )
+    b = backend_factory("rds")(src, settings(session, clock, run_id=f"run-{n:04d}"))
+    out = machine_drill(b, session, clock, plane, tmp, **kw)
+    assert out.error is None, out.error
+    assert out.result is not None and out.result.verdict == "passed"
+    return out, b
+
+
+def record(out: Outcome) -> dict[str, Any]:
+    assert out.result is not None and out.result.evidence is not None
+    envelope = json.loads(out.result.evidence.read_text())
+
+    statement: dict[str, Any] = json.loads(base64.b64decode(envelope["payload"]))
+    return dict(statement["predicate"])
+
+
+def available_error(out: Outcome, fakes: Fakes, instance_id: str) -> float:
+    mark = next(m for m in out.marks if m.name == "instance-available")
+    at = datetime.fromisoformat(mark.at.replace("Z", "+00:00"))
+    return abs((at - fakes.ready_at[instance_id]).total_seconds())
+
+
+def test_history_paces_the_wait_to_within_10s_at_no_more_describe_calls(
+    world: World, session: Any, plane: PgPlane, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    fakes = Fakes(clock).install(session)
+    waits = []
+    for n, took in enumerate(HISTORY_S):
+        fakes.restore_seconds = took
+        out, _ = drill(world, session, clock, plane, tmp_path, n, paced_by_history=True)
+        waits.append(record(out)["restore_wait"])
+    # fewer than three measured drills before it: the plain policy, as without history
+    assert [(w["policy"], w["history_drills"]) for w in waits] == [
+        ("plain", 0),
+        ("plain", 1),
+        ("plain", 2),
+        ("forecast", 3),
+    ]
+    assert waits[0]["forecast"] is None
+
+    fakes.restore_seconds = TRUE_S
+    fakes.calls.clear()
+    paced, b = drill(world, session, clock, plane, tmp_path, 10, paced_by_history=True)
+    paced_describes = fakes.count("DescribeDBInstances")
+    paced_error = available_error(paced, fakes, b.instance_id)
+    wait = record(paced)["restore_wait"]
+    assert wait["policy"] == "forecast" and wait["history_drills"] == 4
+    lo, hi = wait["forecast"]["window_ms"]
+    assert lo < TRUE_S * 1000 < hi  # the history predicted this restore
+    assert abs(wait["forecast"]["expected_ms"] - 7_200_000) < 90_000  # the median of what the backend measured
+
+    fakes.calls.clear()
+    plain, b2 = drill(world, session, clock, plane, tmp_path, 11)  # the backend's own settings: no forecast
+    plain_describes = fakes.count("DescribeDBInstances")
+    plain_error = available_error(plain, fakes, b2.instance_id)
+
+    assert paced_error <= 10.0, paced_error
+    assert paced_describes <= plain_describes, (paced_describes, plain_describes)
+    mark = next(m for m in paced.marks if m.name == "instance-available")
+    assert mark.precision_ms <= 10_000  # what the record claims holds the truth
+    assert plain_error > paced_error or plain_describes > paced_describes
+    assert drill_leftovers(session) == []
+
+
+def test_a_forecast_that_is_wrong_is_survived_and_the_drill_still_passes(
+    world: World, session: Any, plane: PgPlane, tmp_path: Path
+) -> None:
+    """The restore takes 1.5 times its history: after the window the plain growth takes over."""
+    clock = FakeClock()
+    fakes = Fakes(clock).install(session)
+    for n, took in enumerate(HISTORY_S[:3]):
+        fakes.restore_seconds = took
+        drill(world, session, clock, plane, tmp_path, n, paced_by_history=True)
+    fakes.restore_seconds = 1.5 * 7200
+    fakes.calls.clear()
+    out, b = drill(world, session, clock, plane, tmp_path, 5, paced_by_history=True)
+    assert record(out)["restore_wait"]["policy"] == "forecast"
+    mark = next(m for m in out.marks if m.name == "instance-available")
+    assert available_error(out, fakes, b.instance_id) <= mark.precision_ms / 1000 + 1  # honest about its precision
+    assert fakes.count("DescribeDBInstances") < 120
+
+
+def test_the_progress_hook_hears_every_poll_of_the_restore(
+    world: World, session: Any, plane: PgPlane, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    fakes = Fakes(clock, restore_seconds=1800).install(session)
+    heard: list[PollEvent] = []
+    drill(world, session, clock, plane, tmp_path, 1, paced_by_history=True, progress=heard.append)
+    restore = [e for e in heard if e.what.startswith("restore of")]
+    assert restore[-1].outcome == "ready" and restore[-1].value["DBInstanceStatus"] == "available"
+    assert [e.outcome for e in restore[:-1]] == ["pending"] * (len(restore) - 1)
+    assert [e.value["DBInstanceStatus"] for e in restore[:-1]] == ["creating"] * (len(restore) - 1)
+    assert restore[-1].polls == len(restore)  # one event per poll, the last one says ready
+    assert fakes.count("DescribeDBInstances") >= restore[-1].polls
