@@ -276,7 +276,7 @@ def machine_drill(
     deadline_seconds: int | None = None,
     keep_seconds: int | None = None,
     killed_at_teardown: bool = False,
-    paced_by_history: bool = False,
+    run_waits: bool = False,
     progress: Any = None,
 ) -> Outcome:
     """Run ``backend`` through the real machine: a runbook for its source, ``run_drill`` on the fake clock, the
@@ -285,7 +285,7 @@ def machine_drill(
     ``killed_at_teardown``: the runner dies before removing anything; the outcome is read from its journal, as
     ``drill runs`` / ``drill teardown`` would.
 
-    ``paced_by_history``: the pre-built backend takes the restore poll policy the run built from the
+    ``run_waits``: the pre-built backend takes the restore poll policy the run built from the
     runbook's history (and its progress hook), as a backend the run's factory builds would; without
     it, the backend keeps its own settings (``settings(..., restore_poll=...)`` passes one directly).
     ``progress``: the run's ``on_poll`` (RunOptions.progress).
@@ -321,7 +321,7 @@ def machine_drill(
     own_settings = backend.settings
 
     def factory(_source: Any, run_settings: BackendSettings) -> Any:
-        if paced_by_history:
+        if run_waits:
             backend.settings = replace(
                 own_settings, restore_poll=run_settings.restore_poll, on_poll=run_settings.on_poll
             )

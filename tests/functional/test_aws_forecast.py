@@ -9,8 +9,13 @@ reads is what the backend recorded, signed.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import os
+import pty
+import re
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +23,7 @@ from typing import Any
 
 import boto3
 import pytest
+import structlog
 from moto import mock_aws
 
 from drills.backends import backend_factory
@@ -87,7 +93,7 @@ def test_history_paces_the_wait_to_within_10s_at_no_more_describe_calls(
     waits = []
     for n, took in enumerate(HISTORY_S):
         fakes.restore_seconds = took
-        out, _ = drill(world, session, clock, plane, tmp_path, n, paced_by_history=True)
+        out, _ = drill(world, session, clock, plane, tmp_path, n, run_waits=True)
         waits.append(record(out)["restore_wait"])
     # fewer than three measured drills before it: the plain policy, as without history
     assert [(w["policy"], w["history_drills"]) for w in waits] == [
@@ -100,7 +106,7 @@ def test_history_paces_the_wait_to_within_10s_at_no_more_describe_calls(
 
     fakes.restore_seconds = TRUE_S
     fakes.calls.clear()
-    paced, b = drill(world, session, clock, plane, tmp_path, 10, paced_by_history=True)
+    paced, b = drill(world, session, clock, plane, tmp_path, 10, run_waits=True)
     paced_describes = fakes.count("DescribeDBInstances")
     paced_error = available_error(paced, fakes, b.instance_id)
     wait = record(paced)["restore_wait"]
@@ -130,10 +136,10 @@ def test_a_forecast_that_is_wrong_is_survived_and_the_drill_still_passes(
     fakes = Fakes(clock).install(session)
     for n, took in enumerate(HISTORY_S[:3]):
         fakes.restore_seconds = took
-        drill(world, session, clock, plane, tmp_path, n, paced_by_history=True)
+        drill(world, session, clock, plane, tmp_path, n, run_waits=True)
     fakes.restore_seconds = 1.5 * 7200
     fakes.calls.clear()
-    out, b = drill(world, session, clock, plane, tmp_path, 5, paced_by_history=True)
+    out, b = drill(world, session, clock, plane, tmp_path, 5, run_waits=True)
     assert record(out)["restore_wait"]["policy"] == "forecast"
     mark = next(m for m in out.marks if m.name == "instance-available")
     assert available_error(out, fakes, b.instance_id) <= mark.precision_ms / 1000 + 1  # honest about its precision
@@ -146,10 +152,71 @@ def test_the_progress_hook_hears_every_poll_of_the_restore(
     clock = FakeClock()
     fakes = Fakes(clock, restore_seconds=1800).install(session)
     heard: list[PollEvent] = []
-    drill(world, session, clock, plane, tmp_path, 1, paced_by_history=True, progress=heard.append)
+    drill(world, session, clock, plane, tmp_path, 1, run_waits=True, progress=heard.append)
     restore = [e for e in heard if e.what.startswith("restore of")]
     assert restore[-1].outcome == "ready" and restore[-1].value["DBInstanceStatus"] == "available"
     assert [e.outcome for e in restore[:-1]] == ["pending"] * (len(restore) - 1)
     assert [e.value["DBInstanceStatus"] for e in restore[:-1]] == ["creating"] * (len(restore) - 1)
     assert restore[-1].polls == len(restore)  # one event per poll, the last one says ready
     assert fakes.count("DescribeDBInstances") >= restore[-1].polls
+
+
+def test_on_a_terminal_the_drill_draws_one_live_line_per_wait(
+    world: World, session: Any, plane: PgPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stderr is a real pseudo-terminal: the run's default progress display rewrites one line in place."""
+    master, slave = pty.openpty()
+    tty_err = open(slave, "w", encoding="utf-8", closefd=True)  # noqa: SIM115 - closed below
+    got = bytearray()
+
+    def drain() -> None:  # a full pty buffer would block the drill's writes
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            got.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "stderr", tty_err)
+    clock = FakeClock()
+    Fakes(clock, restore_seconds=1800).install(session)
+    try:
+        _out, b = drill(world, session, clock, plane, tmp_path, 1, run_waits=True)  # progress: the run's default
+    finally:
+        monkeypatch.setattr(sys, "stderr", sys.__stderr__)
+        tty_err.close()
+        reader.join(timeout=5)
+        os.close(master)
+    text = got.decode()
+    lines = text.replace("\r\n", "\n").split("\n")
+    restore = [ln for ln in lines if f"restore of {b.instance_id}" in ln]
+    assert len(restore) == 1, restore  # one terminal line for the whole wait, ended by a newline
+    frames = restore[0].split("\r\x1b[K")[1:]
+    assert len(frames) > 10  # rewritten at each poll
+    ident = re.escape(b.instance_id)
+    assert re.fullmatch(rf"  restore of {ident}: creating, 0s elapsed, 1 poll, next poll in (9|10|11)s", frames[0])
+    took = r"(\d+s|\d+m\d\ds)"
+    pending = rf"  restore of {ident}: creating, {took} elapsed, \d+ polls, next poll in {took}"
+    assert [f for f in frames[1:-1] if not re.fullmatch(pending, f)] == []
+    assert re.fullmatch(rf"  restore of {ident}: available after 3\dm\d\ds, \d+ polls", frames[-1])
+
+
+def test_not_on_a_terminal_a_two_hour_wait_logs_a_plain_line_every_five_minutes_at_most(
+    world: World, session: Any, plane: PgPlane, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    fakes = Fakes(clock, restore_seconds=7200).install(session)
+    with structlog.testing.capture_logs() as logs:
+        _out, b = drill(world, session, clock, plane, tmp_path, 1, run_waits=True)  # stderr is pytest's pipe
+    lines = [e for e in logs if e["event"] == "waiting" and e["what"] == f"restore of {b.instance_id}"]
+    polls = fakes.count("DescribeDBInstances")
+    assert 2 <= len(lines) <= 7200 // 300 + 2 < polls  # far fewer lines than polls
+    assert lines[0]["polls"] == 1 and lines[-1]["outcome"] == "ready" and lines[-1]["status"] == "available"
+    gaps = [later["elapsed_s"] - sooner["elapsed_s"] for sooner, later in itertools.pairwise(lines[:-1])]
+    assert all(g >= 299 for g in gaps), gaps  # (whole seconds: 299.6 s shows as 299 after 0 s)
+    assert all(e["status"] == "creating" and e["next_poll_in_s"] > 0 for e in lines[:-1])
