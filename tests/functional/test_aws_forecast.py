@@ -28,7 +28,7 @@ from moto import mock_aws
 
 from drills.backends import backend_factory
 from drills.clock import FakeClock
-from drills.sources import RdsSnapshotSource
+from drills.sources import AuroraSnapshotSource, RdsSnapshotSource
 from drills.wait import PollEvent
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -52,19 +52,19 @@ def world(session: Any) -> World:
 
 
 def drill(
-    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp: Path, n: int, **kw: Any
+    world: World, session: Any, clock: FakeClock, plane: PgPlane, tmp: Path, n: int, *, aurora: bool = False, **kw: Any
 ) -> tuple[Outcome, Any]:
-    src = RdsSnapshotSource.model_validate(
-        {
-            "kind": "rds-snapshot",
-            "region": REGION,
-            "engine": "postgres",
-            "snapshot": world.snapshot,
-            "database": plane.database,
-            "isolation": isolation(world),
-        }
+    common = {"region": REGION, "database": plane.database, "isolation": isolation(world)}
+    src: Any = (
+        AuroraSnapshotSource.model_validate(
+            {"kind": "aurora-snapshot", "engine": "aurora-postgresql", "snapshot": world.cluster_snapshot, **common}
+        )
+        if aurora
+        else RdsSnapshotSource.model_validate(
+            {"kind": "rds-snapshot", "engine": "postgres", "snapshot": world.snapshot, **common}
+        )
     )
-    b = backend_factory("rds")(src, settings(session, clock, run_id=f"run-{n:04d}"))
+    b = backend_factory("aurora" if aurora else "rds")(src, settings(session, clock, run_id=f"run-{n:04d}"))
     out = machine_drill(b, session, clock, plane, tmp, **kw)
     assert out.error is None, out.error
     assert out.result is not None and out.result.verdict == "passed"
@@ -79,10 +79,10 @@ def record(out: Outcome) -> dict[str, Any]:
     return dict(statement["predicate"])
 
 
-def available_error(out: Outcome, fakes: Fakes, instance_id: str) -> float:
-    mark = next(m for m in out.marks if m.name == "instance-available")
+def available_error(out: Outcome, fakes: Fakes, ident: str, mark_name: str = "instance-available") -> float:
+    mark = next(m for m in out.marks if m.name == mark_name)
     at = datetime.fromisoformat(mark.at.replace("Z", "+00:00"))
-    return abs((at - fakes.ready_at[instance_id]).total_seconds())
+    return abs((at - fakes.ready_at[ident]).total_seconds())
 
 
 def test_history_paces_the_wait_to_within_10s_at_no_more_describe_calls(
@@ -220,3 +220,18 @@ def test_not_on_a_terminal_a_two_hour_wait_logs_a_plain_line_every_five_minutes_
     gaps = [later["elapsed_s"] - sooner["elapsed_s"] for sooner, later in itertools.pairwise(lines[:-1])]
     assert all(g >= 299 for g in gaps), gaps  # (whole seconds: 299.6 s shows as 299 after 0 s)
     assert all(e["status"] == "creating" and e["next_poll_in_s"] > 0 for e in lines[:-1])
+
+
+def test_aurora_history_paces_the_wait_for_the_cluster(session: Any, plane: PgPlane, tmp_path: Path) -> None:
+    world = make_world(session, aurora=True, rds=False)
+    clock = FakeClock()
+    fakes = Fakes(clock, create_seconds=600).install(session)
+    for n, took in enumerate(HISTORY_S[:3]):
+        fakes.restore_seconds = took
+        drill(world, session, clock, plane, tmp_path, n, aurora=True, run_waits=True)
+    fakes.restore_seconds = TRUE_S
+    out, b = drill(world, session, clock, plane, tmp_path, 9, aurora=True, run_waits=True)
+    wait = record(out)["restore_wait"]
+    assert (wait["policy"], wait["history_drills"]) == ("forecast", 3)
+    assert available_error(out, fakes, b.cluster_id, "cluster-available") <= 10.0
+    assert drill_leftovers(session) == []
