@@ -328,7 +328,8 @@ def _restore_pacing(backend_name: str, out_dir: Path, runbook: str, trusted: lis
     ready = READY_MARKS.get(backend_name)
     if ready is None:
         return None, None
-    durations = wait_durations((r.predicate for r in scan(out_dir, trusted).of(runbook)), ready)
+    records = scan(out_dir, trusted, runbook=runbook).of(runbook)  # this runbook's chain only
+    durations = wait_durations((r.predicate for r in records), ready)
     expected = forecast(durations)
     policy = ForecastPollPolicy(forecast=expected) if expected is not None else None
     return policy, describe(policy or PollPolicy(), len(durations))
