@@ -42,6 +42,7 @@ from drills.record import build_predicate, verdict_of
 from drills.resources import Resource
 from drills.runbook import LoadedRunbook
 from drills.sources import MariadbDumpSource, PostgresDumpSource
+from drills.wait import OnPoll
 from validators.base import ValidationReport
 from validators.endpoint import Endpoint
 
@@ -63,7 +64,7 @@ class RunOptions:
     scratch_root: Path | None = None
     backend_factory: Any = None  # BackendFactory: embed a custom backend, or a fault-injecting one in tests
     outlets: Any = None  # drills.deliver.Outlets (metrics, notifications); None: from the environment
-    progress: Any = None  # on_poll for long waits (drills.wait.OnPoll); None: drills.progress on stderr
+    progress: OnPoll | None = None  # told of each poll of a long wait; None: drills.progress on stderr
 
 
 @dataclass
