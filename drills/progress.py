@@ -112,10 +112,13 @@ class ProgressSink:
         self._log = structlog.get_logger("drills.progress")
 
     def _isatty(self) -> bool:
+        """A terminal, unless the logs on it are JSON (``--log-format json``): a program reads those."""
         try:
-            return self.stream.isatty()
+            tty = self.stream.isatty()
         except (AttributeError, ValueError, OSError):
             return False
+        renderers = structlog.get_config().get("processors", [])
+        return tty and not any(isinstance(r, structlog.processors.JSONRenderer) for r in renderers)
 
     def __call__(self, event: PollEvent) -> None:
         if event.outcome == "pending" and event.polls == 1:

@@ -127,6 +127,22 @@ def test_a_narrow_terminal_gets_a_cut_line_that_does_not_wrap(monkeypatch: pytes
     assert len(out.getvalue().removeprefix("\r\x1b[K")) == 39  # one column short of the edge: no wrap
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_is_drawn_on_unless_its_logs_are_json() -> None:
+    assert ProgressSink(_Terminal()).tty is True
+    assert ProgressSink(io.StringIO()).tty is False
+    saved = structlog.get_config()
+    structlog.configure(processors=[structlog.processors.JSONRenderer()])
+    try:
+        assert ProgressSink(_Terminal()).tty is False  # a program reads JSON logs: plain events only
+    finally:
+        structlog.configure(**saved)
+
+
 class _Closed(io.StringIO):
     def write(self, _s: str) -> int:
         raise BrokenPipeError(32, "Broken pipe")
