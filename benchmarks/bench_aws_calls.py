@@ -9,6 +9,14 @@ Run: .venv/bin/python benchmarks/bench_aws_calls.py
    precision the backend claimed for it.
 3. 20 concurrent RDS drills (threads) against one moto, 20 % of all calls
    throttled: all must complete, nothing may leak; wall time in total.
+4. The "available" mark with and without the runbook's history (``--paced N``,
+   default 40 drills per row): each drill's restore time and a history of 7
+   past ones are drawn from the same distribution; the same drill runs once
+   with the plain policy and once with the history's ``ForecastPollPolicy``
+   handed to the backend in ``BackendSettings.restore_poll`` (as ``run_drill``
+   does), through preflight, restore and await_ready. Reported: DescribeDBInstances
+   calls per drill, the mark's error against the injected truth (p50, p95, max),
+   and the widest precision the backend claimed.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from drills.backends import backend_factory  # noqa: E402
 from drills.backends.base import Mark  # noqa: E402
 from drills.clock import FakeClock  # noqa: E402
 from drills.errors import DrillError  # noqa: E402
+from drills.forecast_poll import ForecastPollPolicy, forecast  # noqa: E402
 from drills.journal import Journal  # noqa: E402
 from drills.machine import Drill, default_states, run_machine  # noqa: E402
 from drills.runbook import load_runbook  # noqa: E402
@@ -134,6 +143,41 @@ def mark_error(trials: int = 30) -> tuple[float, float, float]:
     return max(errors), sum(errors) / len(errors), max(claimed)
 
 
+SCENARIOS = [("~2 h, steady (sd 60 s)", 7200, 60, 1.0), ("~2 h, sd 300 s", 7200, 300, 1.0),
+             ("~30 min, sd 120 s", 1800, 120, 1.0), ("~2 h, forecast wrong (1.5x)", 7200, 300, 1.5)]  # fmt: skip
+
+
+def paced(trials: int) -> list[tuple[str, str, float, float, float, float, float]]:
+    """Per scenario and policy: (name, policy, describes/drill, p50, p95, max error s, max claimed s)."""
+    rng = random.Random(20261201)
+    rows = []
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        w = make_world(session)
+        clock = FakeClock()
+        fakes = Fakes(clock).install(session)
+        for name, mean, sd, late in SCENARIOS:
+            got: dict[str, list[tuple[int, float, float]]] = {"plain": [], "forecast": []}
+            for i in range(trials):
+                history = [max(60.0, rng.gauss(mean, sd)) for _ in range(7)]
+                fakes.restore_seconds = max(60.0, rng.gauss(mean, sd)) * late
+                for label, policy in (("plain", None), ("forecast", ForecastPollPolicy(forecast=forecast(history)))):
+                    fakes.calls.clear()
+                    run = f"pace-{len(rows)}-{i}-{label}"
+                    b = backend_factory("rds")(rds_source(w), settings(session, clock, run_id=run, restore_poll=policy))
+                    out = drive(b, clock)
+                    assert out.error is None, out.error
+                    mark = next(m for m in out.marks if m.name == "instance-available")
+                    at = datetime.fromisoformat(mark.at.replace("Z", "+00:00"))
+                    error = abs((at - fakes.ready_at[b.instance_id]).total_seconds())
+                    got[label].append((fakes.count("DescribeDBInstances"), error, mark.precision_ms / 1000))
+            for label, xs in got.items():
+                errs = sorted(x[1] for x in xs)
+                rows.append((name, label, sum(x[0] for x in xs) / len(xs), errs[len(errs) // 2],
+                             errs[max(0, int(0.95 * len(errs)) - 1)], errs[-1], max(x[2] for x in xs)))  # fmt: skip
+    return rows
+
+
 def concurrent(drills: int = 20, throttle: float = 0.2) -> dict[str, Any]:
     with mock_aws():
         base = boto3.Session(region_name=REGION)
@@ -165,6 +209,12 @@ def concurrent(drills: int = 20, throttle: float = 0.2) -> dict[str, Any]:
 
 
 def main() -> None:
+    if "--paced" in sys.argv:
+        trials = int(sys.argv[sys.argv.index("--paced") + 1])
+        for name, label, calls, p50, p95, worst, claimed in paced(trials):
+            print(f"[paced] {name:<28} {label:<9} describes/drill {calls:5.1f}  error p50 {p50:5.1f}s "
+                  f"p95 {p95:6.1f}s max {worst:6.1f}s  claimed max ±{claimed:5.1f}s")  # fmt: skip
+        return
     for aurora in (False, True):
         calls, out = one_drill(aurora, 7200)
         name = "aurora" if aurora else "rds"

@@ -36,10 +36,12 @@ from drills.errors import (
 from drills.journal import Journal, new_run_id, secure_home, state_home
 from drills.machine import Drill, default_states, run_machine
 from drills.measure import Measurement, measure, rpo_ms
+from drills.progress import ProgressSink
 from drills.reader import ReaderProvisioner
 from drills.record import build_predicate, verdict_of
 from drills.resources import Resource
 from drills.runbook import LoadedRunbook
+from drills.wait import OnPoll
 from validators.base import ValidationReport
 from validators.endpoint import Endpoint
 
@@ -61,6 +63,7 @@ class RunOptions:
     scratch_root: Path | None = None
     backend_factory: Any = None  # BackendFactory: embed a custom backend, or a fault-injecting one in tests
     outlets: Any = None  # drills.deliver.Outlets (metrics, notifications); None: from the environment
+    progress: OnPoll | None = None  # told of each poll of a long wait; None: drills.progress on stderr
 
 
 @dataclass
@@ -263,6 +266,7 @@ def _finish(
     store: Any = None,
     stored: list[dict[str, Any]] | None = None,
     trusted: list[Any],  # whose records count as history (drills.history.trusted_verifiers)
+    restore_wait: dict[str, Any] | None = None,  # how the restore's wait was paced (_restore_pacing)
 ) -> None:
     """Sign and write the evidence; a failure here is recorded, never raised past teardown."""
     from drills.evidence.statement import subject_for_bytes
@@ -279,6 +283,8 @@ def _finish(
         predicate["drill"]["finished_at"] = iso(drill.clock.now())  # dated in chain order, after any wait
         drill.regression = regression(past, m.achieved_rto_ms if m else None, predicate)
         extra: dict[str, Any] = {"regression": drill.regression}
+        if restore_wait is not None:
+            extra["restore_wait"] = restore_wait
         if store is not None and past:  # S3 attests the previous record's lock now; this record signs what it said
             extra["previous_drill_storage"] = store.storage_facts(rb.name, past[-1].run_id)
         return predicate | trail | extra
@@ -307,6 +313,26 @@ def _finish(
     journal.append("evidence_written", path=str(path))
     if store is not None:
         _store_copy(drill, store, path, stored if stored is not None else [])
+
+
+def _restore_pacing(backend_name: str, out_dir: Path, runbook: str, trusted: list[Any]) -> tuple[Any, Any]:
+    """The poll policy for an AWS restore's wait, from this runbook's trusted history, and its evidence entry.
+
+    Fewer than three past drills with both marks: the plain policy, exactly as without history.
+    Other backends wait for local processes: (None, None).
+    """
+    from drills.evidence.chain import scan
+    from drills.forecast_poll import READY_MARKS, ForecastPollPolicy, describe, forecast, wait_durations
+    from drills.wait import PollPolicy
+
+    ready = READY_MARKS.get(backend_name)
+    if ready is None:
+        return None, None
+    records = scan(out_dir, trusted, runbook=runbook).of(runbook)  # this runbook's chain only
+    durations = wait_durations((r.predicate for r in records), ready)
+    expected = forecast(durations)
+    policy = ForecastPollPolicy(forecast=expected) if expected is not None else None
+    return policy, describe(policy or PollPolicy(), len(durations))
 
 
 def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunResult:
@@ -367,6 +393,9 @@ def _run(
     scratch_root = scratch_root_for(rb.scratch_dir, opts.scratch_root)
     scratch = scratch_root / f"restore-drill-{run_id}"
     backend_name = SOURCE_BACKENDS[rb.source.kind]
+    restore_poll, restore_wait = _restore_pacing(backend_name, out_dir, rb.name, trusted)
+    if restore_wait is not None:
+        journal.append("restore_pacing", **restore_wait)
     settings = BackendSettings(
         run_id=run_id,
         run_dir=scratch,
@@ -374,6 +403,8 @@ def _run(
         runbook_name=rb.name,
         keep_seconds=opts.keep_seconds,
         aws_session=opts.aws_session,
+        restore_poll=restore_poll,
+        on_poll=opts.progress if opts.progress is not None else ProgressSink(),
         # resources outlive a crashed runner by the drill deadline plus teardown's hour; the sweeper takes them then
         extra={"ttl_seconds": rb.effective_deadline_seconds + 3600},
     )
@@ -402,7 +433,15 @@ def _run(
         d,
         default_states(loaded),
         lambda drill: _finish(
-            drill, opts, signer, evidence_path, provisioner.secrets(), store=store, stored=stored, trusted=trusted
+            drill,
+            opts,
+            signer,
+            evidence_path,
+            provisioner.secrets(),
+            store=store,
+            stored=stored,
+            trusted=trusted,
+            restore_wait=restore_wait,
         ),
         dispatch,
     )

@@ -24,15 +24,33 @@ from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
 
 from drills.wait import PollPolicy
 
-__all__ = ["Forecast", "ForecastPollPolicy", "calls_for", "forecast"]
+__all__ = [
+    "READY_MARKS",
+    "REQUESTED_MARK",
+    "Forecast",
+    "ForecastPollPolicy",
+    "aligned",
+    "calls_for",
+    "describe",
+    "forecast",
+    "wait_durations",
+]
 
 MIN_HISTORY = 3
 MIN_SPREAD_S = 15.0  # below this a history is luckier than the service is steady
+RECENT = 10  # the newest drills only: a restore's duration drifts as the database grows
+
+REQUESTED_MARK = "restore-requested"
+# The mark that ends the wait the forecast is about, per backend: the restored resource the backend
+# polls right after the request (an Aurora writer is created only after its cluster is available).
+READY_MARKS = {"rds": "instance-available", "aurora": "cluster-available"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,38 @@ def forecast(durations: Sequence[float]) -> Forecast | None:
     mid = statistics.median(usable)
     mad = statistics.median(abs(d - mid) for d in usable)
     return Forecast(mid, max(MIN_SPREAD_S, 1.4826 * mad))
+
+
+def _when(text: object) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo else None
+
+
+def wait_durations(records: Iterable[Mapping[str, Any]], ready_mark: str, *, recent: int = RECENT) -> list[float]:
+    """Seconds from ``restore-requested`` to ``ready_mark`` in past records (drill predicates), oldest first.
+
+    Only records with both marks, each once, and a positive gap count: a drill that failed before
+    its restore was ready says nothing about how long a restore takes; a record with a mark twice
+    (an odd writer) is left out rather than guessed at. The newest ``recent`` are kept.
+    """
+    out: list[float] = []
+    for rec in records:
+        marks = rec.get("marks") if isinstance(rec, Mapping) else None
+        if not isinstance(marks, list):
+            continue
+        found: dict[str, list[datetime | None]] = {}
+        for m in marks:
+            if isinstance(m, Mapping) and m.get("name") in (REQUESTED_MARK, ready_mark):
+                found.setdefault(str(m["name"]), []).append(_when(m.get("at")))
+        start, end = found.get(REQUESTED_MARK, []), found.get(ready_mark, [])
+        if len(start) == 1 and len(end) == 1 and start[0] is not None and end[0] is not None:
+            gap = (end[0] - start[0]).total_seconds()
+            if gap > 0:
+                out.append(gap)
+    return out[-recent:] if recent > 0 else out
 
 
 def calls_for(policy: PollPolicy, duration_s: float) -> int:
@@ -73,19 +123,10 @@ class ForecastPollPolicy(PollPolicy):
     dense_min: float = 18.0  # +/-9 s, +/-10 s with 10 % jitter
     early_ratio: float = 0.3
     early_max: float = 300.0  # sparser than the plain 150 s: the calls saved pay for the dense window
+    offset_s: float = 0.0  # how long the restore had been under way when this wait started (see aligned)
 
     def without_jitter(self) -> ForecastPollPolicy:
-        return ForecastPollPolicy(
-            self.minimum,
-            self.maximum,
-            self.ratio,
-            0.0,
-            self.forecast,
-            self.k,
-            self.dense_min,
-            self.early_ratio,
-            self.early_max,
-        )
+        return replace(self, jitter=0.0)
 
     def window(self) -> tuple[float, float, float]:
         """(start, end, interval) of the window around the forecast.
@@ -128,9 +169,51 @@ class ForecastPollPolicy(PollPolicy):
     def interval(self, elapsed: float, rng: random.Random) -> float:
         if self.forecast is None:
             return super().interval(elapsed, rng)
+        elapsed += self.offset_s  # the forecast counts from the restore request, not from this wait
         lo, hi, dense = self.window()
         if elapsed < lo:
             return self._early(elapsed, lo, rng, jitter=True)
         if elapsed <= hi:
             return dense * (1.0 + rng.uniform(-self.jitter, self.jitter))
         return super().interval(elapsed, rng)
+
+
+class _Mark(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def at(self) -> str: ...
+
+
+def aligned(policy: PollPolicy | None, marks: Sequence[_Mark], now: datetime) -> PollPolicy:
+    """The policy for the wait of a requested restore, its forecast counted from the ``restore-requested`` mark.
+
+    A wait that starts later than the request (a retried ``await_ready``) would otherwise put the
+    dense window late. None (no forecast configured) is the plain :class:`PollPolicy`, as before.
+    """
+    if not isinstance(policy, ForecastPollPolicy) or policy.forecast is None:
+        return policy or PollPolicy()
+    requested = [_when(m.at) for m in marks if m.name == REQUESTED_MARK]
+    start = requested[-1] if requested else None
+    if start is None:
+        return policy
+    return replace(policy, offset_s=max(0.0, (now - start).total_seconds()))
+
+
+def describe(policy: PollPolicy, history: int) -> dict[str, Any]:
+    """The evidence's ``restore_wait``: which policy paced the wait for the restore, and the forecast it used."""
+    if not isinstance(policy, ForecastPollPolicy) or policy.forecast is None:
+        return {"policy": "plain", "history_drills": history, "forecast": None}
+    lo, hi, dense = policy.window()
+    f = policy.forecast
+    return {
+        "policy": "forecast",
+        "history_drills": history,
+        "forecast": {  # integer milliseconds: evidence keeps no floats
+            "expected_ms": round(f.expected_s * 1000),
+            "spread_ms": round(f.spread_s * 1000),
+            "window_ms": [round(lo * 1000), round(hi * 1000)],
+            "window_interval_ms": round(dense * 1000),
+        },
+    }

@@ -119,6 +119,24 @@ class Chain(_Part):
     prev_head_sha256: str | None = None
 
 
+class WaitForecast(_Part):
+    expected_ms: int = Field(description="Median of the past waits, restore request to available.")
+    spread_ms: int = Field(description="1.4826 x their median absolute deviation (at least 15 s).")
+    window_ms: list[int] = Field(description="Where polls were dense: [start, end] after the request.")
+    window_interval_ms: int = Field(description="The poll interval inside that window.")
+
+
+class RestoreWait(_Part):
+    """How an AWS restore's wait was paced: it decides how precise the "available" mark can be."""
+
+    policy: Literal["plain", "forecast"] = Field(
+        description="plain: interval grows with the wait (10-150 s); forecast: dense around the finish "
+        "the runbook's history predicts (docs/aws.md)."
+    )
+    history_drills: int = Field(description="Past trusted drills of this runbook whose wait was measured.")
+    forecast: WaitForecast | None = None
+
+
 class DrillRecord(_Part):
     """One drill: the predicate of its signed in-toto statement."""
 
@@ -137,6 +155,7 @@ class DrillRecord(_Part):
     teardown: Teardown = Field(default_factory=Teardown)
     chain: Chain | None = None
     regression: dict[str, Any] | None = None
+    restore_wait: RestoreWait | None = Field(default=None, description="AWS backends only.")
     interrupted: bool = False
 
     @classmethod

@@ -10,6 +10,7 @@ suits AWS (the interval grows with the time already waited, 10 s to 150 s); :dat
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,18 @@ from tenacity import RetryCallState, Retrying
 from drills.clock import Clock
 from drills.errors import DeadlineExceeded
 
-__all__ = ["LOCAL", "PollPolicy", "PollResult", "Verdict", "deadline_in", "every", "poll", "until"]
+__all__ = [
+    "LOCAL",
+    "OnPoll",
+    "PollEvent",
+    "PollPolicy",
+    "PollResult",
+    "Verdict",
+    "deadline_in",
+    "every",
+    "poll",
+    "until",
+]
 
 S = TypeVar("S")
 
@@ -70,6 +82,27 @@ class PollResult(Generic[S]):
         return max(1, int((self.seen_at - self.previous_at).total_seconds() * 500))
 
 
+@dataclass(frozen=True)
+class PollEvent:
+    """What a wait just saw, for a progress display (:mod:`drills.progress`): never used to decide anything.
+
+    ``outcome`` is ``pending`` after each poll that will be followed by another (``next_in_s`` is the
+    sleep before it), then exactly one of ``ready``, ``failed`` (the check raised: a terminal state)
+    or ``timed-out`` (the deadline came first).
+    """
+
+    what: str
+    outcome: Literal["pending", "ready", "failed", "timed-out"]
+    value: Any  # what the check returned (None when it raised)
+    polls: int
+    elapsed_s: float  # since this wait started
+    started_at: datetime  # wall time of the wait's start
+    next_in_s: float | None
+    policy: PollPolicy
+
+
+OnPoll = Callable[[PollEvent], None]
+
 _RNG = random.Random()  # noqa: S311 - jitter for polling, not cryptography
 
 
@@ -82,6 +115,7 @@ def poll(
     policy: PollPolicy | None = None,
     rng: random.Random | None = None,
     on_deadline: Callable[[], Exception] | None = None,
+    on_poll: OnPoll | None = None,
 ) -> PollResult[S]:
     """Call ``check`` until it says ready; raise DeadlineExceeded (or ``on_deadline()``) when time runs out.
 
@@ -89,17 +123,36 @@ def poll(
     monotonic ``deadline_ns`` is ahead; the last sleep is cut to the deadline. ``check``
     raises (RestoreFailed, TeardownError...) on terminal states, which ends the wait at
     once: tenacity only retries the "pending" result.
+
+    ``on_poll`` hears of every poll (:class:`PollEvent`); it is for display only, so an error
+    it raises is swallowed: a progress line must never change how a wait ends.
     """
     policy = policy or PollPolicy()
     rng = rng or _RNG
     started = clock.monotonic_ns()
-    state: dict[str, Any] = {"polls": 0, "prev": clock.now(), "last": clock.now()}
+    state: dict[str, Any] = {"polls": 0, "prev": clock.now(), "last": clock.now(), "value": None}
+    started_at = state["last"]
+
+    def tell(outcome: Literal["pending", "ready", "failed", "timed-out"], next_in: float | None = None) -> None:
+        if on_poll is None:
+            return
+        elapsed = (clock.monotonic_ns() - started) / 1e9
+        event = PollEvent(what, outcome, state["value"], state["polls"], elapsed, started_at, next_in, policy)
+        with contextlib.suppress(Exception):  # display only (see above)
+            on_poll(event)
 
     def attempt() -> tuple[Verdict, S]:
         state["prev"] = state["last"]
-        result = check()
+        try:
+            result = check()
+        except BaseException:
+            state["polls"] += 1
+            state["value"] = None
+            tell("failed")
+            raise
         state["last"] = clock.now()
         state["polls"] += 1
+        state["value"] = result[1]
         return result
 
     def wait(rs: RetryCallState) -> float:
@@ -112,7 +165,9 @@ def poll(
 
     def sleep(seconds: float) -> None:
         remaining = (deadline_ns - clock.monotonic_ns()) / 1e9
-        clock.sleep(max(0.0, min(seconds, remaining)))
+        pause = max(0.0, min(seconds, remaining))
+        tell("pending", pause)
+        clock.sleep(pause)
 
     retrying = Retrying(
         sleep=sleep,
@@ -124,6 +179,7 @@ def poll(
     )
     result = retrying(attempt)
     if result is None or result[0] != "ready":
+        tell("timed-out")
         if on_deadline is not None:
             raise on_deadline()
         waited = (clock.monotonic_ns() - started) / 1e9
@@ -131,6 +187,7 @@ def poll(
             f"{what}: not ready after {waited:.0f}s ({state['polls']} polls)",
             hint="raise the state's timeout_seconds or the drill deadline in the runbook",
         )
+    tell("ready")
     first = state["polls"] == 1
     return PollResult(
         value=result[1],

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -277,12 +277,19 @@ def machine_drill(
     deadline_seconds: int | None = None,
     keep_seconds: int | None = None,
     killed_at_teardown: bool = False,
+    run_waits: bool = False,
+    progress: Any = None,
 ) -> Outcome:
     """Run ``backend`` through the real machine: a runbook for its source, ``run_drill`` on the fake clock, the
     validators against the real local PostgreSQL of ``plane`` (reached through the runbook's ``connect``).
 
     ``killed_at_teardown``: the runner dies before removing anything; the outcome is read from its journal, as
     ``drill runs`` / ``drill teardown`` would.
+
+    ``run_waits``: the pre-built backend takes the restore poll policy the run built from the
+    runbook's history (and its progress hook), as a backend the run's factory builds would; without
+    it, the backend keeps its own settings (``settings(..., restore_poll=...)`` passes one directly).
+    ``progress``: the run's ``on_poll`` (RunOptions.progress).
     """
     assert backend.source.database == plane.database, "build the source with database=plane.database"
     plane.watch(session.events)
@@ -312,12 +319,22 @@ def machine_drill(
         doc["deadline_seconds"] = deadline_seconds
     path = tmp / f"runbook-{backend.settings.run_id}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    own_settings = backend.settings
+
+    def factory(_source: Any, run_settings: BackendSettings) -> Any:
+        if run_waits:
+            backend.settings = replace(
+                own_settings, restore_poll=run_settings.restore_poll, on_poll=run_settings.on_poll
+            )
+        return backend
+
     options = RunOptions(
         clock=clock,
         aws_session=session,
         keep_seconds=keep_seconds,
         scratch_root=tmp,
-        backend_factory=lambda _source, _settings: backend,
+        backend_factory=factory,
+        progress=progress,
     )
     before = {r.run_id for r in list_runs()}
     try:
@@ -325,6 +342,7 @@ def machine_drill(
     except RunnerKilled:
         return _from_journal(before, handed)
     finally:
+        backend.settings = own_settings
         del backend.endpoint
         if killed_at_teardown:
             del backend.teardown

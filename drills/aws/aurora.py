@@ -20,6 +20,7 @@ from drills.aws.state import AwsPlan, AwsReady, AwsRestored
 from drills.aws.waits import status_check
 from drills.backends.base import BackendSettings, StepContext
 from drills.errors import PreflightError, RestoreFailed
+from drills.forecast_poll import aligned
 from drills.wait import PollPolicy, PollResult, poll
 
 __all__ = ["CLUSTER_TERMINAL", "AuroraBackend", "create"]
@@ -197,7 +198,13 @@ class AuroraBackend(AwsBackend):
         return restored
 
     def _wait_cluster(
-        self, ctx: StepContext, call: AwsCaller, what: str, *, modifications: bool = False
+        self,
+        ctx: StepContext,
+        call: AwsCaller,
+        what: str,
+        *,
+        modifications: bool = False,
+        policy: PollPolicy | None = None,
     ) -> PollResult[dict[str, Any]]:
         rds = self.client("rds")
 
@@ -208,7 +215,10 @@ class AuroraBackend(AwsBackend):
         check = status_check(
             ctx, describe, f"DB cluster {self.cluster_id}", "Status", CLUSTER_TERMINAL, modifications=modifications
         )
-        return poll(ctx.clock, ctx.deadline_ns, check, f"{what} {self.cluster_id}", policy=PollPolicy())
+        return poll(
+            ctx.clock, ctx.deadline_ns, check, f"{what} {self.cluster_id}", policy=policy or PollPolicy(),
+            on_poll=self.settings.on_poll,
+        )  # fmt: skip
 
     def _ensure_writer(self, ctx: StepContext, call: AwsCaller, plan: AwsPlan) -> None:
         rds = self.client("rds")
@@ -244,7 +254,8 @@ class AuroraBackend(AwsBackend):
         call = self.caller(ctx)
         rds = self.client("rds")
         with aws_errors("await_ready"):
-            cluster = self._wait_cluster(ctx, call, "restore of")
+            paced = aligned(self.settings.restore_poll, ctx.marks, ctx.clock.now())  # the history's forecast
+            cluster = self._wait_cluster(ctx, call, "restore of", policy=paced)
             self._mark_polled(ctx, call, "cluster-available", cluster, source_type="db-cluster", ident=self.cluster_id)
             self._ensure_writer(ctx, call, restored.plan)
             writer = wait_instance(self, ctx, call, self.writer_id, "creation of writer")

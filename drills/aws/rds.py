@@ -20,6 +20,7 @@ from drills.aws.state import AwsPlan, AwsReady, AwsRestored
 from drills.aws.waits import modifications_pending, status_check
 from drills.backends.base import BackendSettings, StepContext
 from drills.errors import PreflightError
+from drills.forecast_poll import aligned
 from drills.wait import PollPolicy, PollResult, poll
 
 __all__ = ["INSTANCE_TERMINAL", "RdsBackend", "create"]
@@ -56,7 +57,14 @@ def _latest(items: list[dict[str, Any]], time_key: str) -> dict[str, Any] | None
 
 
 def wait_instance(
-    backend: AwsBackend, ctx: StepContext, call: AwsCaller, ident: str, what: str, *, modifications: bool = False
+    backend: AwsBackend,
+    ctx: StepContext,
+    call: AwsCaller,
+    ident: str,
+    what: str,
+    *,
+    modifications: bool = False,
+    policy: PollPolicy | None = None,
 ) -> PollResult[dict[str, Any]]:
     """Poll an instance until available (and, with ``modifications``, nothing relevant pending)."""
     rds = backend.client("rds")
@@ -68,7 +76,10 @@ def wait_instance(
     check = status_check(
         ctx, describe, f"DB instance {ident}", "DBInstanceStatus", INSTANCE_TERMINAL, modifications=modifications
     )
-    return poll(ctx.clock, ctx.deadline_ns, check, f"{what} {ident}", policy=PollPolicy())
+    return poll(
+        ctx.clock, ctx.deadline_ns, check, f"{what} {ident}", policy=policy or PollPolicy(),
+        on_poll=backend.settings.on_poll,
+    )  # fmt: skip
 
 
 class RdsBackend(AwsBackend):
@@ -254,7 +265,8 @@ class RdsBackend(AwsBackend):
     def await_ready(self, restored: AwsRestored, ctx: StepContext) -> AwsReady:
         call = self.caller(ctx)
         with aws_errors("await_ready"):
-            result = wait_instance(self, ctx, call, self.instance_id, "restore of")
+            paced = aligned(self.settings.restore_poll, ctx.marks, ctx.clock.now())  # the history's forecast
+            result = wait_instance(self, ctx, call, self.instance_id, "restore of", policy=paced)
             self._mark_polled(
                 ctx, call, "instance-available", result, source_type="db-instance", ident=self.instance_id
             )

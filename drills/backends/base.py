@@ -31,6 +31,7 @@ import structlog
 from drills.clock import Clock
 from drills.errors import IsolationError
 from drills.resources import Resource, TeardownResult
+from drills.wait import OnPoll, PollPolicy
 from validators.endpoint import Endpoint
 
 __all__ = [
@@ -62,6 +63,10 @@ class BackendSettings:
     runbook_name: str = ""
     keep_seconds: int | None = None  # incident mode: keep the restored database this long
     aws_session: Any = None  # an injected boto3.Session for AWS backends (None: default session)
+    # How to pace the wait for a requested restore (the runner builds it from the runbook's history,
+    # drills.forecast_poll); None: the plain PollPolicy. The backend needs to know nothing of history.
+    restore_poll: PollPolicy | None = None
+    on_poll: OnPoll | None = None  # progress of long waits (drills.progress); display only
     extra: dict[str, Any] = field(default_factory=dict)
 
 

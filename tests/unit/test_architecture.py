@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "drills.trend",
             "drills.outcome",
             "drills.forecast_poll",
+            "drills.progress",
         ),
     ),
     (

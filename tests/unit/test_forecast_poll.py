@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
+from typing import Any
 
+from drills.backends.base import Mark
 from drills.clock import FakeClock
-from drills.forecast_poll import Forecast, ForecastPollPolicy, calls_for, forecast
+from drills.forecast_poll import (
+    Forecast,
+    ForecastPollPolicy,
+    aligned,
+    calls_for,
+    describe,
+    forecast,
+    wait_durations,
+)
 from drills.wait import PollPolicy, poll
 
 
@@ -54,3 +65,59 @@ def test_after_the_window_it_falls_back_to_the_plain_growth() -> None:
 def test_without_a_forecast_it_is_the_plain_policy() -> None:
     rng = random.Random(0)
     assert ForecastPollPolicy(jitter=0.0).interval(3000, rng) == PollPolicy(jitter=0.0).interval(3000, rng)
+
+
+# ----------------------------------------------------------------------------- history and alignment
+
+
+def _rec(*marks: tuple[str, str]) -> dict[str, Any]:
+    return {"marks": [{"name": n, "at": at, "source": "runner-clock", "precision_ms": 1} for n, at in marks]}
+
+
+def test_wait_durations_are_request_to_available_from_records_that_have_both() -> None:
+    records: list[dict[str, Any]] = [
+        _rec(("restore-requested", "2026-11-01T10:00:00Z"), ("instance-available", "2026-11-01T12:00:30Z")),
+        _rec(("restore-requested", "2026-11-02T10:00:00Z")),  # failed before it was available
+        _rec(("restore-requested", "2026-11-03T10:00:00.5Z"), ("instance-available", "2026-11-03T11:59:00Z")),
+        _rec(("restore-requested", "2026-11-04T10:00:00Z"), ("cluster-available", "2026-11-04T11:00:00Z")),
+        _rec(("restore-requested", "2026-11-05T10:00:00Z"), ("instance-available", "2026-11-05T09:00:00Z")),
+        _rec(  # a mark twice: not guessed at
+            ("restore-requested", "2026-11-06T10:00:00Z"),
+            ("instance-available", "2026-11-06T11:00:00Z"),
+            ("instance-available", "2026-11-06T12:00:00Z"),
+        ),
+        {"marks": "garbage"},
+        _rec(("restore-requested", "yesterday"), ("instance-available", "2026-11-07T12:00:00Z")),
+    ]
+    assert wait_durations(records, "instance-available") == [7230.0, 7139.5]
+    assert wait_durations(records, "cluster-available") == [3600.0]
+    many = [
+        _rec(("restore-requested", "2026-11-01T10:00:00Z"), ("instance-available", f"2026-11-01T10:{m:02d}:00Z"))
+        for m in range(1, 16)
+    ]
+    assert wait_durations(many, "instance-available") == [60.0 * m for m in range(6, 16)]  # the newest ten
+
+
+def test_a_wait_that_starts_late_keeps_the_window_where_the_history_put_it() -> None:
+    base = ForecastPollPolicy(forecast=Forecast(7200, 60), jitter=0.0)
+    marks = [Mark("restore-requested", "2026-12-01T06:00:00Z", "runner-clock", 1)]
+    later = aligned(base, marks, datetime(2026, 12, 1, 6, 30, tzinfo=UTC))  # await_ready retried 30 min on
+    assert isinstance(later, ForecastPollPolicy) and later.offset_s == 1800
+    rng = random.Random(0)
+    lo, hi, dense = base.window()
+    assert later.interval(hi - 1800 - 60, rng) == dense == 18.0  # dense 30 min sooner on its own clock
+    assert later.window() == (lo, hi, dense)
+    assert aligned(None, marks, datetime(2026, 12, 1, tzinfo=UTC)) == PollPolicy()  # no history: as before
+    plain = PollPolicy(minimum=5)
+    assert aligned(plain, marks, datetime(2026, 12, 1, tzinfo=UTC)) is plain
+    assert aligned(base, [], datetime(2026, 12, 1, tzinfo=UTC)) is base  # no request mark: nothing to shift by
+
+
+def test_the_evidence_entry_names_the_policy_and_its_window_in_integer_ms() -> None:
+    assert describe(PollPolicy(), 2) == {"policy": "plain", "history_drills": 2, "forecast": None}
+    doc = describe(ForecastPollPolicy(forecast=Forecast(7200, 60)), 7)
+    assert doc["policy"] == "forecast" and doc["history_drills"] == 7
+    f = doc["forecast"]
+    assert (f["expected_ms"], f["spread_ms"], f["window_interval_ms"]) == (7_200_000, 60_000, 18_000)
+    lo, hi = f["window_ms"]
+    assert lo <= 7_200_000 - 2.5 * 60_000 and hi >= 7_200_000 + 2.5 * 60_000  # at least k spreads each side
