@@ -22,6 +22,7 @@ from moto import mock_aws
 from recorder import Recorder
 
 from drills.api import RunOptions, RunResult, run_drill
+from drills.aws.clients import aws_client
 from drills.cli import main
 from drills.clock import FakeClock
 from drills.errors import PreflightError
@@ -150,9 +151,10 @@ def test_an_object_planted_at_the_records_key_is_found_not_overwritten(
     rb = runbook(tmp_path, BUCKET, kms_key)
     res = drill(rb, session)
     assert res.evidence is not None
-    again = S3Store(BUCKET, "drills/", 30, kms_key, session=session).push(res.evidence, "s3-evidence", res.run_id)
+    same = S3Store(BUCKET, "drills/", 30, kms_key, client=aws_client("s3", session=session))
+    again = same.push(res.evidence, "s3-evidence", res.run_id)
     assert again["status"] == "already-stored"  # a retried push (crash before the sidecar) finds its own record
-    store = S3Store(BUCKET, "other/", 30, kms_key, session=session)
+    store = S3Store(BUCKET, "other/", 30, kms_key, client=aws_client("s3", session=session))
     planted = store.key_for("s3-evidence", res.run_id)
     session.client("s3").put_object(Bucket=BUCKET, Key=planted, Body=b'{"forged": true}')
     doc = store.push(res.evidence, "s3-evidence", res.run_id)
