@@ -156,6 +156,8 @@ class S3Store:
 
     def push(self, evidence: Path, runbook: str, run_id: str, *, now: datetime | None = None) -> dict[str, Any]:
         """Put one envelope under lock; the facts read back, also written to its sidecar. Never raises."""
+        if self.retention_days < 1:  # a store built only to read history must never lock anything
+            raise EvidenceError(f"s3://{self.bucket}/{self.prefix}: no retention configured; not pushing")
         body = evidence.read_bytes()
         digest = hashlib.sha256(body).digest()
         want = base64.b64encode(digest).decode()
