@@ -24,6 +24,7 @@ from typing import Any
 
 from drills.errors import EvidenceError
 from drills.evidence.chain import Problem
+from drills.evidence.s3 import S3Store, StoredObject
 from drills.record_model import DrillRecord
 from drills.trend import restored_bytes
 
@@ -184,7 +185,7 @@ def _link_of(statement: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _s3_entry(store: Any, obj: Any, verifiers: Sequence[Any]) -> dict[str, Any]:
+def _s3_entry(store: S3Store, obj: StoredObject, verifiers: Sequence[Any]) -> dict[str, Any]:
     """Download and judge one object version: ``{"sha256", "link", "row"}``, or ``{"problem"}`` if refused."""
     from drills.evidence.chain import _classify
 
@@ -210,7 +211,7 @@ def _s3_entry(store: Any, obj: Any, verifiers: Sequence[Any]) -> dict[str, Any]:
 
 
 def read_s3_history(
-    store: Any, verifiers: Sequence[Any], keys_sha256: str, home: Path | None, runbook: str | None = None
+    store: S3Store, verifiers: Sequence[Any], keys_sha256: str, home: Path | None, runbook: str | None = None
 ) -> tuple[list[Row], list[str], S3Read]:
     """``read_history`` over the S3 evidence store (:class:`drills.evidence.s3.S3Store`).
 
