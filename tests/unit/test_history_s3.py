@@ -17,6 +17,7 @@ from unittest import mock
 
 import boto3
 import pytest
+import structlog
 from botocore.client import BaseClient
 from moto import mock_aws
 
@@ -64,8 +65,11 @@ def append(directory: Path, keys: Path, runbook: str, run_id: str, minute: int) 
 
 
 @pytest.fixture
-def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drill_home: Path) -> Iterator[Any]:
+def s3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drill_home: Path, request: pytest.FixtureRequest
+) -> Iterator[Any]:
     """A locked bucket holding orders run-1..5 and billing bill-1..2, pushed by the drill's own store."""
+    request.addfinalizer(structlog.reset_defaults)  # the CLI points structlog at pytest's captured stderr
     for k, v in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
     drill_home.mkdir(mode=0o700)
