@@ -187,7 +187,7 @@ def _link_of(statement: dict[str, Any]) -> dict[str, Any]:
 
 def _s3_entry(store: S3Store, obj: StoredObject, verifiers: Sequence[Any]) -> dict[str, Any]:
     """Download and judge one object version: ``{"sha256", "link", "row"}``, or ``{"problem"}`` if refused."""
-    from drills.evidence.chain import _classify
+    from drills.evidence.chain import classify
 
     url = f"s3://{store.bucket}/{obj.key}"
     folder, _, name = obj.key.removeprefix(store.prefix).rpartition("/")
@@ -195,7 +195,7 @@ def _s3_entry(store: S3Store, obj: StoredObject, verifiers: Sequence[Any]) -> di
         data = store.fetch(obj)
     except EvidenceError as exc:
         return {"problem": {"kind": "unparsable", "message": exc.message}}
-    record, problem = _classify(name, data, verifiers)
+    record, problem = classify(name, data, verifiers)
     if record is not None and record.runbook != folder:
         problem = Problem("renamed", f"{name} records runbook {record.runbook!r}, not {folder!r}: a moved record")
     if record is None or problem is not None:
