@@ -141,8 +141,8 @@ def _s3_history(a: argparse.Namespace, verifiers: Any, keys_sha: str, home: Path
     store = S3Store(bucket, prefix, 0, None, client=client)  # retention 0: a reader, never pushes
     rows, problems, read = read_s3_history(store, verifiers, keys_sha, home, a.runbook)
     print(
-        f"s3://{bucket}/{prefix}: {read.listed} record(s), {read.downloaded} downloaded and verified now, "
-        f"{read.listed - read.downloaded} from the cache; {client.calls} S3 call(s)",
+        f"s3://{bucket}/{prefix}: {read.listed} record(s), {read.checked} checked now, "
+        f"{read.listed - read.checked} from the cache; {client.calls} S3 call(s)",
         file=sys.stderr,
     )
     return rows, problems

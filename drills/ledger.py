@@ -168,7 +168,7 @@ class S3Read:
     """What one ``drill history --evidence-s3`` read did: the measure of the cache."""
 
     listed: int = 0  # current record versions under the prefix
-    downloaded: int = 0  # of them, fetched and verified now (the rest came from the cache)
+    checked: int = 0  # of them, judged now: fetched and verified, or refused unread (the rest: from the cache)
     deleted: int = 0  # keys whose current version is a delete marker
 
 
@@ -235,7 +235,7 @@ def read_s3_history(
         entry = cached.get(obj.cache_key)
         if not isinstance(entry, dict) or not ({"row", "problem"} & set(entry)):
             entry = _s3_entry(store, obj, verifiers)
-            stats.downloaded += 1
+            stats.checked += 1
         fresh[obj.cache_key] = entry
     listed = store.prefix + (f"{runbook}/" if runbook else "")
     others = {k: v for k, v in cached.items() if not k.startswith(listed)}  # other runbooks' entries stay

@@ -115,13 +115,13 @@ def test_every_pushed_record_is_a_row_and_a_second_run_downloads_nothing(
         code, ids, err = history(keys, capsys=capsys)
         assert code == 0, err
         assert ids == ["run-1", "run-2", "run-3", "run-4", "run-5", "bill-1", "bill-2"]  # by finish time
-        assert made.count("GetObject") == 7 and "7 record(s), 7 downloaded and verified now" in err
+        assert made.count("GetObject") == 7 and "7 record(s), 7 checked now" in err
         made.clear()
 
         code, ids, err = history(keys, capsys=capsys)
         assert code == 0 and len(ids) == 7
         assert made == ["ListObjectVersions"]  # nothing downloaded the second time
-        assert "0 downloaded and verified now, 7 from the cache; 1 S3 call(s)" in err  # one listing page
+        assert "0 checked now, 7 from the cache; 1 S3 call(s)" in err  # one listing page
 
         code, ids, err = history(keys, "--runbook", "billing", capsys=capsys)
         assert (code, ids) == (0, ["bill-1", "bill-2"]) and made == ["ListObjectVersions"] * 2
@@ -169,7 +169,7 @@ def test_a_forged_a_tampered_and_an_unsigned_object_are_refused_never_counted(
     assert "(1 older version(s) kept under it)" in err  # the locked original is still there
     assert f"NOT VERIFIED (not shown): UNPARSABLE: s3://{BUCKET}/{key('orders', 'run-7')}" in err
     assert "CHAIN BROKEN: GAP: runbook orders: seq 2 missing of 1..5" in err
-    assert "3 downloaded and verified now, 4 from the cache" in err  # only the replaced and new versions
+    assert "3 checked now, 4 from the cache" in err  # only the replaced and new versions
 
 
 def test_a_record_deleted_from_the_middle_is_a_gap(s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -210,3 +210,17 @@ def test_bad_store_urls_are_exit_2(s3: Any, tmp_path: Path, capsys: pytest.Captu
     assert main(["history", "--evidence-s3", "s3://no-such-bucket/p", "--key", pub]) == 2
     assert "no such bucket" in capsys.readouterr().err
     assert main(["history", "--evidence-s3", URL, "--evidence-dir", str(tmp_path), "--key", pub]) == 2
+
+
+def test_an_oversized_object_is_refused_unread_and_other_keys_are_not_records(
+    s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import drills.evidence.s3
+
+    s3.put_object(Bucket=BUCKET, Key=key("orders", "run-9"), Body=b"x" * 100_000)
+    s3.put_object(Bucket=BUCKET, Key="drills/orders/notes.txt", Body=b"not evidence")
+    monkeypatch.setattr(drills.evidence.s3, "MAX_OBJECT_BYTES", 50_000)  # a real record is far smaller
+    code, ids, err = history(tmp_path / "keys", "--runbook", "orders", capsys=capsys)
+    assert code == 1 and ids == ["run-1", "run-2", "run-3", "run-4", "run-5"]
+    assert f"UNPARSABLE: s3://{BUCKET}/{key('orders', 'run-9')}: 100000 bytes, more than any record; not read" in err
+    assert "notes.txt" not in err and "5 record(s)" not in err and "6 record(s), 6 checked now" in err
