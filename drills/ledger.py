@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from drills.errors import EvidenceError
 from drills.evidence.chain import Problem
@@ -210,6 +210,19 @@ def _s3_entry(store: S3Store, obj: StoredObject, verifiers: Sequence[Any]) -> di
     return {"sha256": record.sha256, "link": _link_of(record.statement), "row": asdict(row)}
 
 
+def _usable(entry: Any) -> TypeGuard[dict[str, Any]]:
+    """A cached verdict this version can read back (an older tool's cache is judged again, never reported)."""
+    if not isinstance(entry, dict):
+        return False
+    if isinstance(entry.get("problem"), dict):
+        return True
+    try:
+        Row(**entry["row"])
+    except (KeyError, TypeError):
+        return False
+    return isinstance(entry.get("sha256"), str) and isinstance(entry.get("link"), dict)
+
+
 def read_s3_history(
     store: S3Store, verifiers: Sequence[Any], keys_sha256: str, home: Path | None, runbook: str | None = None
 ) -> tuple[list[Row], list[str], S3Read]:
@@ -220,7 +233,7 @@ def read_s3_history(
     runbook's chain is checked (:func:`drills.evidence.chain.check_chain`: a removed record is a gap).
     S3 holds no chain head, so a missing head is no problem here; a key hidden by a delete marker is.
     The cache (``$RESTORE_DRILLS_HOME/cache/history-s3-*.json``) keys each verdict by object key,
-    version id and ETag: a version's bytes never change, so a second run lists and downloads nothing.
+    version id and ETag: a version's bytes never change, so a second run lists once and downloads nothing.
     """
     from drills.evidence.chain import Record, check_chain
 
@@ -232,11 +245,12 @@ def read_s3_history(
     stats = S3Read(listed=len(listing.objects), deleted=len(listing.deleted))
     fresh: dict[str, dict[str, Any]] = {}
     for obj in listing.objects:
-        entry = cached.get(obj.cache_key)
-        if not isinstance(entry, dict) or not ({"row", "problem"} & set(entry)):
-            entry = _s3_entry(store, obj, verifiers)
+        hit = cached.get(obj.cache_key)
+        if _usable(hit):
+            fresh[obj.cache_key] = hit
+        else:
+            fresh[obj.cache_key] = _s3_entry(store, obj, verifiers)
             stats.checked += 1
-        fresh[obj.cache_key] = entry
     listed = store.prefix + (f"{runbook}/" if runbook else "")
     others = {k: v for k, v in cached.items() if not k.startswith(listed)}  # other runbooks' entries stay
     if cache_file is not None and fresh | others != cached:
@@ -245,13 +259,12 @@ def read_s3_history(
     records: dict[str, list[Record]] = {}
     problems: list[str] = []
     for key, entry in fresh.items():
-        try:
-            row = Row(**entry["row"])
-            record = Record(key.split("\n")[0].rpartition("/")[2], str(entry["sha256"]), dict(entry["link"]))
-        except (KeyError, TypeError, ValueError):
-            problem = entry.get("problem") or {"kind": "unparsable", "message": key.split("\n")[0]}
+        if "problem" in entry:
+            problem = entry["problem"]
             problems.append(f"NOT VERIFIED (not shown): {str(problem.get('kind')).upper()}: {problem.get('message')}")
             continue
+        row = Row(**entry["row"])
+        record = Record(key.split("\n")[0].rpartition("/")[2], entry["sha256"], entry["link"])
         rows.append(row)
         records.setdefault(row.runbook, []).append(record)
     for key, kept in listing.deleted:

@@ -224,3 +224,16 @@ def test_an_oversized_object_is_refused_unread_and_other_keys_are_not_records(
     assert code == 1 and ids == ["run-1", "run-2", "run-3", "run-4", "run-5"]
     assert f"UNPARSABLE: s3://{BUCKET}/{key('orders', 'run-9')}: 100000 bytes, more than any record; not read" in err
     assert "notes.txt" not in err and "5 record(s)" not in err and "6 record(s), 6 checked now" in err
+
+
+def test_a_cache_entry_this_version_cannot_read_is_judged_again_not_reported(
+    s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], drill_home: Path
+) -> None:
+    assert history(tmp_path / "keys", capsys=capsys)[0] == 0
+    (cache,) = (drill_home / "cache").glob("history-s3-*.json")
+    doc = json.loads(cache.read_text())
+    first = next(iter(doc["rows"]))
+    doc["rows"][first] = {"row": {"from_an_older_tool": True}}
+    cache.write_text(json.dumps(doc))
+    code, ids, err = history(tmp_path / "keys", capsys=capsys)
+    assert code == 0 and len(ids) == 7 and "1 checked now, 6 from the cache" in err
