@@ -241,9 +241,11 @@ def _evidence_store(loaded: LoadedRunbook, opts: RunOptions) -> Any:
     cfg = loaded.runbook.evidence.s3
     if cfg is None:
         return None
+    from drills.aws.clients import aws_client
     from drills.evidence.s3 import S3Store
 
-    return S3Store(cfg.bucket, cfg.prefix, cfg.retention_days, cfg.kms_key_id, session=opts.aws_session)
+    client = aws_client("s3", session=opts.aws_session, clock=opts.clock)  # every call through AwsCaller
+    return S3Store(cfg.bucket, cfg.prefix, cfg.retention_days, cfg.kms_key_id, client=client)
 
 
 def _store_copy(drill: Drill, store: Any, path: Path, stored: list[dict[str, Any]]) -> None:

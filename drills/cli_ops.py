@@ -101,12 +101,19 @@ def cmd_history(a: argparse.Namespace) -> int:
 
     key = a.key or default_key_path().with_suffix(".pub")
     given_file(key, "--key")
-    if not a.evidence_dir.is_dir():
-        raise InputError(f"evidence directory {a.evidence_dir} does not exist", hint="pass --evidence-dir DIR")
+    if a.evidence_s3 and a.evidence_dir:
+        raise InputError("give --evidence-dir or --evidence-s3, not both")
+    evidence_dir = a.evidence_dir or Path("evidence")
+    if not a.evidence_s3 and not evidence_dir.is_dir():
+        raise InputError(f"evidence directory {evidence_dir} does not exist", hint="pass --evidence-dir DIR")
     since = _since(a.since) if a.since else None
     keys_sha = hashlib.sha256(key.read_bytes()).hexdigest()
     home = state_home()
-    rows, problems = read_history(a.evidence_dir, load_verifiers(key), keys_sha, home if home.is_dir() else None)
+    if a.evidence_s3:
+        rows, problems = _s3_history(a, load_verifiers(key), keys_sha, home if home.is_dir() else None)
+    else:
+        rows, problems = read_history(evidence_dir, load_verifiers(key), keys_sha, home if home.is_dir() else None)
+        problems = [f"NOT VERIFIED (not shown): {p}" for p in problems]
     rows = select(rows, a.runbook, since)
     if a.plot is not None:
         _plot_history(rows, a)
@@ -119,8 +126,26 @@ def cmd_history(a: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render_table(rows) + "".join(f"\n{line}" for line in outlook(rows)) + "\n")
     for p in problems:
-        print(f"NOT VERIFIED (not shown): {p}", file=sys.stderr)
+        print(p, file=sys.stderr)
     return 1 if problems else 0
+
+
+def _s3_history(a: argparse.Namespace, verifiers: Any, keys_sha: str, home: Path | None) -> tuple[list[Any], list[str]]:
+    """``--evidence-s3 s3://BUCKET/PREFIX``: the records the drills pushed (evidence.s3), verified as local ones."""
+    from drills.aws.clients import aws_client
+    from drills.evidence.s3 import S3Store, parse_s3_url
+    from drills.ledger import read_s3_history
+
+    bucket, prefix = parse_s3_url(a.evidence_s3)
+    client = aws_client("s3")
+    store = S3Store(bucket, prefix, 0, None, client=client)  # retention 0: a reader, never pushes
+    rows, problems, read = read_s3_history(store, verifiers, keys_sha, home, a.runbook)
+    print(
+        f"s3://{bucket}/{prefix}: {read.listed} record(s), {read.checked} checked now, "
+        f"{read.listed - read.checked} from the cache; {client.calls} S3 call(s)",
+        file=sys.stderr,
+    )
+    return rows, problems
 
 
 def _plot_history(rows: Sequence[Any], a: argparse.Namespace) -> None:
@@ -177,8 +202,9 @@ def add_ops_commands(add: Callable[[str, Callable[[argparse.Namespace], int], st
 
 
 def history_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--evidence-dir", type=Path, help="evidence directory (default: ./evidence)")
     sp.add_argument(
-        "--evidence-dir", type=Path, default=Path("evidence"), help="evidence directory (default: ./evidence)"
+        "--evidence-s3", metavar="s3://BUCKET/PREFIX", help="read the S3 evidence store (a runbook's evidence.s3)"
     )
     sp.add_argument("--key", type=Path, help="public key or keyring (default: the user's default key)")
     sp.add_argument("--runbook", metavar="NAME", help="only this runbook")

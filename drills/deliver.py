@@ -154,16 +154,12 @@ def outcome_of(d: Any, verdict: str, evidence: Path | None, evidence_dir: Path, 
 
 
 def _client(session: Any, service: str, region: str | None = None) -> Any:
-    if session is None:
-        import boto3
+    """A client whose calls go through the one AWS call wrapper (:mod:`drills.aws.clients`): throttling and
+    5xx retried as everywhere else, within a budget small enough that a notification never holds the run."""
+    from drills.aws.clients import aws_client
 
-        session = boto3.Session()
-    from botocore.config import Config
-
-    # a notification must not hold the run for botocore's default minutes of connect retries
-    config = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
-    return (
-        session.client(service, region_name=region, config=config) if region else session.client(service, config=config)
+    return aws_client(
+        service, session=session, region=region, budget_seconds=10.0, attempts=3, connect_timeout=5, read_timeout=10
     )
 
 

@@ -20,13 +20,26 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from drills.errors import EvidenceError
+from drills.evidence.chain import Problem
+from drills.evidence.s3 import S3Store, StoredObject
 from drills.record_model import DrillRecord
 from drills.trend import restored_bytes
 
-__all__ = ["COLUMNS", "Row", "outlook", "read_history", "render_csv", "render_table", "row_of", "select"]
+__all__ = [
+    "COLUMNS",
+    "Row",
+    "S3Read",
+    "outlook",
+    "read_history",
+    "read_s3_history",
+    "render_csv",
+    "render_table",
+    "row_of",
+    "select",
+]
 
 CACHE_VERSION = 1
 PHASES = ("restore", "await_ready", "connect", "validate")
@@ -55,7 +68,7 @@ class Row:
 COLUMNS = tuple(Row.__dataclass_fields__)
 
 
-def row_of(statement: dict[str, Any], path: Path) -> Row:
+def row_of(statement: dict[str, Any], path: Path | str) -> Row:
     """The row of one verified statement (pure); a record that does not fit its schema is an EvidenceError."""
     p = statement.get("predicate") or {}
     rec = DrillRecord.parse(p)
@@ -148,6 +161,124 @@ def read_history(
         _save_cache(cache_file, keys_sha256, fresh)
     rows.sort(key=lambda r: (r.finished_at, r.run_id))
     return rows, problems
+
+
+@dataclass
+class S3Read:
+    """What one ``drill history --evidence-s3`` read did: the measure of the cache."""
+
+    listed: int = 0  # current record versions under the prefix
+    checked: int = 0  # of them, judged now: fetched and verified, or refused unread (the rest: from the cache)
+    deleted: int = 0  # keys whose current version is a delete marker
+
+
+def _link_of(statement: dict[str, Any]) -> dict[str, Any]:
+    """The part of a verified statement the chain check needs (what the S3 cache keeps, besides the row)."""
+    p = statement.get("predicate") or {}
+    drill = p.get("drill") or {}
+    return {
+        "predicate": {
+            "drill": {k: drill.get(k) for k in ("id", "started_at", "finished_at")},
+            "runbook": {"name": (p.get("runbook") or {}).get("name")},
+            "chain": p.get("chain"),
+        }
+    }
+
+
+def _s3_entry(store: S3Store, obj: StoredObject, verifiers: Sequence[Any]) -> dict[str, Any]:
+    """Download and judge one object version: ``{"sha256", "link", "row"}``, or ``{"problem"}`` if refused."""
+    from drills.evidence.chain import classify
+
+    url = f"s3://{store.bucket}/{obj.key}"
+    folder, _, name = obj.key.removeprefix(store.prefix).rpartition("/")
+    try:
+        data = store.fetch(obj)
+    except EvidenceError as exc:
+        return {"problem": {"kind": "unparsable", "message": exc.message}}
+    record, problem = classify(name, data, verifiers)
+    if record is not None and record.runbook != folder:
+        problem = Problem("renamed", f"{name} records runbook {record.runbook!r}, not {folder!r}: a moved record")
+    if record is None or problem is not None:
+        kind, message = (problem.kind, problem.message) if problem else ("unparsable", "not a record")
+        replaced = f" ({obj.older_versions} older version(s) kept under it)" if obj.older_versions else ""
+        return {"problem": {"kind": kind, "message": f"{url}: {message}{replaced}"}}
+    evidence = url + (f"?versionId={obj.version_id}" if obj.version_id != "null" else "")
+    try:
+        row = row_of(record.statement, evidence)
+    except EvidenceError as exc:
+        return {"problem": {"kind": "edit", "message": f"{url}: {exc.message}"}}
+    return {"sha256": record.sha256, "link": _link_of(record.statement), "row": asdict(row)}
+
+
+def _usable(entry: Any) -> TypeGuard[dict[str, Any]]:
+    """A cached verdict this version can read back (an older tool's cache is judged again, never reported)."""
+    if not isinstance(entry, dict):
+        return False
+    if isinstance(entry.get("problem"), dict):
+        return True
+    try:
+        Row(**entry["row"])
+    except (KeyError, TypeError):
+        return False
+    return isinstance(entry.get("sha256"), str) and isinstance(entry.get("link"), dict)
+
+
+def read_s3_history(
+    store: S3Store, verifiers: Sequence[Any], keys_sha256: str, home: Path | None, runbook: str | None = None
+) -> tuple[list[Row], list[str], S3Read]:
+    """``read_history`` over the S3 evidence store (:class:`drills.evidence.s3.S3Store`).
+
+    Every current version under the prefix is downloaded and verified exactly as a local record
+    (signature with the trusted keys, named after its run, in its runbook's folder), then each
+    runbook's chain is checked (:func:`drills.evidence.chain.check_chain`: a removed record is a gap).
+    S3 holds no chain head, so a missing head is no problem here; a key hidden by a delete marker is.
+    The cache (``$RESTORE_DRILLS_HOME/cache/history-s3-*.json``) keys each verdict by object key,
+    version id and ETag: a version's bytes never change, so a second run lists once and downloads nothing.
+    """
+    from drills.evidence.chain import Record, check_chain
+
+    where = f"s3://{store.bucket}/{store.prefix}"
+    tag = hashlib.sha256(where.encode()).hexdigest()[:16]
+    cache_file = home / "cache" / f"history-s3-{tag}.json" if home is not None else None
+    cached = _load_cache(cache_file, keys_sha256) if cache_file else {}
+    listing = store.listing(runbook)
+    stats = S3Read(listed=len(listing.objects), deleted=len(listing.deleted))
+    fresh: dict[str, dict[str, Any]] = {}
+    for obj in listing.objects:
+        hit = cached.get(obj.cache_key)
+        if _usable(hit):
+            fresh[obj.cache_key] = hit
+        else:
+            fresh[obj.cache_key] = _s3_entry(store, obj, verifiers)
+            stats.checked += 1
+    listed = store.prefix + (f"{runbook}/" if runbook else "")
+    others = {k: v for k, v in cached.items() if not k.startswith(listed)}  # other runbooks' entries stay
+    if cache_file is not None and fresh | others != cached:
+        _save_cache(cache_file, keys_sha256, fresh | others)
+    rows: list[Row] = []
+    records: dict[str, list[Record]] = {}
+    problems: list[str] = []
+    for key, entry in fresh.items():
+        if "problem" in entry:
+            problem = entry["problem"]
+            problems.append(f"NOT VERIFIED (not shown): {str(problem.get('kind')).upper()}: {problem.get('message')}")
+            continue
+        row = Row(**entry["row"])
+        record = Record(key.split("\n")[0].rpartition("/")[2], entry["sha256"], entry["link"])
+        rows.append(row)
+        records.setdefault(row.runbook, []).append(record)
+    for key, kept in listing.deleted:
+        problems.append(
+            f"CHAIN BROKEN: DELETED: s3://{store.bucket}/{key} is hidden by a delete marker"
+            + (f"; {kept} locked version(s) remain under it" if kept else "")
+        )
+    for name in sorted(records):
+        found, _notes = check_chain(records[name], None)
+        problems += [
+            f"CHAIN BROKEN: {p.kind.upper()}: runbook {name}: {p.message}" for p in found if p.kind != "head_missing"
+        ]
+    rows.sort(key=lambda r: (r.finished_at, r.run_id))
+    return rows, problems, stats
 
 
 def select(rows: Iterable[Row], runbook: str | None, since: datetime | None) -> list[Row]:

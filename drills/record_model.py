@@ -41,6 +41,7 @@ class DrillInfo(_Part):
     finished_at: str | None = Field(default=None, description="ISO 8601 UTC, when the record was signed.")
     initiated_by: str | None = None
     host: str | None = None
+    executor: dict[str, Any] | None = Field(default=None, description="The tool and version that ran the drill.")
 
 
 class RunbookInfo(_Part):
@@ -68,6 +69,7 @@ class Results(_Part):
     achieved_rpo_ms: int | None = None
     rpo_met: bool | None = None
     rpo_method: str | None = None
+    rto_definition: str | None = Field(default=None, description="What the achieved RTO measures, in words.")
     reasons: list[Reason | str] = Field(default_factory=list, description="Why the drill did not pass.")
 
 
@@ -96,6 +98,7 @@ class TimelineEntry(_Part):
     ended_at: str | None = None
     duration_ms: int | None = None
     outcome: str | None = None
+    error: str | None = None
 
 
 class Mark(_Part):
@@ -109,6 +112,9 @@ class Teardown(_Part):
     all_deleted: bool = False
     kept_until_expiry: bool | None = None
     resources: list[dict[str, Any]] = Field(default_factory=list)
+    outstanding: list[dict[str, Any]] = Field(
+        default_factory=list, description="An aborted run's resources not confirmed removed."
+    )
     verified_at: str | None = None
 
 
@@ -152,10 +158,14 @@ class DrillRecord(_Part):
     results: Results
     validation: Validation = Field(default_factory=Validation)
     deviations: list[dict[str, Any]] = Field(default_factory=list)
+    isolation_checks: list[dict[str, Any]] = Field(default_factory=list, description="Isolation facts read back.")
     teardown: Teardown = Field(default_factory=Teardown)
     chain: Chain | None = None
     regression: dict[str, Any] | None = None
     restore_wait: RestoreWait | None = Field(default=None, description="AWS backends only.")
+    evidence_trail: dict[str, Any] | None = Field(
+        default=None, description="Trusted keys, verified records and deviations found at this append."
+    )
     interrupted: bool = False
 
     @classmethod

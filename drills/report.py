@@ -8,7 +8,10 @@ verified it and how to check it again.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from drills.record_model import DrillRecord, Reason
 
 __all__ = ["human_ms", "render_markdown", "run_order"]
 
@@ -59,29 +62,49 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     return out
 
 
-def run_order(phases: dict[str, Any], timeline: list[Any]) -> list[str]:
+def run_order(phases: Mapping[str, Any], timeline: Sequence[Any]) -> list[str]:
     """Phase names in the order the drill ran them (the timeline's), not the signed JSON's sorted keys."""
     order: list[str] = []
     for entry in timeline:
-        state = entry.get("state") if isinstance(entry, dict) else None
-        if state in phases and state not in order:
+        state = entry.get("state") if isinstance(entry, dict) else getattr(entry, "state", None)
+        if isinstance(state, str) and state in phases and state not in order:
             order.append(state)
     return order + [k for k in phases if k not in order]
 
 
-def render_markdown(statement: dict[str, Any], *, evidence_name: str, keyid: str | None = None) -> str:
-    p: dict[str, Any] = statement.get("predicate", {})
-    drill, rb, res = p.get("drill", {}), p.get("runbook", {}), p.get("results", {})
-    val, td = p.get("validation", {}), p.get("teardown", {})
-    rp = p.get("recovery_point") or {}
-    executor = drill.get("executor") or {}
-    reasons = res.get("reasons") or []
+def _regression(reg: dict[str, Any] | None) -> list[str]:
+    """The regression section (an open object in the model: its shape is drills.trend's)."""
+    if not reg:
+        return []
+    flag = "**regression**" if reg.get("flag") else "within the usual range"
     lines = [
-        f"# Restore drill {_text(drill.get('id'))}: {str(res.get('verdict', 'unknown')).upper()}",
         "",
-        f"- Runbook: `{_text(rb.get('name'))}` (sha256 `{_text(rb.get('sha256'))}`)",
-        f"- Ran: {_text(drill.get('started_at'))} → {_text(drill.get('finished_at'))} on `{_text(drill.get('host'))}` "
-        f"by `{_text(drill.get('initiated_by'))}` ({_text(drill.get('trigger'))}), "
+        f"RTO {reg.get('delta_pct'):+} % against the recent median {human_ms(reg.get('baseline_rto_ms'))}: {flag}.",
+    ]
+    trend, proj = reg.get("trend") or {}, reg.get("projection") or {}
+    if trend.get("direction"):
+        slope = trend.get("slope_ms_per_day")
+        lines.append(f"Trend over {trend.get('drills')} drills: {trend['direction']} "
+                     f"(Mann-Kendall p = {trend.get('p_value')}, Theil-Sen {slope} ms/day).")  # fmt: skip
+    if proj.get("summary") or proj.get("reason"):
+        lines.append(f"Projection: {proj.get('summary') or proj.get('reason')}.")
+    return lines
+
+
+def render_markdown(statement: dict[str, Any], *, evidence_name: str, keyid: str | None = None) -> str:
+    """The report of a *verified* statement, read through the typed record (:mod:`drills.record_model`):
+    a record that does not fit the published schema is an EvidenceError naming the field, not a report."""
+    rec = DrillRecord.parse(statement.get("predicate"))
+    drill, rb, res, val, td = rec.drill, rec.runbook, rec.results, rec.validation, rec.teardown
+    rp = rec.recovery_point or {}
+    executor = drill.executor or {}
+    reasons = [(f"{r.kind}: {r.message}" if r.message else r.kind) if isinstance(r, Reason) else r for r in res.reasons]
+    lines = [
+        f"# Restore drill {_text(drill.id)}: {res.verdict.upper()}",
+        "",
+        f"- Runbook: `{_text(rb.name)}` (sha256 `{_text(rb.sha256)}`)",
+        f"- Ran: {_text(drill.started_at)} → {_text(drill.finished_at)} on `{_text(drill.host)}` "
+        f"by `{_text(drill.initiated_by)}` ({_text(drill.trigger)}), "
         f"{_text(executor.get('tool'))} {_text(executor.get('version'))}",
         f"- Recovery point: {_text(rp.get('kind'))}, target {_text(rp.get('target_time'))}",
         f"- Evidence: `{evidence_name}`" + (f", signature verified with key `{keyid}`" if keyid else ""),
@@ -92,76 +115,46 @@ def render_markdown(statement: dict[str, Any], *, evidence_name: str, keyid: str
         *_table(
             ["", "achieved", "objective", "met"],
             [
-                [
-                    "RTO",
-                    human_ms(res.get("achieved_rto_ms")),
-                    human_ms(res.get("rto_objective_ms")),
-                    _yes(res.get("rto_met")),
-                ],
-                [
-                    "RPO",
-                    human_ms(res.get("achieved_rpo_ms")),
-                    human_ms(res.get("rpo_objective_ms")),
-                    _yes(res.get("rpo_met")),
-                ],
+                ["RTO", human_ms(res.achieved_rto_ms), human_ms(res.rto_objective_ms), _yes(res.rto_met)],
+                ["RPO", human_ms(res.achieved_rpo_ms), human_ms(res.rpo_objective_ms), _yes(res.rpo_met)],
             ],
         ),
         "",
-        f"RTO: {_text(res.get('rto_definition'))}. RPO method: {_text(res.get('rpo_method'))}.",
+        f"RTO: {_text(res.rto_definition)}. RPO method: {_text(res.rpo_method)}.",
+        *_regression(rec.regression),
     ]
-    reg = p.get("regression")
-    if reg:
-        flag = "**regression**" if reg.get("flag") else "within the usual range"
-        lines += [
-            "",
-            f"RTO {reg.get('delta_pct'):+} % against the recent median {human_ms(reg.get('baseline_rto_ms'))}: {flag}.",
-        ]
-        trend, proj = reg.get("trend") or {}, reg.get("projection") or {}
-        if trend.get("direction"):
-            slope = trend.get("slope_ms_per_day")
-            lines.append(f"Trend over {trend.get('drills')} drills: {trend['direction']} "
-                         f"(Mann-Kendall p = {trend.get('p_value')}, Theil-Sen {slope} ms/day).")  # fmt: skip
-        if proj.get("summary") or proj.get("reason"):
-            lines.append(f"Projection: {proj.get('summary') or proj.get('reason')}.")
-    phases = res.get("rto_phases_ms") or {}
+    phases = res.rto_phases_ms
     if phases:
-        ordered = run_order(phases, p.get("timeline") or [])
+        ordered = run_order(phases, rec.timeline)
         lines += ["", "Phases (in run order): " + ", ".join(f"{k} {human_ms(phases[k])}" for k in ordered) + "."]
     lines += ["", "## Timeline", ""]
     lines += _table(
         ["state", "attempt", "started (UTC)", "duration", "outcome", "error"],
-        [[e.get("state"), e.get("attempt"), e.get("started_at"), human_ms(e.get("duration_ms")), e.get("outcome"),
-          e.get("error")] for e in p.get("timeline", [])],
-    )  # fmt: skip
+        [[e.state, e.attempt, e.started_at, human_ms(e.duration_ms), e.outcome, e.error] for e in rec.timeline],
+    )
     lines += ["", "## Isolation", ""]
     lines += _table(
         ["check", "subject", "passed", "detail"],
-        [
-            [c.get("check"), c.get("subject"), _yes(c.get("passed")), c.get("detail")]
-            for c in p.get("isolation_checks", [])
-        ],
+        [[c.get("check"), c.get("subject"), _yes(c.get("passed")), c.get("detail")] for c in rec.isolation_checks],
     )
-    lines += ["", f"## Validation ({'passed' if val.get('passed') else 'failed'})", ""]
+    lines += ["", f"## Validation ({'passed' if val.passed else 'failed'})", ""]
     lines += _table(
         ["validator", "check", "expected", "actual", "passed"],
-        [[f.get("validator"), f.get("check"), f.get("expected"), f.get("actual"), _yes(f.get("passed"))]
-         for f in val.get("findings", [])],
-    )  # fmt: skip
-    devs = p.get("deviations") or []
-    if devs:
-        lines += ["", "## Deviations", ""] + [f"- {_text(d.get('kind'))}: {_text(d.get('message'))}" for d in devs]
+        [[f.validator, f.check, f.expected, f.actual, _yes(f.passed)] for f in val.findings],
+    )
+    if rec.deviations:
+        lines += ["", "## Deviations", ""]
+        lines += [f"- {_text(d.get('kind'))}: {_text(d.get('message'))}" for d in rec.deviations]
     lines += ["", "## Teardown", ""]
     lines += _table(
         ["resource", "id", "deleted", "detail"],
-        [[r.get("kind"), r.get("id"), _yes(r.get("deleted")), r.get("detail")] for r in td.get("resources", [])],
+        [[r.get("kind"), r.get("id"), _yes(r.get("deleted")), r.get("detail")] for r in td.resources],
     )
-    outstanding = td.get("outstanding") or []
-    if outstanding:
+    if td.outstanding:
         lines += ["", "Not confirmed removed (an aborted run's leftovers; `drill teardown RUN_ID` removes them):", ""]
-        lines += [f"- {_text(r.get('kind'))} `{_text(r.get('id'))}`" for r in outstanding]
-    kept = _yes(td.get("kept_until_expiry"))
-    lines += ["", f"All deleted: {_yes(td.get('all_deleted'))}; kept for inspection: {kept}."]
-    trail = (p.get("evidence_trail") or {}).get("deviations") or []
+        lines += [f"- {_text(r.get('kind'))} `{_text(r.get('id'))}`" for r in td.outstanding]
+    lines += ["", f"All deleted: {_yes(td.all_deleted)}; kept for inspection: {_yes(td.kept_until_expiry)}."]
+    trail = (rec.evidence_trail or {}).get("deviations") or []
     if trail:
         lines += [
             "",
@@ -170,13 +163,13 @@ def render_markdown(statement: dict[str, Any], *, evidence_name: str, keyid: str
             "Found in the evidence directory when this record was written:",
         ]
         lines += [""] + [f"- {_text(d.get('kind'))}: {_text(d.get('message'))}" for d in trail]
-    chain = p.get("chain") or {}
+    chain = rec.chain
     lines += [
         "",
         "## Checking this record",
         "",
-        f"Chain `{_text(chain.get('id'))}` record {_text(chain.get('seq'))}; previous envelope sha256 "
-        f"`{_text(chain.get('prev_envelope_sha256'))}`.",
+        f"Chain `{_text(chain.id if chain else None)}` record {_text(chain.seq if chain else None)}; previous "
+        f"envelope sha256 `{_text(chain.prev_envelope_sha256 if chain else None)}`.",
         "",
         f"`drill verify {evidence_name} --key PUBLIC_KEY.pub` verifies the signature offline, and "
         "`drill verify --chain DIR --key PUBLIC_KEY.pub` the chain of records; "

@@ -63,6 +63,7 @@ __all__ = [
     "Scan",
     "chain_lock",
     "check_chain",
+    "classify",
     "head_path",
     "next_link",
     "read_head",
@@ -199,7 +200,8 @@ def _claimed_runbook(envelope: object) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _classify(name: str, data: bytes, verifiers: Sequence[VerifyingKey]) -> tuple[Record | None, Problem | None]:
+def classify(name: str, data: bytes, verifiers: Sequence[VerifyingKey]) -> tuple[Record | None, Problem | None]:
+    """One file's bytes judged (a directory's or an S3 object's): a trusted record, or what keeps it out."""
     try:
         envelope = json.loads(data.decode("utf-8"))
         signatures = envelope["signatures"]
@@ -250,7 +252,7 @@ def scan(directory: Path, verifiers: Sequence[VerifyingKey], *, runbook: str | N
             claimed = None
         if runbook is not None and claimed is not None and claimed != runbook:
             continue
-        record, problem = _classify(path.name, data, verifiers)
+        record, problem = classify(path.name, data, verifiers)
         if record is not None:
             result.records.append(record)
         elif problem is not None:

@@ -183,7 +183,12 @@ def test_kms_pubkey_without_aws_credentials(tmp_path: Path) -> None:
 def evidence(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("ev")
     generate_keypair(d / "k.key")
-    predicate = {"schema_version": 1, "drill": {"id": "run-1"}, "results": {"verdict": "passed"}}
+    predicate = {
+        "schema_version": 1,
+        "drill": {"id": "run-1"},
+        "runbook": {"name": "rb"},
+        "results": {"verdict": "passed"},
+    }
     path = write_evidence(predicate, [subject_for_bytes("rb.yaml", b"x")], d, "run-1", load_signer(d / "k.key"))
     return path, d / "k.pub"
 
@@ -231,6 +236,10 @@ def test_verify_and_report_errors(evidence: tuple[Path, Path], tmp_path: Path) -
     blocker = tmp_path / "file"
     blocker.write_text("")
     fails(drill("report", str(path), "--key", str(pub), "--out", str(blocker / "r.md")), 2, "--out")
+    # signed with the trusted key, but not a drill record (no runbook): no report, the field named
+    odd = write_evidence({"drill": {"id": "run-2"}, "results": {"verdict": "passed"}}, [subject_for_bytes("rb", b"x")],
+                         tmp_path, "run-2", load_signer(pub.with_suffix(".key")))  # fmt: skip
+    fails(drill("report", str(odd), "--key", str(pub)), 3, "does not fit its schema at runbook")
 
 
 def test_keygen_where_no_file_can_be_written(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from moto import mock_aws
 from recorder import Recorder
 
 from drills.api import RunOptions, RunResult, run_drill
+from drills.aws.clients import aws_client
 from drills.cli import main
 from drills.clock import FakeClock
 from drills.errors import PreflightError
@@ -150,9 +151,10 @@ def test_an_object_planted_at_the_records_key_is_found_not_overwritten(
     rb = runbook(tmp_path, BUCKET, kms_key)
     res = drill(rb, session)
     assert res.evidence is not None
-    again = S3Store(BUCKET, "drills/", 30, kms_key, session=session).push(res.evidence, "s3-evidence", res.run_id)
+    same = S3Store(BUCKET, "drills/", 30, kms_key, client=aws_client("s3", session=session))
+    again = same.push(res.evidence, "s3-evidence", res.run_id)
     assert again["status"] == "already-stored"  # a retried push (crash before the sidecar) finds its own record
-    store = S3Store(BUCKET, "other/", 30, kms_key, session=session)
+    store = S3Store(BUCKET, "other/", 30, kms_key, client=aws_client("s3", session=session))
     planted = store.key_for("s3-evidence", res.run_id)
     session.client("s3").put_object(Bucket=BUCKET, Key=planted, Body=b'{"forged": true}')
     doc = store.push(res.evidence, "s3-evidence", res.run_id)
@@ -174,3 +176,22 @@ def test_push_never_locks_a_record_that_does_not_verify(
     assert "skipped        20261201T000000Z-bad000.evidence.json: does not verify" in out
     listed = session.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="drills/").get("Contents", [])
     assert [o["Key"] for o in listed] == [f"drills/s3-evidence/{res.run_id}.evidence.json"]
+
+
+def test_history_reads_the_drills_records_back_from_s3(
+    session: Any, kms_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+) -> None:
+    """Real drills push; `drill history --evidence-s3` on another machine (no local evidence) shows them, chained."""
+    request.addfinalizer(structlog.reset_defaults)
+    rb = runbook(tmp_path, BUCKET, kms_key)
+    runs = [drill(rb, session).run_id for _ in range(3)]
+    assert (tmp_path / "home").is_dir()  # the drills' home: the history cache goes there
+    capsys.readouterr()  # what the drills printed
+    code = main(["history", "--evidence-s3", f"s3://{BUCKET}/drills/", "--key", str(tmp_path / "drill.pub"), "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    rows = json.loads(out.out)
+    assert sorted(r["run_id"] for r in rows) == sorted(runs) and {r["verdict"] for r in rows} == {"failed"}
+    by_run = {r["run_id"]: r["evidence"] for r in rows}
+    assert by_run[runs[0]].startswith(f"s3://{BUCKET}/drills/s3-evidence/{runs[0]}.evidence.json?versionId=")
+    assert "3 record(s), 3 checked now" in out.err

@@ -34,6 +34,7 @@ CUSTOM = {
     ("rds", "generate_db_auth_token"): "rds-db:connect",
     ("s3", "head_object"): "s3:GetObject",
     ("s3", "get_object_lock_configuration"): "s3:GetBucketObjectLockConfiguration",
+    ("s3", "list_object_versions"): "s3:ListBucketVersions",
 }
 NO_PERMISSION = {"sts:GetCallerIdentity"}  # answers for any principal; no policy can deny it
 # Granted for AWS to use on the drill's behalf (RDS decrypting a restored backup), never called by the code.
@@ -41,6 +42,8 @@ ON_BEHALF = {"kms:CreateGrant", "kms:Decrypt", "kms:GenerateDataKey*", "kms:ReEn
 # Checked by AWS on a call the code makes: PutObject with Object Lock headers needs PutObjectRetention,
 # and with SSE-KMS the caller's kms:GenerateDataKey on the bucket key.
 ON_BEHALF |= {"s3:PutObjectRetention", "kms:GenerateDataKey"}
+# GetObject with a VersionId (drill history reads exactly the listed version) is authorized as GetObjectVersion.
+ON_BEHALF |= {"s3:GetObjectVersion"}
 PLACEHOLDERS = {
     "REGION": "us-east-1",
     "ACCOUNT": "123456789012",

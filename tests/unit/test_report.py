@@ -115,3 +115,37 @@ def test_the_record_keeps_the_target_time_to_the_microsecond(tmp_path: Path) -> 
     assert predicate["recovery_point"]["target_time"] == "2026-11-26T12:00:00.123456Z"
     report = render_markdown({"predicate": predicate}, evidence_name=res.evidence.name)
     assert "target 2026-11-26T12:00:00.123456Z" in report
+
+
+def test_a_record_that_does_not_fit_its_schema_is_refused_naming_the_field() -> None:
+    """The report reads the typed record: a verified record whose verdict is not one of the three is no report."""
+    import copy
+
+    from drills.errors import EvidenceError
+
+    odd = copy.deepcopy(STATEMENT)
+    odd["predicate"]["results"]["verdict"] = "mostly"
+    with pytest.raises(EvidenceError, match=r"results\.verdict"):
+        render_markdown(odd, evidence_name="run-1.evidence.json")
+
+
+def test_the_report_of_a_real_drill_shows_its_timeline_isolation_and_chain(tmp_path: Path) -> None:
+    """A record written by the drill itself, read through the model: the sections the model types are shown."""
+    generate_keypair(tmp_path / "drill.key")
+    (tmp_path / "dump.pgc").write_bytes(b"x")
+    (tmp_path / "rb.yaml").write_text(
+        "name: typed\nsource: {kind: postgres-dump, archive: dump.pgc}\nobjectives: {rto_seconds: 60}\n"
+        "evidence: {dir: evidence, signing_key: drill.key}\n"
+    )
+    res = run_drill(
+        load_runbook(tmp_path / "rb.yaml"),
+        RunOptions(clock=FakeClock(), backend_factory=lambda _s, _st: Recorder(fail_in="connect")),
+    )
+    assert res.evidence is not None
+    statement = read_and_verify(res.evidence, load_verifiers(tmp_path / "drill.pub"))
+    text = render_markdown(statement, evidence_name=res.evidence.name)
+    assert text.startswith(f"# Restore drill {res.run_id}: FAILED")
+    assert "| connect | 1 |" in text and "| error |" in text  # the failed state's attempt, with its outcome
+    assert "Chain `runbook:typed` record 1; previous envelope sha256 `—`." in text
+    assert "restore request until all validators passed" in text  # results.rto_definition
+    assert f"restore-drills {statement['predicate']['drill']['executor']['version']}" in text

@@ -237,7 +237,8 @@ def test_the_markdown_report_shows_trend_and_projection() -> None:
     reg = {"delta_pct": 5, "baseline_rto_ms": 1000, "flag": False,
            "trend": {"direction": "increasing", "drills": 6, "p_value": "0.002778", "slope_ms_per_day": 714},
            "projection": {"summary": "at +3.0 GB/month, RTO reaches the 4h objective around 2029-08"}}  # fmt: skip
-    text = render_markdown({"predicate": {"results": {"verdict": "passed"}, "regression": reg}}, evidence_name="e")
+    record = {"drill": {"id": "r"}, "runbook": {"name": "rb"}, "results": {"verdict": "passed"}, "regression": reg}
+    text = render_markdown({"predicate": record}, evidence_name="e")  # the report reads the typed record
     assert "Trend over 6 drills: increasing (Mann-Kendall p = 0.002778, Theil-Sen 714 ms/day)." in text
     assert "Projection: at +3.0 GB/month, RTO reaches the 4h objective around 2029-08." in text
 
