@@ -49,7 +49,7 @@ log = structlog.get_logger("drills.fleet")
 #: Exit codes from worst to best. 3 first: something could not be restored or torn down, and
 #: resources may be left: that needs a human even when the fleet was also interrupted (whoever
 #: signalled it knows they did). Then 130 (interrupted: results are missing), 2 (a drill could not
-#: run: its backup is untested), 1 (a drill ran and failed), 0. A code not listed ranks as 3.
+#: run: its backup is untested), 1 (a drill ran and failed), 0. A code not listed counts as 3.
 SEVERITY = (3, 130, 2, 1, 0)
 
 NOT_RUN = "not-run"  # the verdict of a drill the fleet never started (it was interrupted first)
@@ -58,7 +58,7 @@ NOT_RUN = "not-run"  # the verdict of a drill the fleet never started (it was in
 def worst_exit(codes: Sequence[int]) -> int:
     """The worst of ``codes`` by :data:`SEVERITY`; 0 for none."""
     rank = {code: i for i, code in enumerate(SEVERITY)}
-    return min(codes, key=lambda c: rank.get(c, 0), default=0) if codes else 0
+    return min((c if c in rank else 3 for c in codes), key=rank.__getitem__, default=0)
 
 
 @dataclass(frozen=True)
@@ -182,9 +182,12 @@ def _limited(base: Any, budget: Any) -> Any:
 
     def factory(source: Any, settings: Any) -> Any:
         make = base or backend_factory(SOURCE_BACKENDS[source.kind])
-        if budget is not None:
-            settings = replace(settings, extra={**settings.extra, "aws_limiter": budget})
-        return make(source, settings)
+        if budget is None:
+            return make(source, settings)
+        made: list[Any] = []  # calls through a wrapper show no client: they count in the drill's region
+        limiter = budget.for_drill(lambda: made[0].region if made else getattr(source, "region", None))
+        made.append(make(source, replace(settings, extra={**settings.extra, "aws_limiter": limiter})))
+        return made[0]
 
     return factory
 

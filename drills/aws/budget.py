@@ -24,13 +24,13 @@ from typing import Any
 
 from drills.clock import Clock
 
-__all__ = ["BucketStats", "Budget", "TokenBucket", "split_budget"]
+__all__ = ["BucketStats", "Budget", "DrillLimiter", "TokenBucket", "split_budget"]
 
 
 def split_budget(calls_per_second: float) -> tuple[float, float]:
     """(refill rate per second, capacity) such that no 1 s window exceeds ``calls_per_second``."""
-    if not calls_per_second >= 1:
-        raise ValueError(f"a budget must be at least 1 call per second, not {calls_per_second}")
+    if not calls_per_second >= 2:  # B = 1 and R = N - 1 > 0: one call per second would refill nothing
+        raise ValueError(f"a budget must be at least 2 calls per second, not {calls_per_second}")
     burst = float(max(1, int(calls_per_second // 10)))
     return calls_per_second - burst, burst
 
@@ -112,12 +112,38 @@ class Budget:
                 self._buckets[key] = self._make(self.rate, self.capacity, self.clock)
             return self._buckets[key]
 
-    def take(self, client: Any) -> None:
+    def take(self, client: Any, default_region: str | None = None) -> None:
         """Before one attempt of one call of ``client`` (a boto3 client, or None when unknown)."""
         meta = getattr(client, "meta", None)
-        region = getattr(meta, "region_name", None) or self.default_region
+        region = getattr(meta, "region_name", None) or default_region or self.default_region
         self.bucket(str(region)).take()
+
+    def for_drill(self, region: Callable[[], str | None]) -> DrillLimiter:
+        """The limiter one drill's ``AwsCaller`` takes from; ``region``: the drill's own, asked when needed."""
+        return DrillLimiter(self, region)
 
     def stats(self) -> dict[tuple[str, str], BucketStats]:
         with self._lock:
             return {k: b.stats for k, b in self._buckets.items()}
+
+
+class DrillLimiter:
+    """One drill's view of the shared :class:`Budget`.
+
+    A call made through a wrapper (``call(lambda: rds.delete_db_instance(...))``) shows no client,
+    so it is charged to the drill's own region rather than to a bucket of its own: every call counts
+    against the bucket AWS would count it in.
+    """
+
+    def __init__(self, budget: Budget, region: Callable[[], str | None]) -> None:
+        self.budget = budget
+        self._region = region
+
+    def take(self, client: Any) -> None:
+        region = None
+        if getattr(getattr(client, "meta", None), "region_name", None) is None:
+            try:
+                region = self._region()
+            except Exception:  # no region configured: the drill's own preflight says so
+                region = None
+        self.budget.take(client, region)

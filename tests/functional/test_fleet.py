@@ -1,0 +1,151 @@
+"""``drill fleet``'s runner: RDS drills on moto, concurrently, validated against the real local PostgreSQL.
+
+Each drill gets its own boto3 session (as in production: sessions are not thread-safe) with the
+restore phases of :class:`aws_fakes.Fakes` on a shared :class:`fleet_helpers.ScaledClock`
+(1000x: a 10-minute restore takes 0.6 s). The budget counts real seconds, measured here at
+``before-send`` on every session: the calls AWS would see.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from drills.api import RunOptions, default_key_path
+from drills.errors import InputError
+from drills.evidence.chain import verify_directory
+from drills.evidence.keys import load_verifiers
+from drills.fleet import NOT_RUN, FleetOptions, load_fleet, run_fleet
+from drills.runbook import LoadedRunbook
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the shared helpers
+from aws_fakes import REGION, Fakes, World, drill_leftovers, make_world
+from dataplane import PgPlane
+from fleet_helpers import CallLog, ScaledClock, add_sources, drop_users, watch_masters, write_runbook
+
+SCALE = 1000.0
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    with mock_aws():
+        yield make_world(boto3.Session(region_name=REGION), rds=False)
+
+
+@pytest.fixture
+def sources(world: World, plane: PgPlane) -> Iterator[list[tuple[str, str]]]:
+    made = add_sources(world, plane, 4)
+    yield made
+    drop_users(plane, [user for user, _ in made])
+
+
+def _options(plane: PgPlane, log: CallLog, tmp: Path, fakes: dict[str, dict[str, Any]], **kw: Any) -> FleetOptions:
+    """Per drill: a new session with its fake restore phases (by runbook name), the master watch, the call log."""
+    clock = ScaledClock(SCALE)
+
+    def session_for(lr: LoadedRunbook) -> Any:
+        session = boto3.Session(region_name=REGION)
+        Fakes(clock, **fakes.get(lr.runbook.name, {"restore_seconds": 600, "modify_seconds": 60})).install(session)
+        watch_masters(session, plane)
+        log.watch(session)
+        return session
+
+    run = RunOptions(clock=clock, scratch_root=tmp)
+    return FleetOptions(run=run, session_for=session_for, **kw)
+
+
+def test_a_mixed_fleet_runs_every_drill_within_its_budget_and_exits_with_the_worst_code(
+    world: World, plane: PgPlane, sources: list[tuple[str, str]], tmp_path: Path
+) -> None:
+    evidence = tmp_path / "evidence"
+    snaps = [snap for _, snap in sources]
+    paths = [
+        write_runbook(tmp_path / "a.yaml", world, plane, "orders", snaps[0], evidence),
+        write_runbook(tmp_path / "b.yaml", world, plane, "orders", snaps[1], evidence),  # same chain, concurrently
+        write_runbook(tmp_path / "c.yaml", world, plane, "billing", snaps[2], evidence, rows=999),
+        write_runbook(tmp_path / "d.yaml", world, plane, "ledger", snaps[3], evidence),
+        write_runbook(tmp_path / "e.yaml", world, plane, "stock", snaps[0], evidence),
+    ]
+    log = CallLog()
+    fakes = {"ledger": {"restore_seconds": 600, "terminal_status": "failed"}}  # its restore ends failed
+    opts = _options(plane, log, tmp_path, fakes, parallel=3, budget=20, account="123456789012")
+    start = time.monotonic()
+    res = run_fleet(load_fleet(paths), opts)
+    took = time.monotonic() - start
+
+    got = [(r.runbook.name, r.verdict, r.exit_code) for r in res.rows]
+    assert got == [
+        ("a.yaml", "passed", 0),
+        ("b.yaml", "passed", 0),
+        ("c.yaml", "failed", 1),  # orders.equals 999: 3 rows
+        ("d.yaml", "failed", 3),  # RestoreFailed: infrastructure
+        ("e.yaml", "passed", 0),
+    ], [r.error for r in res.rows]
+    assert res.exit_code == 3 and not res.interrupted
+    assert all(r.evidence is not None and r.evidence.is_file() for r in res.rows)
+    assert all(r.rto_seconds is not None for r in res.rows if r.verdict == "passed")
+    assert drill_leftovers(world.session) == []  # every drill tore down, the failed ones too
+    # the budget, as AWS would count it: every call of every session, in real time
+    assert log.max_per_second() <= 20, log.densest()
+    assert len(log.calls) > 5 * 20  # not trivially within budget: the fleet had to wait
+    assert took > len(log.calls) / 20 - 2
+    # two drills of one runbook appended to one chain at once: seq 1 and 2, nothing forked
+    report = verify_directory(evidence, load_verifiers(default_key_path().with_suffix(".pub")))
+    assert report.ok, report.runbooks
+    assert sorted(r.seq for r in report.runbooks["orders"][0]) == [1, 2]
+
+
+def test_a_signalled_fleet_tears_down_every_running_drill_and_starts_no_more(
+    world: World, plane: PgPlane, sources: list[tuple[str, str]], tmp_path: Path
+) -> None:
+    evidence = tmp_path / "evidence"
+    paths = [
+        write_runbook(tmp_path / f"r{i}.yaml", world, plane, f"slow-{i}", snap, evidence)
+        for i, (_, snap) in enumerate(sources)
+    ]
+    log = CallLog()
+    hours = {f"slow-{i}": {"restore_seconds": 4 * 3600} for i in range(4)}  # 14.4 s of real time each
+    opts = _options(plane, log, tmp_path, hours, parallel=2, budget=50, account="123456789012")
+    restores_seen = threading.Event()
+
+    def signal_once_restoring() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sum(1 for _, op in log.calls if op.startswith("RestoreDB")) < 2:
+            restores_seen.wait(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)  # to the main thread, where run_fleet handles it
+
+    threading.Thread(target=signal_once_restoring, daemon=True).start()
+    start = time.monotonic()
+    res = run_fleet(load_fleet(paths), opts)
+    took = time.monotonic() - start
+
+    assert res.interrupted and res.exit_code == 130
+    assert [(r.verdict, r.exit_code) for r in res.rows[:2]] == [("failed", 130), ("failed", 130)]
+    assert all("Interrupted" in (r.error or "") for r in res.rows[:2])
+    assert all(r.evidence is not None and r.evidence.is_file() for r in res.rows[:2])  # evidence still written
+    assert [(r.verdict, r.exit_code) for r in res.rows[2:]] == [(NOT_RUN, 130), (NOT_RUN, 130)]
+    assert sum(1 for _, op in log.calls if op.startswith("RestoreDB")) == 2
+    assert drill_leftovers(world.session) == []
+    assert took < 12  # the restores alone would take 14.4 s
+
+
+def test_bad_input_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("name: x\n")  # not a runbook either: loading stops at the first bad file
+    with pytest.raises(InputError, match="missing.yaml: no such runbook"):
+        load_fleet([tmp_path / "missing.yaml"])
+    with pytest.raises(InputError, match=r"given twice"):
+        load_fleet([good, tmp_path / "." / "good.yaml"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no \\*.yaml runbook"):
+        load_fleet([tmp_path / "empty"])

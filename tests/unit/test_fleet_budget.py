@@ -1,0 +1,154 @@
+"""The fleet's shared AWS budget (token bucket per account and region), its cancel token and its exit code,
+on a fake clock with literal expectations."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from drills import cancel
+from drills.aws.budget import Budget, TokenBucket, split_budget
+from drills.aws.calls import AwsCaller
+from drills.clock import FakeClock, SystemClock
+from drills.errors import Interrupted
+from drills.fleet import FleetResult, FleetRow, worst_exit
+
+
+def test_a_budget_splits_into_refill_and_burst_that_add_up_to_it() -> None:
+    assert split_budget(20) == (18.0, 2.0)
+    assert split_budget(5) == (4.0, 1.0)
+    assert split_budget(2) == (1.0, 1.0)
+    for too_small in (1.5, 0.5, float("nan")):  # one token saved and none refilled would stop every drill
+        with pytest.raises(ValueError, match="at least 2 calls per second"):
+            split_budget(too_small)
+    with pytest.raises(ValueError, match="positive rate"):
+        TokenBucket(0.0, 1.0, FakeClock())
+
+
+def test_tokens_are_reserved_in_order_and_refill_with_time() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=2.0, capacity=2.0, clock=clock)
+    assert [bucket.reserve() for _ in range(4)] == [0.0, 0.0, 0.5, 1.0]  # two saved, then every 0.5 s, in debt
+    clock.advance(1.0)  # two tokens back: the debt of 2 is paid, nothing saved
+    assert bucket.reserve() == 0.5
+    clock.advance(10.0)  # a long pause saves at most the capacity
+    assert [bucket.reserve() for _ in range(3)] == [0.0, 0.0, 0.5]
+    assert (bucket.stats.calls, bucket.stats.waited, bucket.stats.max_wait_seconds) == (8, 4, 1.0)
+
+
+def _call_times(budget: float, calls: int) -> list[float]:
+    clock = FakeClock()
+    rate, burst = split_budget(budget)
+    bucket = TokenBucket(rate, burst, clock)
+    times = []
+    for _ in range(calls):
+        bucket.take()  # sleeps on the fake clock
+        times.append(clock.monotonic_ns() / 1e9)
+    return times
+
+
+def _max_in_one_second(times: list[float]) -> int:
+    return max(sum(1 for u in times if t <= u <= t + 1.0) for t in times)
+
+
+def test_no_one_second_window_holds_more_calls_than_the_budget() -> None:
+    times = _call_times(10, 100)  # burst 1, refill 9/s: a call every 1/9 s
+    assert times[:3] == [0.0, pytest.approx(1 / 9, abs=1e-6), pytest.approx(2 / 9, abs=1e-6)]
+    assert times[-1] == pytest.approx(11.0, abs=1e-6)  # 99 waits of 1/9 s
+    assert _max_in_one_second(times) == 10
+    times = _call_times(50, 300)  # burst 5, refill 45/s
+    assert times[4] == 0.0 and times[5] == pytest.approx(1 / 45, abs=1e-6)
+    assert _max_in_one_second(times) == 50
+
+
+def test_each_account_and_region_has_its_own_bucket() -> None:
+    clock = FakeClock()
+    budget = Budget(10, clock, "123456789012")
+
+    def client(region: str) -> Any:
+        return SimpleNamespace(meta=SimpleNamespace(region_name=region))
+
+    budget.take(client("us-east-1"))  # the burst of one, each region its own
+    budget.take(client("eu-west-1"))
+    assert clock.sleeps == []
+    budget.take(client("us-east-1"))
+    assert clock.sleeps == [pytest.approx(1 / 9)]
+    budget.take(None)  # a call whose client is unknown counts against "unknown", never against nothing
+    stats = budget.stats()
+    assert sorted(stats) == [
+        ("123456789012", "eu-west-1"),
+        ("123456789012", "unknown"),
+        ("123456789012", "us-east-1"),
+    ]
+    assert stats[("123456789012", "us-east-1")].calls == 2
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.clients: list[Any] = []
+
+    def take(self, client: Any) -> None:
+        self.clients.append(client)
+
+
+def test_every_attempt_of_an_aws_call_takes_a_token_retries_included() -> None:
+    clock = FakeClock()
+    limiter = _Recorder()
+    client = SimpleNamespace(meta=SimpleNamespace(region_name="us-east-1"), n=0)
+
+    def describe_db_instances() -> str:
+        client.n += 1
+        if client.n < 3:
+            raise ClientError({"Error": {"Code": "Throttling", "Message": "slow down"}}, "DescribeDBInstances")
+        return "ok"
+
+    client.describe_db_instances = describe_db_instances
+    call = AwsCaller(clock, clock.monotonic_ns() + 600 * 10**9, limiter=limiter)
+    assert call(client.describe_db_instances) == "ok"
+    assert len(limiter.clients) == 3
+    # a plain function has no client: the limiter is told None (the budget's default region)
+    AwsCaller(clock, clock.monotonic_ns() + 10**9, limiter=limiter)(lambda: None)
+    assert limiter.clients[-1] is None
+
+
+def test_worst_exit_code_order() -> None:
+    assert worst_exit([]) == 0
+    assert worst_exit([0, 1, 0]) == 1
+    assert worst_exit([1, 2, 0]) == 2
+    assert worst_exit([2, 130, 1]) == 130
+    assert worst_exit([130, 3, 0]) == 3
+    assert worst_exit([0, 141]) == 3  # a code the order does not know ranks as the worst
+    row = FleetRow(Path("a.yaml"), "a", "passed", 0)
+    assert FleetResult([row], interrupted=False).exit_code == 0
+    assert FleetResult([row], interrupted=True).exit_code == 130
+
+
+def test_a_cancel_token_interrupts_only_while_armed() -> None:
+    token = cancel.CancelToken()
+    clock = cancel.CancellableClock(FakeClock())
+    token.cancel("fleet interrupted by SIGTERM")
+    clock.sleep(5)  # no token watched: a lone drill's clock
+    with cancel.watching(token):
+        clock.sleep(5)  # watched but not armed (teardown): sleeps on
+        with cancel.armed(True), pytest.raises(Interrupted, match="SIGTERM"):
+            clock.sleep(5)
+        with cancel.armed(True), cancel.armed(False):
+            clock.sleep(5)
+            cancel.check()
+    assert clock.inner.sleeps == [5, 5, 5]  # type: ignore[attr-defined]
+
+
+def test_a_long_real_sleep_wakes_when_the_token_is_set() -> None:
+    token = cancel.CancelToken()
+    clock = cancel.CancellableClock(SystemClock())
+    threading.Timer(0.1, token.cancel, args=("fleet interrupted by SIGINT",)).start()
+    start = time.monotonic()
+    with cancel.watching(token), cancel.armed(True), pytest.raises(Interrupted):
+        clock.sleep(60)  # an RDS poll's interval
+    assert time.monotonic() - start < 5  # generous for a loaded machine; 60 without the token
