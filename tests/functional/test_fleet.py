@@ -149,3 +149,44 @@ def test_bad_input_is_refused_before_anything_starts(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no \\*.yaml runbook"):
         load_fleet([tmp_path / "empty"])
+
+
+def test_the_fleet_command_prints_one_table_and_exits_with_the_worst_code(
+    world: World, plane: PgPlane, sources: list[tuple[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """``drill fleet DIR`` end to end: the drills make their own default boto3 sessions, here moto's with the
+    data plane watching, as production's would be the machine's credentials."""
+    rbs = tmp_path / "rbs"
+    rbs.mkdir()
+    evidence = tmp_path / "evidence"
+    write_runbook(rbs / "a.yaml", world, plane, "alpha", sources[0][1], evidence)
+    write_runbook(rbs / "b.yaml", world, plane, "beta", sources[1][1], evidence, rows=999)
+    write_runbook(rbs / "c.yaml", world, plane, "gamma", sources[2][1], evidence)
+    real_session = boto3.Session
+    log = CallLog()
+
+    def default_session(*args: Any, **kw: Any) -> Any:
+        session = real_session(*args, **kw)
+        watch_masters(session, plane)
+        log.watch(session)
+        return session
+
+    monkeypatch.setattr(boto3, "Session", default_session)
+    from drills.cli import main
+
+    code = main(["fleet", str(rbs), "--parallel", "3", "--budget", "10", "--scratch", str(tmp_path)])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert out[0].split() == ["runbook", "verdict", "RTO", "exit", "evidence"]
+    rows = [line.split() for line in out[1:4]]
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        (str(rbs / "a.yaml"), "passed", "0"),
+        (str(rbs / "b.yaml"), "failed", "1"),
+        (str(rbs / "c.yaml"), "passed", "0"),
+    ]
+    assert all(Path(r[4]).is_file() and Path(r[4]).parent == evidence for r in rows)
+    assert out[4].startswith("AWS budget 10/s for 123456789012 us-east-1: ")
+    assert out[5] == "3 drill(s), 1 not passed; exit 1"
+    assert log.max_per_second() <= 10, log.densest()
+    assert drill_leftovers(world.session) == []
