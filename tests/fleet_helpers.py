@@ -111,7 +111,15 @@ def add_sources(w: World, plane: PgPlane, count: int) -> list[tuple[str, str]]:
 
 
 def write_runbook(
-    path: Path, w: World, plane: PgPlane, name: str, snapshot: str, evidence: Path, *, rows: int = ROWS
+    path: Path,
+    w: World,
+    plane: PgPlane,
+    name: str,
+    snapshot: str,
+    evidence: Path,
+    *,
+    rows: int = ROWS,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """An rds-snapshot runbook reaching the plane through its tunnel; ``rows`` other than ROWS fails its check."""
     doc = {
@@ -128,6 +136,7 @@ def write_runbook(
         "connect": {"host": "127.0.0.1", "port": plane.tunnel.port},
         "validators": {"row_counts": {"orders": {"equals": rows}}},
         "evidence": {"dir": str(evidence)},
+        **(extra or {}),
     }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

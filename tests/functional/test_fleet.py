@@ -55,7 +55,8 @@ def _options(plane: PgPlane, log: CallLog, tmp: Path, fakes: dict[str, dict[str,
 
     def session_for(lr: LoadedRunbook) -> Any:
         session = boto3.Session(region_name=REGION)
-        Fakes(clock, **fakes.get(lr.runbook.name, {"restore_seconds": 600, "modify_seconds": 60})).install(session)
+        phases = fakes.get(lr.runbook.name, {"restore_seconds": 600, "modify_seconds": 60})
+        Fakes(clock, **phases).install(session)  # type: ignore[arg-type]  # it reads only now() of its clock
         watch_masters(session, plane)
         log.watch(session)
         return session
@@ -102,7 +103,7 @@ def test_a_mixed_fleet_runs_every_drill_within_its_budget_and_exits_with_the_wor
     # two drills of one runbook appended to one chain at once: seq 1 and 2, nothing forked
     report = verify_directory(evidence, load_verifiers(default_key_path().with_suffix(".pub")))
     assert report.ok, report.runbooks
-    assert sorted(r.seq for r in report.runbooks["orders"][0]) == [1, 2]
+    assert sorted(r.seq or 0 for r in report.runbooks["orders"][0]) == [1, 2]
 
 
 def test_a_signalled_fleet_tears_down_every_running_drill_and_starts_no_more(
@@ -142,12 +143,12 @@ def test_a_signalled_fleet_tears_down_every_running_drill_and_starts_no_more(
 def test_bad_input_is_refused_before_anything_starts(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text("name: x\n")  # not a runbook either: loading stops at the first bad file
-    with pytest.raises(InputError, match="missing.yaml: no such runbook"):
+    with pytest.raises(InputError, match=r"missing\.yaml: no such runbook"):
         load_fleet([tmp_path / "missing.yaml"])
     with pytest.raises(InputError, match=r"given twice"):
         load_fleet([good, tmp_path / "." / "good.yaml"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no \\*.yaml runbook"):
+    with pytest.raises(InputError, match=r"no \*\.yaml runbook"):
         load_fleet([tmp_path / "empty"])
 
 

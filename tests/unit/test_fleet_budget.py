@@ -152,3 +152,17 @@ def test_a_long_real_sleep_wakes_when_the_token_is_set() -> None:
     with cancel.watching(token), cancel.armed(True), pytest.raises(Interrupted):
         clock.sleep(60)  # an RDS poll's interval
     assert time.monotonic() - start < 5  # generous for a loaded machine; 60 without the token
+
+
+def test_a_call_through_a_wrapper_counts_in_its_drills_region_not_in_a_bucket_of_its_own() -> None:
+    clock = FakeClock()
+    budget = Budget(10, clock, "123456789012")
+    drill = budget.for_drill(lambda: "eu-west-1")
+    eu = SimpleNamespace(meta=SimpleNamespace(region_name="eu-west-1"))
+    drill.take(eu)  # the burst of one
+    drill.take(None)  # `call(lambda: rds.delete_db_instance(...))`: no client to read a region from
+    assert clock.sleeps == [pytest.approx(1 / 9)]  # it waited: the same bucket
+    assert sorted(budget.stats()) == [("123456789012", "eu-west-1")]
+    broken = budget.for_drill(lambda: (_ for _ in ()).throw(RuntimeError("no region")))
+    broken.take(None)  # a drill without a region still pays, in the budget's "unknown" bucket
+    assert ("123456789012", "unknown") in budget.stats()
