@@ -39,7 +39,7 @@ from drills import cancel
 from drills.api import RunOptions, run_drill
 from drills.backends import SOURCE_BACKENDS, backend_factory
 from drills.clock import Clock, SystemClock
-from drills.errors import DrillError, InputError
+from drills.errors import DrillError, InputError, PreflightError
 from drills.runbook import LoadedRunbook, load_runbook
 
 __all__ = ["SEVERITY", "FleetOptions", "FleetResult", "FleetRow", "load_fleet", "run_fleet", "worst_exit"]
@@ -197,13 +197,13 @@ def _one(lr: LoadedRunbook, opts: FleetOptions, budget: Any, token: cancel.Cance
     rb = lr.runbook
     if token.is_set():
         return FleetRow(lr.path, rb.name, NOT_RUN, 130, error=f"not started: {token.reason}")
-    run = replace(
-        opts.run,
-        clock=cancel.CancellableClock(opts.run.clock),
-        aws_session=opts.session_for(lr) if opts.session_for and _is_aws(lr) else opts.run.aws_session,
-        backend_factory=_limited(opts.run.backend_factory, budget),
-    )
     try:
+        run = replace(
+            opts.run,
+            clock=cancel.CancellableClock(opts.run.clock),
+            aws_session=opts.session_for(lr) if opts.session_for and _is_aws(lr) else opts.run.aws_session,
+            backend_factory=_limited(opts.run.backend_factory, budget),
+        )
         with cancel.watching(token):
             res = run_drill(lr, run)
     except DrillError as exc:  # refused before it started (key, evidence directory, bucket...)
@@ -250,8 +250,14 @@ def _default_key(runbooks: list[LoadedRunbook], opts: RunOptions) -> None:
     path = default_key_path(opts.home)
     if not path.exists():
         secure_home(opts.home)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        generate_keypair(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            generate_keypair(path)
+        except OSError as exc:  # nothing has started yet
+            raise PreflightError(
+                f"cannot create the default signing key in {path.parent}: {exc.strerror or exc}",
+                hint="set RESTORE_DRILLS_HOME to a directory you can write, or pass --key",
+            ) from None
         log.warning("signing_key_generated", path=str(path), public_key=str(path.with_suffix(".pub")))
 
 

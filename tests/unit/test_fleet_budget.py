@@ -31,15 +31,17 @@ def test_a_budget_splits_into_refill_and_burst_that_add_up_to_it() -> None:
         TokenBucket(0.0, 1.0, FakeClock())
 
 
-def test_tokens_are_reserved_in_order_and_refill_with_time() -> None:
+def test_tokens_are_taken_when_there_and_refill_with_time() -> None:
     clock = FakeClock()
     bucket = TokenBucket(rate=2.0, capacity=2.0, clock=clock)
-    assert [bucket.reserve() for _ in range(4)] == [0.0, 0.0, 0.5, 1.0]  # two saved, then every 0.5 s, in debt
-    clock.advance(1.0)  # two tokens back: the debt of 2 is paid, nothing saved
-    assert bucket.reserve() == 0.5
+    assert [bucket.try_take() for _ in range(3)] == [True, True, False]  # two saved, then none
+    clock.advance(0.5)  # one back
+    assert [bucket.try_take() for _ in range(2)] == [True, False]
     clock.advance(10.0)  # a long pause saves at most the capacity
-    assert [bucket.reserve() for _ in range(3)] == [0.0, 0.0, 0.5]
-    assert (bucket.stats.calls, bucket.stats.waited, bucket.stats.max_wait_seconds) == (8, 4, 1.0)
+    assert [bucket.try_take() for _ in range(3)] == [True, True, False]
+    bucket.take()  # waits one token's time on the clock
+    assert clock.sleeps == [0.5]
+    assert (bucket.stats.calls, bucket.stats.waited, bucket.stats.max_wait_seconds) == (1, 1, 0.5)
 
 
 def _call_times(budget: float, calls: int) -> list[float]:
