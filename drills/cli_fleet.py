@@ -27,8 +27,8 @@ def _calls_per_second(text: str) -> float:
         n = float(text)
     except ValueError:
         n = 0.0
-    if not 2 <= n <= 1e6:  # NaN and inf fail too; see drills.aws.budget.split_budget for the 2
-        raise argparse.ArgumentTypeError(f"not a budget: {text!r} (AWS calls per second, at least 2)")
+    if not 3 <= n <= 1e6:  # NaN and inf fail too; see drills.aws.budget.split_budget for the 3
+        raise argparse.ArgumentTypeError(f"not a budget: {text!r} (AWS calls per second, at least 3)")
     return n
 
 

@@ -88,7 +88,7 @@ def test_a_directory_of_runbooks_is_loaded_whole_and_an_empty_one_refused(tmp_pa
     [
         (["--parallel", "0"], "argument --parallel: not a number of drills: '0'"),
         (["--parallel", "two"], "argument --parallel: not a number of drills: 'two'"),
-        (["--budget", "1"], "argument --budget: not a budget: '1' (AWS calls per second, at least 2)"),
+        (["--budget", "2"], "argument --budget: not a budget: '2' (AWS calls per second, at least 3)"),
         (["--budget", "nan"], "argument --budget: not a budget: 'nan'"),
     ],
 )

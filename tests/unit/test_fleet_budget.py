@@ -20,12 +20,12 @@ from drills.errors import Interrupted
 from drills.fleet import FleetResult, FleetRow, worst_exit
 
 
-def test_a_budget_splits_into_refill_and_burst_that_add_up_to_it() -> None:
-    assert split_budget(20) == (18.0, 2.0)
-    assert split_budget(5) == (4.0, 1.0)
-    assert split_budget(2) == (1.0, 1.0)
-    for too_small in (1.5, 0.5, float("nan")):  # one token saved and none refilled would stop every drill
-        with pytest.raises(ValueError, match="at least 2 calls per second"):
+def test_a_budget_splits_into_refill_burst_and_slack_that_add_up_to_it() -> None:
+    assert split_budget(40) == (34.0, 4.0)  # + 2 slack
+    assert split_budget(20) == (17.0, 2.0)  # + 1 slack
+    assert split_budget(3) == (1.0, 1.0)  # + 1 slack
+    for too_small in (2.5, 0.5, float("nan")):  # one token saved and none refilled would stop every drill
+        with pytest.raises(ValueError, match="at least 3 calls per second"):
             split_budget(too_small)
     with pytest.raises(ValueError, match="positive rate"):
         TokenBucket(0.0, 1.0, FakeClock())
@@ -60,13 +60,13 @@ def _max_in_one_second(times: list[float]) -> int:
 
 
 def test_no_one_second_window_holds_more_calls_than_the_budget() -> None:
-    times = _call_times(10, 100)  # burst 1, refill 9/s: a call every 1/9 s
-    assert times[:3] == [0.0, pytest.approx(1 / 9, abs=1e-6), pytest.approx(2 / 9, abs=1e-6)]
-    assert times[-1] == pytest.approx(11.0, abs=1e-6)  # 99 waits of 1/9 s
-    assert _max_in_one_second(times) == 10
-    times = _call_times(50, 300)  # burst 5, refill 45/s
-    assert times[4] == 0.0 and times[5] == pytest.approx(1 / 45, abs=1e-6)
-    assert _max_in_one_second(times) == 50
+    times = _call_times(10, 100)  # burst 1, refill 8/s (1 slack): a call every 1/8 s
+    assert times[:3] == [0.0, 0.125, 0.25]
+    assert times[-1] == pytest.approx(12.375, abs=1e-6)  # 99 waits of 1/8 s
+    assert _max_in_one_second(times) == 9
+    times = _call_times(50, 300)  # burst 5, refill 43/s (2 slack)
+    assert times[4] == 0.0 and times[5] == pytest.approx(1 / 43, abs=1e-6)
+    assert _max_in_one_second(times) == 48
 
 
 def test_each_account_and_region_has_its_own_bucket() -> None:
@@ -80,7 +80,7 @@ def test_each_account_and_region_has_its_own_bucket() -> None:
     budget.take(client("eu-west-1"))
     assert clock.sleeps == []
     budget.take(client("us-east-1"))
-    assert clock.sleeps == [pytest.approx(1 / 9)]
+    assert clock.sleeps == [0.125]
     budget.take(None)  # a call whose client is unknown counts against "unknown", never against nothing
     stats = budget.stats()
     assert sorted(stats) == [
@@ -163,7 +163,7 @@ def test_a_call_through_a_wrapper_counts_in_its_drills_region_not_in_a_bucket_of
     eu = SimpleNamespace(meta=SimpleNamespace(region_name="eu-west-1"))
     drill.take(eu)  # the burst of one
     drill.take(None)  # `call(lambda: rds.delete_db_instance(...))`: no client to read a region from
-    assert clock.sleeps == [pytest.approx(1 / 9)]  # it waited: the same bucket
+    assert clock.sleeps == [0.125]  # it waited: the same bucket
     assert sorted(budget.stats()) == [("123456789012", "eu-west-1")]
     broken = budget.for_drill(lambda: (_ for _ in ()).throw(RuntimeError("no region")))
     broken.take(None)  # a drill without a region still pays, in the budget's "unknown" bucket
