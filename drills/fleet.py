@@ -274,6 +274,9 @@ def run_fleet(
         raise InputError(f"--parallel {opts.parallel}: must be at least 1")
     token = token or cancel.CancelToken()
     budget = _make_budget(opts, runbooks)
+    from drills.journal import secure_home
+
+    secure_home(opts.run.home)  # made here once: drill threads creating it at once would race
     _default_key(runbooks, opts.run)
     rows: list[FleetRow | None] = [None] * len(runbooks)
     with _signals_cancel(token), ThreadPoolExecutor(max_workers=opts.parallel, thread_name_prefix="drill") as pool:

@@ -3,6 +3,7 @@ on a fake clock with literal expectations."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -168,3 +169,29 @@ def test_a_call_through_a_wrapper_counts_in_its_drills_region_not_in_a_bucket_of
     broken = budget.for_drill(lambda: (_ for _ in ()).throw(RuntimeError("no region")))
     broken.take(None)  # a drill without a region still pays, in the budget's "unknown" bucket
     assert ("123456789012", "unknown") in budget.stats()
+
+
+def test_two_drills_creating_the_runs_directory_at_once_both_get_a_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race a fleet met in a fresh home (exit 2 "cannot create the journal"): another drill makes
+    ``runs/`` between this one's look and its mkdir."""
+    from drills import journal
+
+    home = tmp_path / "home"
+    journal.secure_home(home)
+    real_lstat = os.lstat
+    raced: list[str] = []
+
+    def lstat_then_lose_the_race(path: Any, *a: Any, **k: Any) -> Any:
+        if str(path).endswith("/runs") and not raced:
+            raced.append(str(path))
+            os.mkdir(path, 0o700)  # the other drill wins
+            raise FileNotFoundError(path)
+        return real_lstat(path, *a, **k)
+
+    monkeypatch.setattr(os, "lstat", lstat_then_lose_the_race)
+    j = journal.Journal.create("20260101T000000Z-abcdef", FakeClock(), home)
+    j.close()
+    assert raced == [str(home / "runs")]
+    assert (home / "runs" / "20260101T000000Z-abcdef" / "journal.jsonl").is_file()
