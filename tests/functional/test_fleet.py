@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -191,3 +192,34 @@ def test_the_fleet_command_prints_one_table_and_exits_with_the_worst_code(
     assert out[5] == "3 drill(s), 1 not passed; exit 1"
     assert log.max_per_second() <= 10, log.densest()
     assert drill_leftovers(world.session) == []
+
+
+def test_local_drills_run_side_by_side_in_one_fleet(demo_dump: Path, tmp_path: Path) -> None:
+    """Threads hold for local drills too: two throwaway PostgreSQL servers at once, plus one damaged dump; each
+    server is gone afterwards, and one failure does not stop the others."""
+    import subprocess
+
+    data = demo_dump.read_bytes()
+    paths = []
+    for name, dump in (("shop-a", data), ("shop-b", data), ("shop-cut", data[: len(data) * 2 // 3])):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "shop.pgc").write_bytes(dump)
+        (d / "rb.yaml").write_text(
+            f"name: {name}\n"
+            "source: {kind: postgres-dump, archive: shop.pgc, database: shop}\n"
+            "objectives: {rto_seconds: 120}\n"
+            "validators: {row_counts: {customers: {equals: 2000}}}\n"
+            f"evidence: {{dir: {tmp_path / 'evidence'}}}\n"
+        )
+        paths.append(d / "rb.yaml")
+    res = run_fleet(load_fleet(paths), FleetOptions(parallel=3))  # scratch: the temp directory, as for `drill run`
+    got = [(r.name, r.verdict) for r in res.rows]
+    assert got == [("shop-a", "passed"), ("shop-b", "passed"), ("shop-cut", "failed")], [r.error for r in res.rows]
+    assert res.rows[2].exit_code in (2, 3)  # the damaged archive: pg_restore could not read it
+    assert res.exit_code == res.rows[2].exit_code
+    assert all(r.evidence is not None and r.evidence.is_file() for r in res.rows)
+    running = subprocess.run(["pgrep", "-af", "postgres"], capture_output=True, text=True, check=False).stdout
+    assert not [r.run_id for r in res.rows if r.run_id and r.run_id in running]
+    scratch = Path(tempfile.gettempdir())
+    assert not [r.run_id for r in res.rows if (scratch / f"restore-drill-{r.run_id}").exists()]
