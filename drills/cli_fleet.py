@@ -68,6 +68,15 @@ def _budget_lines(budget: Any) -> list[str]:
     return out
 
 
+def _budget_json(budget: Any) -> list[dict[str, Any]]:
+    if budget is None:
+        return []
+    return [
+        {"account": account, "region": region, "calls_per_second": budget.calls_per_second} | vars(s)
+        for (account, region), s in sorted(budget.stats().items())
+    ]
+
+
 def cmd_fleet(a: argparse.Namespace) -> int:
     from drills.api import RunOptions
     from drills.fleet import FleetOptions, load_fleet, run_fleet
@@ -76,7 +85,12 @@ def cmd_fleet(a: argparse.Namespace) -> int:
     run = RunOptions(signing_key=a.key, evidence_dir=a.evidence_dir, trigger=a.trigger, scratch_root=a.scratch)
     res = run_fleet(runbooks, FleetOptions(parallel=a.parallel, budget=a.budget, run=run))
     if a.json:
-        doc = {"exit_code": res.exit_code, "interrupted": res.interrupted, "drills": [r.to_json() for r in res.rows]}
+        doc = {
+            "exit_code": res.exit_code,
+            "interrupted": res.interrupted,
+            "drills": [r.to_json() for r in res.rows],
+            "budget": _budget_json(res.budget),
+        }
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         print(render_rows(res.rows))

@@ -8,6 +8,7 @@ restore phases of :class:`aws_fakes.Fakes` on a shared :class:`fleet_helpers.Sca
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -160,7 +161,9 @@ def test_bad_input_is_refused_before_anything_starts(tmp_path: Path) -> None:
         load_fleet([tmp_path / "empty"])
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
 def test_the_fleet_command_prints_one_table_and_exits_with_the_worst_code(
+    as_json: bool,
     world: World, plane: PgPlane, sources: list[tuple[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
@@ -184,9 +187,25 @@ def test_the_fleet_command_prints_one_table_and_exits_with_the_worst_code(
     monkeypatch.setattr(boto3, "Session", default_session)
     from drills.cli import main
 
-    code = main(["fleet", str(rbs), "--parallel", "3", "--budget", "10", "--scratch", str(tmp_path)])
-    out = capsys.readouterr().out.splitlines()
+    args = ["fleet", str(rbs), "--parallel", "3", "--budget", "10", "--scratch", str(tmp_path)]
+    code = main([*args, "--json"] if as_json else args)
+    text = capsys.readouterr().out
     assert code == 1
+    assert log.max_per_second() <= 10, log.densest()
+    assert drill_leftovers(world.session) == []
+    if as_json:
+        doc = json.loads(text)
+        assert doc["exit_code"] == 1 and doc["interrupted"] is False
+        assert [(d["name"], d["verdict"], d["exit_code"]) for d in doc["drills"]] == [
+            ("alpha", "passed", 0),
+            ("beta", "failed", 1),
+            ("gamma", "passed", 0),
+        ]
+        (budget,) = doc["budget"]
+        assert (budget["account"], budget["region"], budget["calls_per_second"]) == ("123456789012", "us-east-1", 10)
+        assert budget["calls"] >= len(log.calls) - 1  # every call sent took a token (but the fleet's STS question)
+        return
+    out = text.splitlines()
     assert out[0].split() == ["runbook", "verdict", "RTO", "exit", "evidence"]
     rows = [line.split() for line in out[1:4]]
     assert [(r[0], r[1], r[3]) for r in rows] == [
@@ -197,8 +216,6 @@ def test_the_fleet_command_prints_one_table_and_exits_with_the_worst_code(
     assert all(Path(r[4]).is_file() and Path(r[4]).parent == evidence for r in rows)
     assert out[4].startswith("AWS budget 10/s for 123456789012 us-east-1: ")
     assert out[5] == "3 drill(s), 1 not passed; exit 1"
-    assert log.max_per_second() <= 10, log.densest()
-    assert drill_leftovers(world.session) == []
 
 
 def test_local_drills_run_side_by_side_in_one_fleet(demo_dump: Path, tmp_path: Path) -> None:
