@@ -21,6 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
+import structlog
 from moto import mock_aws
 
 from drills.api import RunOptions, default_key_path
@@ -165,7 +166,7 @@ def test_bad_input_is_refused_before_anything_starts(tmp_path: Path) -> None:
 def test_the_fleet_command_prints_one_table_and_exits_with_the_worst_code(
     as_json: bool,
     world: World, plane: PgPlane, sources: list[tuple[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest,
 ) -> None:  # fmt: skip
     """``drill fleet DIR`` end to end: the drills make their own default boto3 sessions, here moto's with the
     data plane watching, as production's would be the machine's credentials."""
@@ -185,6 +186,7 @@ def test_the_fleet_command_prints_one_table_and_exits_with_the_worst_code(
         return session
 
     monkeypatch.setattr(boto3, "Session", default_session)
+    request.addfinalizer(structlog.reset_defaults)  # main() pointed the logs at this test's captured stderr
     from drills.cli import main
 
     args = ["fleet", str(rbs), "--parallel", "3", "--budget", "10", "--scratch", str(tmp_path)]
