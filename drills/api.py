@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -155,7 +156,7 @@ def scratch_root_for(runbook_dir: Path | None, option: Path | None) -> Path:
 
 def _probe_writable(directory: Path, what: str) -> None:
     """Write and remove a file, so a run that could never leave evidence does not start."""
-    probe = directory / f".probe-{os.getpid()}"
+    probe = directory / f".probe-{os.getpid()}-{threading.get_ident()}"  # fleet drills share a process
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from drills.cli_evidence import given_file
+from drills.cli_fleet import add_fleet_command
 from drills.errors import InputError
 
 __all__ = ["add_ops_commands", "cmd_doctor", "cmd_export_asl", "cmd_history", "duration", "history_args", "out_json"]
@@ -184,7 +185,8 @@ def _plot_history(rows: Sequence[Any], a: argparse.Namespace) -> None:
 
 
 def add_ops_commands(add: Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]) -> None:
-    """Commands for running drills at scale: Step Functions export and the doctor."""
+    """Commands for running drills at scale: Step Functions export, fleets and the doctor."""
+    add_fleet_command(add)
     sp = add("export-asl", cmd_export_asl, "the drill as an AWS Step Functions definition (rds-snapshot, rds-pitr)")
     sp.add_argument("file", type=Path, metavar="RUNBOOK")
     sp.add_argument("--out", type=Path, required=True, help="where to write the ASL JSON")

@@ -171,7 +171,10 @@ def _private_dir(path: Path, what: str, *, create: bool) -> bool:
     except FileNotFoundError:
         if not create:
             return False
-        os.mkdir(path, DIR_MODE)
+        try:
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:  # a concurrent drill (a fleet's, or another process) made it first: check it
+            return _private_dir(path, what, create=create)
         os.chmod(path, DIR_MODE)  # a umask may have taken bits away; never let it add or keep any
         return True
     if not stat.S_ISDIR(st.st_mode):

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import structlog
 import tenacity
 
+from drills import cancel
 from drills.backends.base import AnyBackend, Fact, Mark, PreflightReport, StepContext, Teardown
 from drills.clock import Clock, iso
 from drills.errors import (
@@ -225,9 +226,10 @@ def default_states(loaded: LoadedRunbook) -> list[State]:
 
 @contextmanager
 def _signals_raise_interrupted() -> Iterator[None]:
-    """SIGINT and SIGTERM become Interrupted in the main thread (no-op elsewhere)."""
+    """SIGINT and SIGTERM become Interrupted in the main thread; on a fleet's worker thread, its cancel token."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        with cancel.armed(True):
+            yield
         return
 
     def handler(signum: int, _frame: FrameType | None) -> None:
@@ -246,7 +248,8 @@ def _signals_deferred(journal: Journal) -> Iterator[list[int]]:
     """While tearing down, a signal is noted, not obeyed: cleanup must finish."""
     got: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield got
+        with cancel.armed(False):  # a fleet's cancel waits, like a signal here
+            yield got
         return
 
     def handler(signum: int, _frame: FrameType | None) -> None:
@@ -396,6 +399,7 @@ def run_machine(
                     d.restore_requested_at = d.clock.now()
                     d.deadline_ns = d.clock.monotonic_ns() + int(d.loaded.runbook.effective_deadline_seconds * 1e9)
                 try:
+                    cancel.check()  # a fleet drill on a worker thread: its fleet was signalled
                     _run_state(d, state)
                 except BaseException as exc:
                     d.error = _translate(exc)

@@ -138,7 +138,8 @@ class AwsBackend:
         def on_retry(op: str, exc: BaseException) -> None:
             ctx.log.info("aws.retry", op=op, code=error_code(exc))
 
-        return AwsCaller(ctx.clock, ctx.deadline_ns, on_retry=on_retry)
+        # a fleet's shared API budget (drills.aws.budget), when the drill runs in one
+        return AwsCaller(ctx.clock, ctx.deadline_ns, on_retry=on_retry, limiter=self.settings.extra.get("aws_limiter"))
 
     @property
     def ttl(self) -> timedelta:

@@ -27,7 +27,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -42,6 +42,7 @@ __all__ = [
     "TAG_RUNBOOK",
     "TAG_RUN_ID",
     "AwsCaller",
+    "Limiter",
     "Tolerated",
     "aws_errors",
     "client_config",
@@ -172,13 +173,20 @@ def _op_name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__name__", "aws-call")
 
 
+class Limiter(Protocol):
+    """A shared API budget (:class:`drills.aws.budget.Budget`): blocks until ``client`` may call once more."""
+
+    def take(self, client: Any) -> None: ...
+
+
 class AwsCaller:
     """Calls AWS with one retry policy, on the injected clock, within a deadline.
 
     Retryable failures (throttling, 5xx, connection drops) are retried with
     full-jitter exponential backoff; others are raised unchanged so callers can
     act on the error code (not found, already exists...). When retries run out
-    a :class:`TransientError` is raised, carrying the last AWS error.
+    a :class:`TransientError` is raised, carrying the last AWS error. With a
+    ``limiter`` (``drill fleet --budget``), every attempt first takes a token.
     """
 
     def __init__(
@@ -189,12 +197,14 @@ class AwsCaller:
         attempts: int = 8,
         max_backoff: float = 20.0,
         on_retry: Callable[[str, BaseException], None] | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.clock = clock
         self.deadline_ns = deadline_ns
         self.attempts = attempts
         self.max_backoff = max_backoff
         self.on_retry = on_retry
+        self.limiter = limiter
         self.calls = 0
 
     def remaining(self) -> float:
@@ -221,6 +231,8 @@ class AwsCaller:
         )
 
         def once() -> T:
+            if self.limiter is not None:  # the bound method's client says which region's budget pays
+                self.limiter.take(getattr(fn, "__self__", None))
             self.calls += 1
             return fn(**kwargs)
 

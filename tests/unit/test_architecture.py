@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "drills.outcome",
             "drills.forecast_poll",
             "drills.progress",
+            "drills.cancel",
         ),
     ),
     (
@@ -73,10 +74,21 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "drills.asl",
         ),
     ),
-    ("the API, and what the operator asks of it (doctor)", ("drills.api", "drills.doctor", "drills.doctor_facts")),
+    (
+        "the API, and what the operator asks of it (doctor, fleets)",
+        ("drills.api", "drills.doctor", "drills.doctor_facts", "drills.fleet"),
+    ),
     (
         "the faces: CLI, summary rendering, demos",
-        ("drills.cli", "drills.cli_evidence", "drills.cli_ops", "drills.render", "drills.junit", "drills.demo"),
+        (
+            "drills.cli",
+            "drills.cli_evidence",
+            "drills.cli_ops",
+            "drills.cli_fleet",
+            "drills.render",
+            "drills.junit",
+            "drills.demo",
+        ),
     ),
 ]
 
