@@ -168,6 +168,9 @@ def add_ops_commands(add: Callable[[str, Callable[[argparse.Namespace], int], st
     sp.add_argument("--role-policy", type=Path, help="also write the state machine role's IAM policy here")
     sp.add_argument("--dialect", choices=["aws", "boto"], default="aws", help="boto: member names as moto wants")
     sp.set_defaults(logs=False)
+    from drills.cli_sfn import add_sfn_commands  # sfn-worker: the worker of the exported machine
+
+    add_sfn_commands(add)
     sp = add("doctor", cmd_doctor, "what needs a human: overdue, failing or slow drills, leftovers, expiring keys")
     sp.add_argument("paths", type=Path, nargs="+", metavar="RUNBOOK|DIR")
     sp.add_argument("--key", type=Path, help="public key or keyring the records must verify against")

@@ -74,10 +74,21 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "drills.asl",
         ),
     ),
-    ("the API, and what the operator asks of it (doctor)", ("drills.api", "drills.doctor", "drills.doctor_facts")),
+    (
+        "the API, and what the operator asks of it (doctor)",
+        ("drills.api", "drills.doctor", "drills.doctor_facts", "drills.sfn_worker"),
+    ),
     (
         "the faces: CLI, summary rendering, demos",
-        ("drills.cli", "drills.cli_evidence", "drills.cli_ops", "drills.render", "drills.junit", "drills.demo"),
+        (
+            "drills.cli",
+            "drills.cli_evidence",
+            "drills.cli_ops",
+            "drills.cli_sfn",
+            "drills.render",
+            "drills.junit",
+            "drills.demo",
+        ),
     ),
 ]
 
