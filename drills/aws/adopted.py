@@ -110,5 +110,4 @@ class AdoptedRdsBackend(RdsBackend):
             password = str(doc["password"])
         except (KeyError, TypeError, ValueError):
             raise InfrastructureError(f"the managed master secret of {self.instance_id} holds no password") from None
-        self._user = self.source.master_username or doc.get("username") or self._user
-        return Secret(password)
+        return Secret(password)  # the user stays the instance's MasterUsername (what RDS reports), as _record set it
