@@ -117,6 +117,8 @@ def _worker(phase: str, cfg: dict[str, Any], next_: str, catch_to: str, timeout_
         "heartbeat_seconds": HEARTBEAT_SECONDS,
         "task_token.$": "$$.Task.Token",
     }
+    if cfg.get("state_prefix"):
+        body["state_prefix"] = cfg["state_prefix"]  # a fleet's iteration: its states are "<runbook>.Restore", ...
     if phase == "evidence":
         body["error.$"] = "$.error"  # why the drill failed before validation, if it did ({} if not)
     return {
@@ -191,6 +193,7 @@ def build_definition(
     dialect: Dialect = "aws",
     schedule: list[int] | None = None,
     run_id: str = RUN_ID,
+    state_prefix: str = "",
 ) -> dict[str, Any]:
     """The state machine for an ``rds-snapshot`` or ``rds-pitr`` runbook (see the module docstring)."""
     rb = loaded.runbook
@@ -259,7 +262,7 @@ def build_definition(
         "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Teardown"}],
         "Next": "RestoreWait",
     }
-    work = {"queue_url": queue_url, "runbook_uri": runbook_uri}
+    work = {"queue_url": queue_url, "runbook_uri": runbook_uri, "state_prefix": state_prefix}
     sched = schedule or poll_schedule(deadline)
     states: dict[str, Any] = {
         "Init": {

@@ -418,3 +418,81 @@ def test_export_asl_writes_the_definition_and_the_role_policy(tmp_path: Path) ->
         check=False,
     )
     assert bad.returncode == 2 and "db_subnet_group" in bad.stderr
+
+
+# ---------------------------------------------------------------- a fleet: a Map over runbooks
+
+
+def test_a_fleet_map_drills_each_runbook_tears_each_down_and_fails_naming_the_failed_one(world: World) -> None:
+    from drills.asl_fleet import build_fleet_definition
+
+    paths = [world.write_runbook(name="fleet-a"), world.write_runbook(name="fleet-b", rows=4)]
+    paths.append(world.write_runbook(name="fleet-c"))
+    asl = build_fleet_definition(
+        [load_runbook(p, check_paths=False) for p in paths],
+        queue_url=world.queue,
+        runbook_uris=[str(p) for p in paths],
+        max_concurrency=2,
+        dialect="boto",
+        schedule=[1] * 50,
+    )
+    assert asl["States"]["Drills"]["Type"] == "Map" and asl["States"]["Drills"]["MaxConcurrency"] == 2
+    worker = Worker(world.worker_session, world.queue, [world.root], wait_seconds=1)
+    res = run_execution(world, asl, worker, timeout=240)
+    assert res["status"] == "FAILED" and res["error"] == "FleetFailed", (res.get("error"), worker.handled)
+    assert drill_instances(world.session) == []
+    assert sorted(worker.handled).count(("validate", True)) == 2 and ("validate", False) in worker.handled
+    results = json.loads(
+        next(e for e in res["history"] if e["type"] == "MapStateExited")["stateExitedEventDetails"]["output"]
+    )["results"]
+    assert [(r["runbook"], r["verdict"]) for r in results] == [
+        ("fleet-a", "passed"),
+        ("fleet-b", "failed"),
+        ("fleet-c", "passed"),
+    ]
+    # each iteration is its own run: its own instance (restored, then gone), journal and signed record
+    for name, verdict in (("fleet-a", "passed"), ("fleet-b", "failed"), ("fleet-c", "passed")):
+        run_id = f"{res['name']}-{name}"
+        record = verified_record(world, run_id)
+        assert record["results"]["verdict"] == verdict and record["runbook"]["name"] == name
+        md5 = hashlib.md5(run_id.encode()).hexdigest()  # noqa: S324 - an identifier, not security
+        assert [t["deleted"] for t in record["teardown"]["resources"] if t["id"] == f"drill-{name}-{md5}"] == [True]
+    # never more than two drills at once
+    live, most = 0, 0
+    for e in res["history"]:
+        if e["type"] == "MapIterationStarted":
+            live += 1
+            most = max(most, live)
+        elif e["type"] in ("MapIterationSucceeded", "MapIterationFailed", "MapIterationAborted"):
+            live -= 1
+    assert most <= 2 and sum(e["type"] == "MapIterationStarted" for e in res["history"]) == 3
+
+
+def test_a_fleet_definition_is_well_formed_and_refuses_colliding_runbooks(world: World, tmp_path: Path) -> None:
+    from drills.asl_fleet import build_fleet_definition
+    from drills.errors import InputError
+
+    paths = [world.write_runbook(name="fleet-a"), world.write_runbook(name="fleet-b")]
+    asl = build_fleet_definition(
+        [load_runbook(p, check_paths=False) for p in paths],
+        queue_url="https://sqs/q",
+        runbook_uris=["a", "b"],
+        max_concurrency=1,
+    )
+    inner = asl["States"]["Drills"]["ItemProcessor"]["States"]
+    assert not [n for n, s in inner.items() if s["Type"] in ("Fail", "Succeed")]  # a Fail would abort the others
+    for name, s in inner.items():
+        refs = {s.get("Next"), s.get("Default")} | {c["Next"] for c in s.get("Choices", []) + s.get("Catch", [])}
+        assert refs - {None} <= set(inner), (name, refs - set(inner))
+    inits = [s["Parameters"]["run_id.$"] for n, s in inner.items() if n.endswith(".Init")]
+    assert inits == [f"States.Format('{{}}-{{}}', $$.Execution.Name, '{n}')" for n in ("fleet-a", "fleet-b")]
+    assert "$$.Execution.Input" not in json.dumps(asl) and "$.runbooks" not in json.dumps(asl)
+    twin = world.write_runbook(name="fleet-aaaaaaaaaaaaaaaaaaaaaa-1")
+    other = world.write_runbook(name="fleet-aaaaaaaaaaaaaaaaaaaaaa-2")  # same first 24 characters
+    with pytest.raises(InputError, match="same instance names"):
+        build_fleet_definition(
+            [load_runbook(p, check_paths=False) for p in (twin, other)],
+            queue_url="q",
+            runbook_uris=["x", "y"],
+            max_concurrency=2,
+        )

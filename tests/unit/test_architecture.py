@@ -72,6 +72,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "drills.deliver",
             "drills.aborted",
             "drills.asl",
+            "drills.asl_fleet",
         ),
     ),
     (
