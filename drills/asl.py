@@ -114,7 +114,7 @@ def _worker(phase: str, cfg: dict[str, Any], next_: str, catch_to: str, timeout_
         "run_id.$": "$.drill.run_id",
         "execution_arn.$": "$$.Execution.Id",
         "instance_id.$": "$.drill.instance_id",
-        "heartbeat_seconds": HEARTBEAT_SECONDS,
+        "heartbeat_seconds": cfg["heartbeat_seconds"],
         "task_token.$": "$$.Task.Token",
     }
     if cfg.get("state_prefix"):
@@ -125,7 +125,7 @@ def _worker(phase: str, cfg: dict[str, Any], next_: str, catch_to: str, timeout_
         "Type": "Task",
         "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
         "Parameters": {"QueueUrl": cfg["queue_url"], "MessageBody": body},
-        "HeartbeatSeconds": HEARTBEAT_SECONDS,  # the worker beats every minute; a dead worker fails the state in 5
+        "HeartbeatSeconds": cfg["heartbeat_seconds"],  # the worker beats 5 times as often; a dead one fails the state
         "TimeoutSeconds": timeout_s,
         "ResultPath": f"$.{phase}",
         "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": catch_to}],
@@ -194,6 +194,7 @@ def build_definition(
     schedule: list[int] | None = None,
     run_id: str = RUN_ID,
     state_prefix: str = "",
+    heartbeat_seconds: int = HEARTBEAT_SECONDS,
 ) -> dict[str, Any]:
     """The state machine for an ``rds-snapshot`` or ``rds-pitr`` runbook (see the module docstring)."""
     rb = loaded.runbook
@@ -262,7 +263,12 @@ def build_definition(
         "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Teardown"}],
         "Next": "RestoreWait",
     }
-    work = {"queue_url": queue_url, "runbook_uri": runbook_uri, "state_prefix": state_prefix}
+    work = {
+        "queue_url": queue_url,
+        "runbook_uri": runbook_uri,
+        "state_prefix": state_prefix,
+        "heartbeat_seconds": heartbeat_seconds,
+    }
     sched = schedule or poll_schedule(deadline)
     states: dict[str, Any] = {
         "Init": {

@@ -303,7 +303,7 @@ class Worker:
         except Interrupted:
             raise
         except DrillError as exc:
-            return Answer.failure(_ERRORS.get(exc.exit_code, type(exc).__name__), f"{task.phase}: {exc}")
+            return Answer.failure(type(exc).__name__, f"{task.phase}: {exc}")
         except Exception as exc:  # the execution must hear of it, or it waits for the heartbeat
             log.exception("sfn_worker.bug", phase=task.phase, run_id=task.run_id)
             return Answer.failure("InternalError", f"{task.phase}: {type(exc).__name__}: {exc}")

@@ -56,7 +56,9 @@ class World:
     def pub(self) -> Path:
         return self.root / "keys" / "drill.pub"
 
-    def write_runbook(self, *, snapshot: str = "prod-snap", rows: int = 3, name: str = "orders-sfn") -> Path:
+    def write_runbook(
+        self, *, snapshot: str = "prod-snap", rows: int = 3, name: str = "orders-sfn", sleep_s: float = 0
+    ) -> Path:
         path = self.root / f"{name}.yaml"
         path.write_text(
             textwrap.dedent(
@@ -74,6 +76,7 @@ class World:
                 connect: {{host: 127.0.0.1, port: {self.plane.tunnel.port}}}
                 validators:
                   row_counts: {{orders: {{equals: {rows}}}}}
+                  smoke: [{{name: slow, sql: "select count(*) from (select pg_sleep({sleep_s})) s", expect: 1}}]
                 evidence: {{dir: evidence, signing_key: keys/drill.key}}
                 """
             )
@@ -418,6 +421,84 @@ def test_export_asl_writes_the_definition_and_the_role_policy(tmp_path: Path) ->
         check=False,
     )
     assert bad.returncode == 2 and "db_subnet_group" in bad.stderr
+
+
+# ---------------------------------------------------------------- heartbeats and SIGTERM
+
+
+def sent_calls(w: World, op: str) -> list[float]:
+    """When the worker made each ``op`` call (monotonic seconds)."""
+    seen: list[float] = []
+    w.worker_session.events.register(f"before-call.sfn.{op}", lambda **_: seen.append(time.monotonic()))
+    return seen
+
+
+def test_heartbeats_keep_a_validation_longer_than_heartbeat_seconds_alive(world: World) -> None:
+    world.write_runbook(sleep_s=4.5)  # a validator that outlasts HeartbeatSeconds=3 by half
+    beats = sent_calls(world, "SendTaskHeartbeat")
+    res, worker = execute(world, heartbeat_seconds=3)  # the worker beats every second
+    assert res["status"] == "SUCCEEDED", (res.get("error"), failures(res), worker.handled)
+    assert worker.handled == [("preflight", True), ("validate", True), ("evidence", True)]
+    assert len(beats) >= 3
+    assert not [e for e in res["history"] if "TimedOut" in e["type"]]
+
+
+def test_sigterm_answers_worker_stopped_and_the_execution_tears_down_through_catch(world: World) -> None:
+    import os
+    import signal
+
+    world.write_runbook(sleep_s=60)  # still running when ECS stops the task
+    loaded = load_runbook(world.runbook, check_paths=False)
+    asl = build_definition(
+        loaded, queue_url=world.queue, runbook_uri=str(world.runbook), dialect="boto", schedule=[1] * 50
+    )
+    sfn = world.session.client("stepfunctions")
+    arn = sfn.create_state_machine(
+        name="drill-sigterm", definition=json.dumps(asl), roleArn=f"arn:aws:iam::{ACCOUNT}:role/sfn"
+    )["stateMachineArn"]
+    name = f"run-{uuid.uuid4().hex[:10]}"
+    ex = sfn.start_execution(stateMachineArn=arn, name=name, input="{}")["executionArn"]
+    got_validate = threading.Event()
+
+    def seen(parsed: dict[str, Any], **_: Any) -> None:
+        if any(json.loads(m["Body"])["phase"] == "validate" for m in parsed.get("Messages", [])):
+            got_validate.set()
+
+    world.worker_session.events.register("after-call.sqs.ReceiveMessage", seen)
+    signalled: list[float] = []
+
+    def stop_the_task() -> None:  # what ECS does: SIGTERM to the worker, mid-validation
+        if got_validate.wait(60):
+            time.sleep(2.5)
+            signalled.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    stray = signal.signal(signal.SIGTERM, lambda *_: None)  # a late SIGTERM must never kill pytest
+    try:
+        killer = threading.Thread(target=stop_the_task, daemon=True)
+        killer.start()
+        worker = Worker(world.worker_session, world.queue, [world.root], wait_seconds=1)
+        worker.serve()  # in the main thread, as `drill sfn-worker` runs: returns once stopped
+        stopped_at = time.monotonic()
+        killer.join(5)
+    finally:
+        signal.signal(signal.SIGTERM, stray)
+    assert signalled and stopped_at - signalled[0] < 10, "the worker must stop well within ECS's grace period"
+    assert worker.handled == [("preflight", True), ("validate", False)]
+    assert [f["error"] for f in world.sent_failures] == ["WorkerStopped"]
+    record = verified_record(world, name)  # the interrupted drill tore down and signed before answering
+    assert record["interrupted"] is True and record["results"]["verdict"] != "passed"
+    # the execution went through Catch to Teardown and now waits for its evidence: another worker answers
+    after = Worker(world.worker_session, world.queue, [world.root], wait_seconds=1)
+    deadline = time.monotonic() + 60
+    while sfn.describe_execution(executionArn=ex)["status"] == "RUNNING" and time.monotonic() < deadline:
+        after.serve(once=True)
+    out = sfn.describe_execution(executionArn=ex)
+    history = sfn.get_execution_history(executionArn=ex, maxResults=1000)["events"]
+    states = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
+    assert out["status"] == "FAILED" and states.index("Validate") < states.index("Teardown")
+    assert after.handled == [("evidence", True)]
+    assert drill_instances(world.session) == []
 
 
 # ---------------------------------------------------------------- a fleet: a Map over runbooks
