@@ -46,7 +46,17 @@ from drills.errors import DrillError, InputError, Interrupted
 from drills.measure import TimelineEntry
 from drills.scrub import scrub
 
-__all__ = ["PHASES", "Answer", "Task", "Worker", "answer_for_exit", "parse_task", "restored_timeline", "runbook_path"]
+__all__ = [
+    "PHASES",
+    "Answer",
+    "Task",
+    "Worker",
+    "answer_for_exit",
+    "parse_task",
+    "recorded_by_validate",
+    "restored_timeline",
+    "runbook_path",
+]
 
 log = structlog.get_logger("drills.sfn_worker")
 
@@ -143,6 +153,17 @@ def answer_for_exit(result: dict[str, Any], phase: str) -> Answer:
     reasons = "; ".join(str(r) for r in result.get("reasons") or []) or str(result.get("error") or "")
     where = f"; evidence {result['evidence']}" if result.get("evidence") else ""
     return Answer.failure(_ERRORS.get(code, "DrillFailed"), f"{phase}: exit {code}: {reasons}{where}")
+
+
+def recorded_by_validate(error: dict[str, Any]) -> bool:
+    """Whether the validate phase ran the drill to its record, from what the evidence message carries.
+
+    The machine reaches ``Evidence`` without an error only when validation answered success, and a
+    worker's failure answer for a finished run names its evidence (``...; evidence PATH``). Any other
+    error (a failed restore, the deadline, a worker that died: ``States.HeartbeatTimeout``) means no
+    record exists yet. Workers may be many and the validate phase may have run on another one.
+    """
+    return not error or "; evidence " in str(error.get("Cause") or "")
 
 
 def _entered(events: Sequence[dict[str, Any]], name: str) -> datetime | None:
@@ -380,10 +401,11 @@ class Worker:
         from drills.evidence.store import evidence_path
 
         written = evidence_path(loaded.runbook.evidence.dir, task.run_id)
-        if written.exists():  # the validate phase ran the drill to its end, teardown included
-            gone = self._instance_gone(task.instance_id, loaded.runbook.source.region)
-            out = {"exit_code": 0 if gone else 3, "evidence": str(written), "instance_gone": gone}
-            return Answer(True, out) if gone else Answer.failure("TeardownError", f"{task.instance_id} still exists")
+        if written.exists() or recorded_by_validate(task.error):  # that run tore down and signed its record
+            if not self._instance_gone(task.instance_id, loaded.runbook.source.region):
+                return Answer.failure("TeardownError", f"{task.instance_id} still exists: run `drill sweep`")
+            where = str(written) if written.exists() else "written by the worker of the validate phase"
+            return Answer(True, {"exit_code": 0, "evidence": where, "instance_gone": True})
         why = task.error.get("Error") or "the drill stopped before validation"
         cause = f"{why}: {task.error.get('Cause')}" if task.error.get("Cause") else str(why)
         result = self._run(

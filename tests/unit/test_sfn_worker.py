@@ -103,6 +103,16 @@ def test_only_exit_0_is_success_and_a_failure_names_why_and_where_the_evidence_i
     assert answer_for_exit({}, "validate").error == "InfrastructureError"  # no exit code is no success
 
 
+def test_the_evidence_phase_knows_whether_validation_wrote_the_record_from_the_message_alone() -> None:
+    from drills.sfn_worker import recorded_by_validate
+
+    assert recorded_by_validate({})  # Evidence without an error: validation answered success
+    assert recorded_by_validate({"Error": "DrillFailed", "Cause": "validate: exit 1: ...; evidence /e/run-1.json"})
+    assert not recorded_by_validate({"Error": "States.HeartbeatTimeout", "Cause": "a worker died"})
+    assert not recorded_by_validate({"Error": "rds.InsufficientDBInstanceCapacity", "Cause": "no capacity"})
+    assert not recorded_by_validate({"Error": "InputError", "Cause": "validate: runbook outside the roots"})
+
+
 def entered(name: str, at: datetime) -> dict[str, Any]:
     return {"type": "TaskStateEntered", "timestamp": at, "stateEnteredEventDetails": {"name": name}}
 
