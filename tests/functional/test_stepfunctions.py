@@ -577,3 +577,26 @@ def test_a_fleet_definition_is_well_formed_and_refuses_colliding_runbooks(world:
             runbook_uris=["x", "y"],
             max_concurrency=2,
         )
+
+
+def test_export_asl_fleet_writes_a_map_and_several_runbooks_need_the_flag(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    example = (root / "runbooks" / "aws-rds-stepfunctions.yaml").read_text()
+    paths = []
+    for name in ("orders-eu", "billing-eu"):
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(example.replace("name: orders-sfn", f"name: {name}"))
+        paths.append(str(p))
+    out = tmp_path / "fleet.asl.json"
+
+    def export(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "drills.cli", "export-asl", *args, "--out", str(out), "--queue-url", "q"]
+        return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+    done = export("--fleet", *paths, "--max-concurrency", "1")
+    assert done.returncode == 0, done.stderr
+    drills = json.loads(out.read_text())["States"]["Drills"]
+    assert drills["Type"] == "Map" and drills["MaxConcurrency"] == 1
+    assert {"orders-eu.Restore", "billing-eu.Restore"} <= set(drills["ItemProcessor"]["States"])
+    refused = export(*paths)
+    assert refused.returncode == 2 and "--fleet" in refused.stderr
