@@ -249,6 +249,7 @@ class Worker:
     clock: Clock = field(default_factory=SystemClock)
     stop: threading.Event = field(default_factory=threading.Event)
     handled: list[tuple[str, bool]] = field(default_factory=list)  # (phase, answered ok) per message
+    dropped: list[str] = field(default_factory=list)  # phases of messages whose task was no longer awaited
     _interruptible: bool = False
 
     def __post_init__(self) -> None:
@@ -279,7 +280,11 @@ class Worker:
             task = parse_task(message.get("Body", ""))
         except InputError as exc:  # nobody can answer it: drop it rather than see it every visibility timeout
             log.error("sfn_worker.bad_message", error=str(exc), message_id=message.get("MessageId"))
-            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
+            self._delete(receipt)
+            return
+        if not self._still_awaited(task):  # a message delivered again after its answer: never drill twice
+            self.dropped.append(task.phase)
+            self._delete(receipt)
             return
         log.info("sfn_worker.task", phase=task.phase, run_id=task.run_id, instance=task.instance_id)
         try:
@@ -290,8 +295,41 @@ class Worker:
         if answer.error == "WorkerStopped":
             self.stop.set()
         self._answer(task, answer)
-        self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)  # only once answered
+        self._delete(receipt)  # only once answered
         self.handled.append((task.phase, answer.ok))
+
+    def _still_awaited(self, task: Task) -> bool:
+        """A first heartbeat: SQS delivers at least once, and a task answered or timed out is nobody's.
+
+        An unknown token is asked about again for a few seconds: the message can arrive before the
+        execution has registered its token (moto does that).
+        """
+        from drills.aws.calls import error_code
+        from drills.wait import every, until
+
+        codes: list[str | None] = []
+
+        def alive() -> bool:
+            try:
+                self.sfn.send_task_heartbeat(taskToken=task.token)
+            except Exception as exc:
+                if error_code(exc) not in ("TaskTimedOut", "TaskDoesNotExist", "InvalidToken"):
+                    raise
+                codes.append(error_code(exc))
+                return False
+            return True
+
+        answered = until(SystemClock(), 5.0, lambda: alive() or codes[-1] == "TaskTimedOut", "token", policy=every(0.5))
+        if answered and (not codes or codes[-1] != "TaskTimedOut"):
+            return True
+        log.warning("sfn_worker.stale_task", phase=task.phase, run_id=task.run_id, code=codes[-1] if codes else None)
+        return False
+
+    def _delete(self, receipt: str) -> None:
+        try:
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
+        except Exception as exc:  # it comes back after the visibility timeout; _still_awaited then drops it
+            log.error("sfn_worker.delete_failed", error=str(exc)[:300])
 
     def _answer(self, task: Task, answer: Answer) -> None:
         try:

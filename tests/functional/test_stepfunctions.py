@@ -219,6 +219,11 @@ def failures(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_a_passing_drill_is_validated_by_the_worker_on_real_data_then_torn_down(world: World) -> None:
+    bodies: list[str] = []
+    world.worker_session.events.register(
+        "after-call.sqs.ReceiveMessage",
+        lambda parsed, **_: bodies.extend(m["Body"] for m in parsed.get("Messages", [])),
+    )
     res, worker = execute(world)
     assert res["status"] == "SUCCEEDED", (res.get("error"), res.get("cause"), failures(res), worker.handled)
     assert worker.handled == [("preflight", True), ("validate", True), ("evidence", True)]
@@ -239,6 +244,13 @@ def test_a_passing_drill_is_validated_by_the_worker_on_real_data_then_torn_down(
     assert record["results"]["achieved_rto_ms"] >= before_worker_ms >= 2000  # two waits of 1 s at least
     torn = [t for t in record["teardown"]["resources"] if t["id"] == instance]
     assert torn and torn[0]["deleted"] is True and record["teardown"]["all_deleted"] is True
+    # SQS delivers at least once: the validate message again, after its answer, must not drill again
+    (validate,) = [b for b in bodies if json.loads(b)["phase"] == "validate"]
+    world.session.client("sqs").send_message(QueueUrl=world.queue, MessageBody=validate)
+    again = Worker(world.worker_session, world.queue, [world.root], wait_seconds=1)
+    again.serve(once=True)
+    assert again.dropped == ["validate"] and again.handled == []
+    assert len(list((world.root / "evidence").glob("*.evidence.json"))) == 1
 
 
 def test_a_failing_validator_fails_the_task_goes_through_catch_to_teardown_and_is_recorded(world: World) -> None:
