@@ -163,3 +163,28 @@ def test_a_message_naming_another_instance_is_refused_before_any_aws_call(tmp_pa
     answer = worker.work(forged)
     assert not answer.ok and answer.error == "InputError"
     assert "prod-db" in answer.cause and instance_id_for("orders", "run-1") in answer.cause
+
+
+def test_the_command_refuses_bad_options_before_touching_aws(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from drills.cli import main
+
+    assert main(["sfn-worker", "--queue-url", "q", "--runbook-root", str(tmp_path / "nowhere")]) == 2
+    assert "--runbook-root" in capsys.readouterr().err
+    assert main(["sfn-worker", "--queue-url", "q", "--runbook-root", str(tmp_path), "--wait-seconds", "30"]) == 2
+    assert "1 to 20 seconds" in capsys.readouterr().err
+
+
+def test_once_on_an_empty_queue_waits_once_and_exits_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from drills.cli import main
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    with mock_aws():
+        queue = boto3.client("sqs").create_queue(QueueName="restore-drill-tasks")["QueueUrl"]
+        args = ["sfn-worker", "--queue", queue, "--runbook-root", str(tmp_path), "--once", "--wait-seconds", "1"]
+        assert main(args) == 0
