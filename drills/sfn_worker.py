@@ -287,11 +287,12 @@ class Worker:
             self._delete(receipt)
             return
         log.info("sfn_worker.task", phase=task.phase, run_id=task.run_id, instance=task.instance_id)
+        stopped = Answer.failure("WorkerStopped", f"worker stopped before finishing the {task.phase} task")
         try:
             with _Heartbeat(self, task, receipt), self._may_interrupt():
-                answer = self.work(task)
+                answer = stopped if self.stop.is_set() else self.work(task)  # a SIGTERM since the receive
         except Interrupted:
-            answer = Answer.failure("WorkerStopped", f"worker stopped before finishing the {task.phase} task")
+            answer = stopped
         if answer.error == "WorkerStopped":
             self.stop.set()
         self._answer(task, answer)
@@ -386,7 +387,7 @@ class Worker:
         from drills.wait import deadline_in
 
         backend = RdsBackend(loaded.runbook.source, self._settings(task, loaded))
-        backend.instance_id = task.instance_id  # the identifier the machine will restore into must be free
+        backend.base_id = backend.instance_id = task.instance_id  # the machine restores into it: must be free
 
         def nothing_is_created_here(resource: Any) -> None:
             raise InputError(f"preflight tried to register {resource.kind} {resource.id}")

@@ -52,7 +52,7 @@ class AdoptedRdsBackend(RdsBackend):
         failure: str | None = None,
     ) -> None:
         super().__init__(source, settings)
-        self.instance_id = instance_id
+        self.base_id = self.instance_id = instance_id  # the machine's name for it (drills.asl.instance_id_for)
         self.failure = failure
 
     def _identifiers_to_check(self) -> list[tuple[str, str]]:
