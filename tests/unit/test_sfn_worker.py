@@ -188,3 +188,60 @@ def test_once_on_an_empty_queue_waits_once_and_exits_0(tmp_path: Path, monkeypat
         queue = boto3.client("sqs").create_queue(QueueName="restore-drill-tasks")["QueueUrl"]
         args = ["sfn-worker", "--queue", queue, "--runbook-root", str(tmp_path), "--once", "--wait-seconds", "1"]
         assert main(args) == 0
+
+
+def test_the_worker_adopts_only_an_instance_this_execution_tagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A look-alike named as the drill's instance, not tagged by this execution: refused, never registered."""
+    import boto3
+    import structlog
+    from moto import mock_aws
+
+    from drills.aws.adopted import AdoptedRdsBackend
+    from drills.backends.base import BackendSettings, StepContext
+    from drills.clock import FakeClock
+    from drills.errors import IsolationError
+    from drills.sources import RdsSnapshotSource
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    ident = instance_id_for("orders", "run-1")
+    with mock_aws():
+        session = boto3.Session(region_name="us-east-1")
+        rds = session.client("rds")
+        source = RdsSnapshotSource.model_validate(
+            {
+                "kind": "rds-snapshot",
+                "region": "us-east-1",
+                "engine": "postgres",
+                "snapshot": "prod-snap",
+                "instance_class": "db.t4g.micro",
+                "database": "orders",
+                "isolation": {"db_subnet_group": "isolated", "security_group_ids": ["sg-1"], "subnet_ids": []},
+            }
+        )
+        clock = FakeClock()
+        registered: list[Any] = []
+        ctx = StepContext(clock, 10**15, structlog.get_logger(), registered.append)
+        settings = BackendSettings(
+            run_id="run-1", run_dir=Path("/nonexistent"), clock=clock, runbook_name="orders", aws_session=session
+        )
+        for tags in (
+            [
+                {"Key": "restore-drills:run-id", "Value": "run-2"},
+                {"Key": "restore-drills:created-by", "Value": "step-functions"},
+            ],
+            [{"Key": "restore-drills:run-id", "Value": "run-1"}],  # not created by the machine
+        ):
+            rds.create_db_instance(
+                DBInstanceIdentifier=ident,
+                Engine="postgres",
+                DBInstanceClass="db.t4g.micro",
+                MasterUsername="admin",
+                MasterUserPassword="look-alike-1",
+                AllocatedStorage=20,
+                Tags=tags,
+            )
+            with pytest.raises(IsolationError, match="not this execution's"):
+                AdoptedRdsBackend(source, settings, ident).restore(ctx)
+            assert registered == []  # teardown will never touch it
+            rds.delete_db_instance(DBInstanceIdentifier=ident, SkipFinalSnapshot=True)
