@@ -9,9 +9,10 @@ The local machine's states map one to one onto Step Functions:
 - this project's own code runs three times as a callback task (``sqs:sendMessage.waitForTaskToken``):
   ``preflight`` (read-only checks before anything is created), ``validate`` (isolation facts,
   validators, measurement) and ``evidence`` (after teardown, from the execution history). A
-  ``drill sfn-worker`` in the drill subnets (an ECS service, or the runner machine) takes the
-  message, does the work and answers with ``SendTaskSuccess`` (``{"exit_code": N}``) while
-  sending heartbeats. Not Lambda: a validator on a big database runs longer than Lambda's
+  ``drill sfn-worker`` (:mod:`drills.sfn_worker`) in the drill subnets (an ECS service, or the
+  runner machine) takes the message, does the work while sending heartbeats, and answers with
+  ``SendTaskSuccess`` (``{"exit_code": 0, ...}``) or ``SendTaskFailure``, which the ``Catch``
+  takes to teardown. Not Lambda: a validator on a big database runs longer than Lambda's
   15 minutes, and the image carries the PostgreSQL and MariaDB clients. Not ``ecs:runTask.sync``,
   which would be the natural choice: moto cannot execute its ECS integration (5.2.1 fails with
   KeyErrors on ``Cluster``/``StartedBy``), and a definition we cannot execute in a test is a
