@@ -124,3 +124,45 @@ def test_the_worker_role_answers_the_machine_and_deletes_only_tagged_drill_insta
     assert task["ContainerDefinitions"][0]["Command"][2] == "sfn-worker"
     network = res["WorkerService"]["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]
     assert network["AssignPublicIp"] == "DISABLED"
+
+
+def test_with_an_image_the_stack_runs_the_worker_as_an_ecs_service_whose_command_drill_accepts(aws: Any) -> None:
+    from drills.cli import build_parser
+
+    aws.client("s3").create_bucket(Bucket="defs")
+    aws.client("s3").put_object(Bucket="defs", Key="orders.asl.json", Body="{}")
+    ec2 = aws.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="worker", Description="worker", VpcId=vpc)["GroupId"]
+    cfn = aws.client("cloudformation")
+    params = {
+        "DefinitionBucket": "defs",
+        "DefinitionKey": "orders.asl.json",
+        "WorkerImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/restore-drills:1",
+        "WorkerSubnets": subnet,
+        "WorkerSecurityGroup": sg,
+    }
+    cfn.create_stack(
+        StackName="drill-worker",
+        TemplateBody=TEMPLATE.read_text(),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    assert cfn.describe_stacks(StackName="drill-worker")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    ecs = aws.client("ecs")
+    (cluster,) = ecs.list_clusters()["clusterArns"]
+    (service,) = ecs.describe_services(cluster=cluster, services=ecs.list_services(cluster=cluster)["serviceArns"])[
+        "services"
+    ]
+    task = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    (container,) = task["containerDefinitions"]
+    assert container["image"] == params["WorkerImage"]
+    args = build_parser().parse_args(container["command"])  # the image's ENTRYPOINT is drill
+    queue = aws.client("sqs").get_queue_url(QueueName="restore-drill-tasks")["QueueUrl"]
+    assert (args.command, args.queue_url, args.runbook_root, args.log_format) == (
+        "sfn-worker",
+        queue,
+        [Path("/runbooks")],
+        "json",
+    )
