@@ -207,7 +207,7 @@ def test_the_worker_adopts_only_an_instance_this_execution_tagged(monkeypatch: p
     ident = instance_id_for("orders", "run-1")
     with mock_aws():
         session = boto3.Session(region_name="us-east-1")
-        rds = session.client("rds")
+        rds: Any = session.client("rds")
         source = RdsSnapshotSource.model_validate(
             {
                 "kind": "rds-snapshot",
