@@ -220,6 +220,10 @@ def build_definition(
         {"Key": "restore-drills:run-id", "Value.$": "$.drill.run_id"},
         {"Key": "restore-drills:runbook", "Value": rb.name},
         {"Key": "restore-drills:created-by", "Value": "step-functions"},
+        # computed by the worker's preflight (ASL has no date arithmetic): `drill sweep` leaves the
+        # instance alone until the drill's deadline and teardown's hour have passed, as a local run's
+        {"Key": "restore-drills:created-at", "Value.$": "$.preflight.created_at"},
+        {"Key": "restore-drills:expires-at", "Value.$": "$.preflight.expires_at"},
     ]
     common = {
         n("DBInstanceClass"): src.instance_class,

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -40,7 +40,7 @@ from urllib.parse import unquote, urlparse
 
 import structlog
 
-from drills.asl import instance_id_for
+from drills.asl import TEARDOWN_SECONDS, instance_id_for
 from drills.clock import Clock, SystemClock, iso
 from drills.errors import DrillError, InputError, Interrupted
 from drills.measure import TimelineEntry
@@ -382,6 +382,7 @@ class Worker:
         )
 
     def _preflight(self, task: Task, loaded: Any) -> Answer:
+        from drills.aws.calls import TAG_CREATED, TAG_EXPIRES, drill_tags
         from drills.aws.rds import RdsBackend
         from drills.backends.base import StepContext
         from drills.wait import deadline_in
@@ -395,10 +396,14 @@ class Worker:
         ctx = StepContext(self.clock, deadline_in(self.clock, 900), log, nothing_is_created_here)
         report = backend.preflight(ctx)
         facts = report.facts.get("isolation", [])
+        ttl = timedelta(seconds=loaded.runbook.effective_deadline_seconds + TEARDOWN_SECONDS)
+        tags = {t["Key"]: t["Value"] for t in drill_tags(task.run_id, loaded.runbook.name, self.clock.now(), ttl)}
         return Answer(
             True,
             {
                 "exit_code": 0,
+                "created_at": tags[TAG_CREATED],  # the restore's tags (the machine cannot compute dates)
+                "expires_at": tags[TAG_EXPIRES],
                 "source": report.source.get("identifier"),
                 "recovery_point": report.recovery_point.get("kind"),
                 "isolation_checks": len(facts),

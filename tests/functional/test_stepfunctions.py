@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,12 @@ def test_a_passing_drill_is_validated_by_the_worker_on_real_data_then_torn_down(
         "after-call.sqs.ReceiveMessage",
         lambda parsed, **_: bodies.extend(m["Body"] for m in parsed.get("Messages", [])),
     )
+    tags_seen: list[list[dict[str, str]]] = []  # the restored instance's tags, as the worker read them
+    world.worker_session.events.register(
+        "after-call.rds.DescribeDBInstances",
+        lambda parsed, **_: tags_seen.extend(d["TagList"] for d in parsed.get("DBInstances", []) if "drill-" in str(d)),
+    )
+    started = datetime.now(UTC)
     res, worker = execute(world)
     assert res["status"] == "SUCCEEDED", (res.get("error"), res.get("cause"), failures(res), worker.handled)
     assert worker.handled == [("preflight", True), ("validate", True), ("evidence", True)]
@@ -244,6 +251,15 @@ def test_a_passing_drill_is_validated_by_the_worker_on_real_data_then_torn_down(
     assert record["results"]["achieved_rto_ms"] >= before_worker_ms >= 2000  # two waits of 1 s at least
     torn = [t for t in record["teardown"]["resources"] if t["id"] == instance]
     assert torn and torn[0]["deleted"] is True and record["teardown"]["all_deleted"] is True
+    # `drill sweep` leaves a live drill's instance alone: it expires after the deadline and teardown's hour
+    from drills.aws.sweep import _candidate, _decide
+
+    tags = {t["Key"]: t["Value"] for t in tags_seen[0]}
+    expires = datetime.fromisoformat(tags["restore-drills:expires-at"].replace("Z", "+00:00"))
+    assert started + timedelta(seconds=1800 + 3600) <= expires <= datetime.now(UTC) + timedelta(seconds=1800 + 3600)
+    assert tags["restore-drills:run-id"] == res["name"] and tags["restore-drills:created-by"] == "step-functions"
+    live = _candidate("rds-instance", instance, tags_seen[0])
+    assert live is not None and _decide(live, datetime.now(UTC), timedelta(0), lambda _run: False) is not None
     # SQS delivers at least once: the validate message again, after its answer, must not drill again
     (validate,) = [b for b in bodies if json.loads(b)["phase"] == "validate"]
     world.session.client("sqs").send_message(QueueUrl=world.queue, MessageBody=validate)
