@@ -78,7 +78,8 @@ def _export_fleet(a: argparse.Namespace) -> int:
         dialect=a.dialect,
     )
     _write_definition(a, definition)
-    print(f"fleet of {len(loaded)} drills, {a.max_concurrency or len(a.files)} at a time, written to {a.out}")
+    n = a.max_concurrency or len(a.files)
+    print(f"fleet of {len(loaded)} drills, {n} at a time, written to {a.out}; run at least {n} workers")
     return 0
 
 
