@@ -36,7 +36,7 @@ from drills.errors import (
 )
 from drills.journal import Journal, new_run_id, secure_home, state_home
 from drills.machine import Drill, default_states, run_machine
-from drills.measure import Measurement, measure, rpo_ms
+from drills.measure import Measurement, TimelineEntry, measure, rpo_ms
 from drills.progress import ProgressSink
 from drills.reader import ReaderProvisioner
 from drills.record import build_predicate, verdict_of
@@ -65,6 +65,10 @@ class RunOptions:
     backend_factory: Any = None  # BackendFactory: embed a custom backend, or a fault-injecting one in tests
     outlets: Any = None  # drills.deliver.Outlets (metrics, notifications); None: from the environment
     progress: OnPoll | None = None  # told of each poll of a long wait; None: drills.progress on stderr
+    run_id: str | None = None  # given by whoever restored (a Step Functions execution name); default: a new one
+    # the restore ran elsewhere (Step Functions): when it was requested, and its timeline (restore, await_ready)
+    # on this clock, so the RTO counts from the real request (drills.sfn_worker)
+    restored_elsewhere: tuple[datetime, tuple[TimelineEntry, ...]] | None = None
 
 
 @dataclass
@@ -359,7 +363,7 @@ def run_drill(loaded: LoadedRunbook, options: RunOptions | None = None) -> RunRe
 
     # a killed earlier run of this runbook gets its signed `aborted` record before this one's
     record_crashes_of(rb.name, out_dir=out_dir, signer=signer, trusted=trusted, clock=clock, home=opts.home)
-    run_id = new_run_id(clock.now())
+    run_id = opts.run_id or new_run_id(clock.now())
     with structlog.contextvars.bound_contextvars(run_id=run_id):  # every log line of the run names it; unbound after
         return _run(loaded, opts, run_id, signer=signer, store=store, outlets=outlets, trusted=trusted, out_dir=out_dir)
 
@@ -426,6 +430,12 @@ def _run(
         keep_seconds=opts.keep_seconds,
         provision_reader=provisioner,
     )
+    if opts.restored_elsewhere is not None:  # the RTO and the drill's deadline start at that request
+        d.restore_requested_at, earlier = opts.restored_elsewhere
+        d.timeline.extend(earlier)
+        d.deadline_ns = min((e.start_ns for e in earlier), default=clock.monotonic_ns()) + int(
+            rb.effective_deadline_seconds * 1e9
+        )
     d.register(Resource(kind=SCRATCH_KIND, id=str(scratch), backend=SCRATCH_BACKEND, attrs={}))
     scratch.mkdir(parents=True, exist_ok=False)
     scratch.chmod(0o755)  # the server's unprivileged user must traverse it; what is inside is private

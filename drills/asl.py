@@ -9,9 +9,10 @@ The local machine's states map one to one onto Step Functions:
 - this project's own code runs three times as a callback task (``sqs:sendMessage.waitForTaskToken``):
   ``preflight`` (read-only checks before anything is created), ``validate`` (isolation facts,
   validators, measurement) and ``evidence`` (after teardown, from the execution history). A
-  ``drill sfn-worker`` in the drill subnets (an ECS service, or the runner machine) takes the
-  message, does the work and answers with ``SendTaskSuccess`` (``{"exit_code": N}``) while
-  sending heartbeats. Not Lambda: a validator on a big database runs longer than Lambda's
+  ``drill sfn-worker`` (:mod:`drills.sfn_worker`) in the drill subnets (an ECS service, or the
+  runner machine) takes the message, does the work while sending heartbeats, and answers with
+  ``SendTaskSuccess`` (``{"exit_code": 0, ...}``) or ``SendTaskFailure``, which the ``Catch``
+  takes to teardown. Not Lambda: a validator on a big database runs longer than Lambda's
   15 minutes, and the image carries the PostgreSQL and MariaDB clients. Not ``ecs:runTask.sync``,
   which would be the natural choice: moto cannot execute its ECS integration (5.2.1 fails with
   KeyErrors on ``Cluster``/``StartedBy``), and a definition we cannot execute in a test is a
@@ -29,6 +30,7 @@ one, and nothing else differs between the two definitions.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from typing import Any, Literal
@@ -37,10 +39,12 @@ from drills.aws.rds_declaration import RdsPitrSource, RdsSnapshotSource
 from drills.errors import InputError
 from drills.runbook import LoadedRunbook
 
-__all__ = ["Dialect", "build_definition", "poll_schedule", "role_policy"]
+__all__ = ["Dialect", "build_definition", "instance_id_for", "poll_schedule", "role_policy"]
 
 Dialect = Literal["aws", "boto"]
 TEARDOWN_SECONDS = 3600
+HEARTBEAT_SECONDS = 300
+RUN_ID = "$$.Execution.Name"  # the run id of a single drill; a fleet's iterations add their runbook
 INSTANCE_TERMINAL = (
     "failed",
     "incompatible-restore",
@@ -55,6 +59,16 @@ INSTANCE_TERMINAL = (
     "deleted",
     "stopped",
 )
+
+
+def instance_prefix(runbook: str) -> str:
+    """``drill-<at most 24 of the runbook>-``: the instance is this plus the MD5 of the run id (63 at most)."""
+    return f"drill-{runbook[:24].rstrip('-')}-"
+
+
+def instance_id_for(runbook: str, run_id: str) -> str:
+    """The instance a run restores, as ``Init`` computes it: the worker refuses a message naming another."""
+    return instance_prefix(runbook) + hashlib.md5(run_id.encode()).hexdigest()  # noqa: S324 - a name, not security
 
 
 def poll_schedule(deadline_s: int, minimum: float = 10.0, maximum: float = 150.0, ratio: float = 0.2) -> list[int]:
@@ -95,21 +109,24 @@ def _task(service: str, action: str, params: dict[str, Any], **rest: Any) -> dic
 
 def _worker(phase: str, cfg: dict[str, Any], next_: str, catch_to: str, timeout_s: int) -> dict[str, Any]:
     """A callback task: the message a ``drill sfn-worker`` takes, and the answer the machine waits for."""
+    body: dict[str, Any] = {
+        "phase": phase,
+        "runbook": cfg["runbook_uri"],
+        "run_id.$": "$.drill.run_id",
+        "execution_arn.$": "$$.Execution.Id",
+        "instance_id.$": "$.drill.instance_id",
+        "heartbeat_seconds": cfg["heartbeat_seconds"],
+        "task_token.$": "$$.Task.Token",
+    }
+    if cfg.get("state_prefix"):
+        body["state_prefix"] = cfg["state_prefix"]  # a fleet's iteration: its states are "<runbook>.Restore", ...
+    if phase == "evidence":
+        body["error.$"] = "$.error"  # why the drill failed before validation, if it did ({} if not)
     return {
         "Type": "Task",
         "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-        "Parameters": {
-            "QueueUrl": cfg["queue_url"],
-            "MessageBody": {
-                "phase": phase,
-                "runbook": cfg["runbook_uri"],
-                "run_id.$": "$$.Execution.Name",
-                "execution_arn.$": "$$.Execution.Id",
-                "instance_id.$": "$.drill.instance_id",
-                "task_token.$": "$$.Task.Token",
-            },
-        },
-        "HeartbeatSeconds": 300,  # the worker beats every minute; a dead worker fails the state in 5
+        "Parameters": {"QueueUrl": cfg["queue_url"], "MessageBody": body},
+        "HeartbeatSeconds": cfg["heartbeat_seconds"],  # the worker beats 5 times as often; a dead one fails the state
         "TimeoutSeconds": timeout_s,
         "ResultPath": f"$.{phase}",
         "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": catch_to}],
@@ -176,6 +193,9 @@ def build_definition(
     runbook_uri: str,
     dialect: Dialect = "aws",
     schedule: list[int] | None = None,
+    run_id: str = RUN_ID,
+    state_prefix: str = "",
+    heartbeat_seconds: int = HEARTBEAT_SECONDS,
 ) -> dict[str, Any]:
     """The state machine for an ``rds-snapshot`` or ``rds-pitr`` runbook (see the module docstring)."""
     rb = loaded.runbook
@@ -197,9 +217,13 @@ def build_definition(
     # the not-found error of a deleted instance: Step Functions names it after the Java SDK, moto after botocore
     gone = ["Rds.DbInstanceNotFoundException"] if dialect == "aws" else ["rds.DBInstanceNotFoundFaultException"]
     tags = [
-        {"Key": "restore-drills:run-id", "Value.$": "$$.Execution.Name"},
+        {"Key": "restore-drills:run-id", "Value.$": "$.drill.run_id"},
         {"Key": "restore-drills:runbook", "Value": rb.name},
         {"Key": "restore-drills:created-by", "Value": "step-functions"},
+        # computed by the worker's preflight (ASL has no date arithmetic): `drill sweep` leaves the
+        # instance alone until the drill's deadline and teardown's hour have passed, as a local run's
+        {"Key": "restore-drills:created-at", "Value.$": "$.preflight.created_at"},
+        {"Key": "restore-drills:expires-at", "Value.$": "$.preflight.expires_at"},
     ]
     common = {
         n("DBInstanceClass"): src.instance_class,
@@ -244,7 +268,12 @@ def build_definition(
         "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Teardown"}],
         "Next": "RestoreWait",
     }
-    work = {"queue_url": queue_url, "runbook_uri": runbook_uri}
+    work = {
+        "queue_url": queue_url,
+        "runbook_uri": runbook_uri,
+        "state_prefix": state_prefix,
+        "heartbeat_seconds": heartbeat_seconds,
+    }
     sched = schedule or poll_schedule(deadline)
     states: dict[str, Any] = {
         "Init": {
@@ -252,14 +281,15 @@ def build_definition(
             "Parameters": {
                 # RDS identifiers stop at 63 characters and execution names may be 80 (EventBridge
                 # Scheduler's are UUIDs): 'drill-' + at most 24 of the runbook + '-' + MD5 of the name
-                "instance_id.$": f"States.Format('drill-{rb.name[:24].rstrip('-')}-{{}}', "
-                "States.Hash($$.Execution.Name, 'MD5'))",
+                "run_id.$": run_id,
+                "instance_id.$": f"States.Format('{instance_prefix(rb.name)}{{}}', States.Hash({run_id}, 'MD5'))",
                 "schedule": sched,
                 "poll": {"i": 0, "waited": 0, "next": sched[0]},
             },
             "ResultPath": "$.drill",
-            "Next": "Preflight",
+            "Next": "NoErrorYet",
         },
+        "NoErrorYet": {"Type": "Pass", "Result": {}, "ResultPath": "$.error", "Next": "Preflight"},
         # nothing exists yet: a failed preflight ends the execution without a teardown
         "Preflight": _worker("preflight", work, "PreflightVerdict", "PreflightFailed", 900),
         "PreflightVerdict": {

@@ -61,20 +61,51 @@ def cmd_doctor(a: argparse.Namespace) -> int:
     return 1 if findings else 0
 
 
-def cmd_export_asl(a: argparse.Namespace) -> int:
-    from drills.asl import build_definition, role_policy
+def _export_fleet(a: argparse.Namespace) -> int:
+    """``--fleet``: a Map over the runbooks, ``--max-concurrency`` at a time (drills/asl_fleet.py)."""
+    from drills.asl_fleet import build_fleet_definition
     from drills.runbook import load_runbook
 
-    loaded = load_runbook(a.file, check_paths=False)
-    definition = build_definition(
-        loaded, queue_url=a.queue_url, runbook_uri=a.runbook_uri or a.file.resolve().as_uri(), dialect=a.dialect
+    if not a.fleet:
+        raise InputError("export-asl: several runbooks, or --max-concurrency, need --fleet")
+    if a.runbook_uri:
+        raise InputError("export-asl --fleet: --runbook-uri names one runbook; the fleet uses each file's path")
+    loaded = [load_runbook(f, check_paths=False) for f in a.files]
+    definition = build_fleet_definition(
+        loaded,
+        queue_url=a.queue_url,
+        runbook_uris=[f.resolve().as_uri() for f in a.files],
+        max_concurrency=a.max_concurrency or len(a.files),
+        dialect=a.dialect,
     )
+    _write_definition(a, definition)
+    n = a.max_concurrency or len(a.files)
+    print(f"fleet of {len(loaded)} drills, {n} at a time, written to {a.out}; run at least {n} workers")
+    return 0
+
+
+def _write_definition(a: argparse.Namespace, definition: dict[str, Any]) -> None:
+    from drills.asl import role_policy
+
     try:
         a.out.write_text(json.dumps(definition, indent=2) + "\n")
         if a.role_policy:
             a.role_policy.write_text(json.dumps(role_policy(), indent=2) + "\n")
     except OSError as exc:
         raise InputError(f"cannot write {exc.filename}: {exc.strerror}") from None
+
+
+def cmd_export_asl(a: argparse.Namespace) -> int:
+    from drills.asl import build_definition
+    from drills.runbook import load_runbook
+
+    if a.fleet or len(a.files) > 1 or a.max_concurrency is not None:
+        return _export_fleet(a)
+    loaded = load_runbook(a.files[0], check_paths=False)
+    definition = build_definition(
+        loaded, queue_url=a.queue_url, runbook_uri=a.runbook_uri or a.files[0].resolve().as_uri(), dialect=a.dialect
+    )
+    _write_definition(a, definition)
     print(f"state machine for {loaded.runbook.name} written to {a.out} ({len(definition['States'])} states)")
     return 0
 
@@ -188,13 +219,18 @@ def add_ops_commands(add: Callable[[str, Callable[[argparse.Namespace], int], st
     """Commands for running drills at scale: Step Functions export, fleets and the doctor."""
     add_fleet_command(add)
     sp = add("export-asl", cmd_export_asl, "the drill as an AWS Step Functions definition (rds-snapshot, rds-pitr)")
-    sp.add_argument("file", type=Path, metavar="RUNBOOK")
+    sp.add_argument("files", type=Path, nargs="+", metavar="RUNBOOK")
+    sp.add_argument("--fleet", action="store_true", help="one execution drills every RUNBOOK (a Map state)")
+    sp.add_argument("--max-concurrency", type=int, metavar="N", help="--fleet: at most N drills at a time")
     sp.add_argument("--out", type=Path, required=True, help="where to write the ASL JSON")
     sp.add_argument("--queue-url", required=True, help="SQS queue the drill worker (drill sfn-worker) reads")
     sp.add_argument("--runbook-uri", help="where the worker finds the runbook (default: this file's file:// URI)")
     sp.add_argument("--role-policy", type=Path, help="also write the state machine role's IAM policy here")
     sp.add_argument("--dialect", choices=["aws", "boto"], default="aws", help="boto: member names as moto wants")
     sp.set_defaults(logs=False)
+    from drills.cli_sfn import add_sfn_commands  # sfn-worker: the worker of the exported machine
+
+    add_sfn_commands(add)
     sp = add("doctor", cmd_doctor, "what needs a human: overdue, failing or slow drills, leftovers, expiring keys")
     sp.add_argument("paths", type=Path, nargs="+", metavar="RUNBOOK|DIR")
     sp.add_argument("--key", type=Path, help="public key or keyring the records must verify against")

@@ -30,11 +30,14 @@ class CfnLoader(yaml.SafeLoader):
     """YAML with CloudFormation's short tags (!Ref, !Sub, !GetAtt) as plain {tag: value} maps."""
 
 
-for tag in ("Ref", "Sub", "GetAtt"):
-    CfnLoader.add_constructor(
-        f"!{tag}",
-        lambda loader, node, tag=tag: {tag: loader.construct_scalar(node)},  # type: ignore[misc]
-    )
+def _short_tag(loader: yaml.SafeLoader, node: yaml.Node, tag: str) -> dict[str, Any]:
+    if isinstance(node, yaml.SequenceNode):
+        return {tag: loader.construct_sequence(node, deep=True)}
+    return {tag: loader.construct_scalar(node)}  # type: ignore[arg-type]
+
+
+for tag in ("Ref", "Sub", "GetAtt", "Not", "Equals"):
+    CfnLoader.add_constructor(f"!{tag}", lambda loader, node, tag=tag: _short_tag(loader, node, tag))  # type: ignore[misc]
 
 
 def template() -> dict[str, Any]:
@@ -92,3 +95,74 @@ def test_the_stack_deploys_with_the_exported_definition(aws: Any) -> None:
     assert outputs["QueueUrl"] == queue  # the queue the exported machine hands work to
     machine = aws.client("stepfunctions").describe_state_machine(stateMachineArn=outputs["StateMachineArn"])
     assert machine["name"] == name and ":role/" in machine["roleArn"]  # moto does not load DefinitionS3Location
+
+
+def test_the_worker_role_answers_the_machine_and_deletes_only_tagged_drill_instances() -> None:
+    res = template()["Resources"]
+    statements = res["WorkerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    by_sid = {s["Sid"]: s for s in statements}
+    granted = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    # everything the worker calls (drills/sfn_worker.py, drills/aws/adopted.py and the RDS backend's preflight)
+    assert {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "states:SendTaskSuccess",
+        "states:SendTaskFailure",
+        "states:SendTaskHeartbeat",
+        "states:GetExecutionHistory",
+        "secretsmanager:GetSecretValue",
+        "rds:DeleteDBInstance",
+    } <= granted
+    assert not [a for a in granted if a.endswith(":*") or a.startswith(("rds:Restore", "rds:Create", "rds:DeleteDBS"))]
+    delete = by_sid["ModifyAndDeleteOnlyDrillInstances"]
+    assert delete["Resource"]["Sub"].endswith(":db:drill-*")
+    assert delete["Condition"] == {"StringEquals": {"aws:ResourceTag/restore-drills:created-by": "step-functions"}}
+    assert by_sid["TheManagedMasterSecretOfDrillInstances"]["Resource"]["Sub"].endswith(":secret:rds!db-*")
+    task = res["WorkerTask"]["Properties"]
+    assert task["TaskRoleArn"] == {"GetAtt": "WorkerRole.Arn"}
+    assert task["ContainerDefinitions"][0]["Command"][2] == "sfn-worker"
+    network = res["WorkerService"]["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]
+    assert network["AssignPublicIp"] == "DISABLED"
+
+
+def test_with_an_image_the_stack_runs_the_worker_as_an_ecs_service_whose_command_drill_accepts(aws: Any) -> None:
+    from drills.cli import build_parser
+
+    aws.client("s3").create_bucket(Bucket="defs")
+    aws.client("s3").put_object(Bucket="defs", Key="orders.asl.json", Body="{}")
+    ec2 = aws.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="worker", Description="worker", VpcId=vpc)["GroupId"]
+    cfn = aws.client("cloudformation")
+    params = {
+        "DefinitionBucket": "defs",
+        "DefinitionKey": "orders.asl.json",
+        "WorkerImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/restore-drills:1",
+        "WorkerSubnets": subnet,
+        "WorkerSecurityGroup": sg,
+    }
+    cfn.create_stack(
+        StackName="drill-worker",
+        TemplateBody=TEMPLATE.read_text(),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    assert cfn.describe_stacks(StackName="drill-worker")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    ecs = aws.client("ecs")
+    (cluster,) = ecs.list_clusters()["clusterArns"]
+    (service,) = ecs.describe_services(cluster=cluster, services=ecs.list_services(cluster=cluster)["serviceArns"])[
+        "services"
+    ]
+    task = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    (container,) = task["containerDefinitions"]
+    assert container["image"] == params["WorkerImage"]
+    args = build_parser().parse_args(container["command"])  # the image's ENTRYPOINT is drill
+    queue = aws.client("sqs").get_queue_url(QueueName="restore-drill-tasks")["QueueUrl"]
+    assert (args.command, args.queue_url, args.runbook_root, args.log_format) == (
+        "sfn-worker",
+        queue,
+        [Path("/runbooks")],
+        "json",
+    )

@@ -72,11 +72,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "drills.deliver",
             "drills.aborted",
             "drills.asl",
+            "drills.asl_fleet",
         ),
     ),
     (
-        "the API, and what the operator asks of it (doctor, fleets)",
-        ("drills.api", "drills.doctor", "drills.doctor_facts", "drills.fleet"),
+        "the API, and what the operator asks of it (doctor, fleets, the Step Functions worker)",
+        ("drills.api", "drills.doctor", "drills.doctor_facts", "drills.fleet", "drills.sfn_worker"),
     ),
     (
         "the faces: CLI, summary rendering, demos",
@@ -85,6 +86,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "drills.cli_evidence",
             "drills.cli_ops",
             "drills.cli_fleet",
+            "drills.cli_sfn",
             "drills.render",
             "drills.junit",
             "drills.demo",
