@@ -157,12 +157,23 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, BotoConnectionError | ReadTimeoutError)
 
 
+def _is_unparsable_response(exc: BaseException) -> bool:
+    """An answer botocore could not read: an HTML error page from a proxy or load balancer in front of the
+    API (moto's server does it under load, too). Nothing was learnt, so it is worth another attempt; a
+    create that did go through is adopted by its caller on ``AlreadyExists``."""
+    try:
+        from botocore.parsers import ResponseParserError
+    except ImportError:  # pragma: no cover - botocore is a dependency
+        return False
+    return isinstance(exc, ResponseParserError)
+
+
 def is_retryable(exc: BaseException) -> bool:
-    """Throttling, 5xx and dropped connections are worth another attempt."""
+    """Throttling, 5xx, unreadable answers and dropped connections are worth another attempt."""
     code = error_code(exc)
     if code is not None:
         return code in THROTTLE_CODES or code in TRANSIENT_CODES
-    return isinstance(exc, TransientError) or _is_connection_error(exc)
+    return isinstance(exc, TransientError) or _is_connection_error(exc) or _is_unparsable_response(exc)
 
 
 def is_not_found(exc: BaseException) -> bool:

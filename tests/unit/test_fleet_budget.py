@@ -195,3 +195,20 @@ def test_two_drills_creating_the_runs_directory_at_once_both_get_a_journal(
     j.close()
     assert raced == [str(home / "runs")]
     assert (home / "runs" / "20260101T000000Z-abcdef" / "journal.jsonl").is_file()
+
+
+def test_an_unreadable_answer_is_retried_like_a_5xx() -> None:
+    """An HTML error page where XML was expected (a proxy's 502, moto's server under load): tried again."""
+    from botocore.parsers import ResponseParserError
+
+    clock = FakeClock()
+    answers: list[str] = []
+
+    def describe() -> str:
+        answers.append("attempt")
+        if len(answers) < 3:
+            raise ResponseParserError("Unable to parse response (syntax error), invalid XML received: <html>502")
+        return "ok"
+
+    assert AwsCaller(clock, clock.monotonic_ns() + 600 * 10**9)(describe) == "ok"
+    assert len(answers) == 3
