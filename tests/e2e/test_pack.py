@@ -347,7 +347,9 @@ def test_a_disk_that_fills_up_leaves_no_half_pack(month: dict[str, Any], tmp_pat
             preexec_fn=small_files,
         )
         assert res.returncode == 3, res.stderr
-        assert res.stderr.strip().splitlines() == [
+        # the last line is ours (matplotlib may first say its font cache did not fit either)
+        assert res.stderr.strip().splitlines()[-1] == (
             f"EvidenceError: {out}: the pack could not be written (File too large); nothing was left there"
-        ]
+        )
+        assert "Traceback" not in res.stderr
         assert sorted(p.name for p in tmp_path.iterdir()) == []
