@@ -25,32 +25,14 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from drills.evidence import generate_keypair, load_signer, load_verifiers, write_evidence  # noqa: E402
+from signed_chains import SUBJECTS, predicate, sign_chains  # noqa: E402
+
+from drills.evidence import generate_keypair, load_signer, load_verifiers  # noqa: E402
 from drills.evidence.chain import scan  # noqa: E402
-from drills.evidence.statement import subject_for_bytes  # noqa: E402
 from drills.history import PastDrill, append_drill  # noqa: E402
-
-SUBJECTS = [subject_for_bytes("runbook", b"name: x\n")]
-FINDINGS = [
-    {"validator": "row_counts", "check": f"table_{i} rows", "passed": True, "expected": ">= 1000", "actual": 1200 + i,
-     "detail": "counted with count(*) under a read-only role", "duration_ms": 12}
-    for i in range(25)
-]  # fmt: skip
-
-
-def _predicate(runbook: str, n: int, prev: str | None) -> dict[str, Any]:
-    at = f"2026-{1 + n // 28 % 12:02d}-{1 + n % 28:02d}T02:00:00.000Z"
-    return {
-        "drill": {"id": f"{runbook}-{n:05d}", "started_at": at, "finished_at": at},
-        "runbook": {"name": runbook},
-        "results": {"verdict": "passed", "achieved_rto_ms": 600_000 + n, "rto_objective_ms": 1_800_000},
-        "chain": {"id": f"runbook:{runbook}", "seq": n, "prev_envelope_sha256": prev},
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    import hashlib
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--runbooks", type=int, default=20)
     ap.add_argument("--per-runbook", type=int, default=100)
@@ -62,13 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         signer, verifiers = load_signer(root / "drill.key"), load_verifiers(root / "drill.pub")
         ev = root / "evidence"
         t = time.monotonic()
-        for r in range(args.runbooks):
-            prev = None
-            for n in range(1, args.per_runbook + 1):
-                name = f"rb{r:03d}"
-                pred = _predicate(name, n, prev) | {"findings": FINDINGS}  # a real record's size (~6 KB)
-                path = write_evidence(pred, SUBJECTS, ev, f"{name}-{n:05d}", signer)
-                prev = hashlib.sha256(path.read_bytes()).hexdigest()
+        for _ in sign_chains(ev, signer, args.runbooks, args.per_runbook):
+            pass
         total = args.runbooks * args.per_runbook
         print(f"{total} records ({args.runbooks} runbooks x {args.per_runbook}) signed in {time.monotonic() - t:.1f}s")
 
@@ -88,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             n = next(counter)
 
             def complete(_past: list[PastDrill], trail: dict[str, Any]) -> dict[str, Any]:
-                return _predicate("rb000", n, None) | trail
+                return predicate("rb000", n, None) | trail
 
             append_drill(ev, "rb000", verifiers, signer, complete, run_id=f"rb000-{n:05d}", subjects=SUBJECTS)
 

@@ -13,38 +13,19 @@ and makes one ``ListObjectVersions`` call per 1000 versions.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from drills.evidence import generate_keypair, load_signer, load_verifiers, write_evidence  # noqa: E402
-from drills.evidence.statement import subject_for_bytes  # noqa: E402
+from signed_chains import sign_chains  # noqa: E402
 
-SUBJECTS = [subject_for_bytes("runbook", b"name: x\n")]
-FINDINGS = [
-    {"validator": "row_counts", "check": f"table_{i} rows", "passed": True, "expected": ">= 1000", "actual": 1200 + i,
-     "detail": "counted with count(*) under a read-only role", "duration_ms": 12}
-    for i in range(25)
-]  # fmt: skip
-
-
-def _predicate(runbook: str, n: int, prev: str | None) -> dict[str, Any]:
-    at = f"2026-{1 + n // 28 % 12:02d}-{1 + n % 28:02d}T02:00:00.000Z"
-    return {
-        "drill": {"id": f"{runbook}-{n:05d}", "started_at": at, "finished_at": at},
-        "runbook": {"name": runbook},
-        "results": {"verdict": "passed", "achieved_rto_ms": 600_000 + n, "rto_objective_ms": 1_800_000},
-        "chain": {"id": f"runbook:{runbook}", "seq": n, "prev_envelope_sha256": prev},
-        "findings": FINDINGS,
-    }
+from drills.evidence import generate_keypair, load_signer, load_verifiers  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,13 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         boto3.client("s3").create_bucket(Bucket="bench-evidence", ObjectLockEnabledForBucket=True)
         store = S3Store("bench-evidence", "drills/", 30, None, client=aws_client("s3"))
         t = time.monotonic()
-        for r in range(args.runbooks):
-            prev = None
-            for n in range(1, args.per_runbook + 1):
-                name = f"rb{r:03d}"
-                path = write_evidence(_predicate(name, n, prev), SUBJECTS, root / "ev", f"{name}-{n:05d}", signer)
-                prev = hashlib.sha256(path.read_bytes()).hexdigest()
-                assert store.push(path, name, f"{name}-{n:05d}")["status"] == "stored"
+        for name, run_id, path in sign_chains(root / "ev", signer, args.runbooks, args.per_runbook):
+            assert store.push(path, name, run_id)["status"] == "stored"
         total = args.runbooks * args.per_runbook
         print(f"{total} records signed and pushed in {time.monotonic() - t:.1f}s")
         home = root / "home"
