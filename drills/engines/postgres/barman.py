@@ -54,7 +54,6 @@ from drills.engines.postgres.barman_catalogue import (
 )
 from drills.engines.postgres.barman_declaration import BarmanSource
 from drills.engines.postgres.pgbackrest import Pgbackrest, wal_names
-from drills.engines.postgres.plan import plan_facts, plan_pitr
 from drills.engines.postgres.server import PgBinaries, find_pg_binaries, run_as_for_server
 from drills.engines.postgres.steps import PgPlan, PgRestored, planned
 from drills.engines.postgres.wal import SegmentDefect, geometry_of, split_name
@@ -262,16 +261,7 @@ class Barman(Pgbackrest):
         wal = private_dir(cluster.datadir.parent / "wal", plan.barman_user)
         self._fetch_barman_wal(plan, wal, backup.system_identifier, ctx)
         self._recovery_point["wal_archive"]["fetch"] = self._fetch
-        ids = None if self.run_as is not None else (os.geteuid(), os.getgroups())
-        recovery = plan_pitr(
-            backup, wal, target, plan.binaries.tool("pg_waldump"), server_ids=ids, full=src.wal_verify == "full"
-        )
-        self._recovery_point["wal_archive"].update(plan_facts(recovery))
-        self.wal_source = wal
-        self._configure(cluster, wal, target)
-        chown_tree(wal, self.run_as)
-        cluster.start(wait=False)
-        return PgRestored(cluster, recovery)  # await_ready proves recovery against what the fetched WAL holds
+        return self._start_recovery(plan, cluster, backup, wal, target, full=src.wal_verify == "full")
 
     def _verify_restored(self, binaries: PgBinaries, data: Path, backup_id: str) -> dict[str, Any]:
         """The restored files against pg_basebackup's ``backup_manifest`` (Barman keeps it as ``backup_manifest.ID``).

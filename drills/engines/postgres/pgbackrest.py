@@ -35,7 +35,7 @@ from typing import Any
 from drills.backends.base import BackendSettings, PreflightReport, StepContext
 from drills.clock import SystemClock, iso
 from drills.engines.postgres.backend import LocalPostgres, _quote
-from drills.engines.postgres.backup import inspect_base_backup, parse_lsn
+from drills.engines.postgres.backup import BaseBackup, inspect_base_backup, parse_lsn
 from drills.engines.postgres.pgbackrest_declaration import PgbackrestSource
 from drills.engines.postgres.plan import plan_facts, plan_pitr
 from drills.engines.postgres.server import PgCluster, find_pg_binaries, run_as_for_server
@@ -433,11 +433,16 @@ class Pgbackrest(LocalPostgres):
         self._fetch_wal(plan, data, wal, ctx)
         # the evidence is built from the preflight report at the end: add what was fetched, then what recovery needs
         self._recovery_point["wal_archive"]["fetch"] = self._fetch
-        backup = inspect_base_backup(data)
-        ids = None if self.run_as is not None else (os.geteuid(), os.getgroups())
-        recovery = plan_pitr(
-            backup, wal, target, plan.binaries.tool("pg_waldump"), server_ids=ids, full=src.wal_verify == "full"
+        return self._start_recovery(
+            plan, cluster, inspect_base_backup(data), wal, target, full=src.wal_verify == "full"
         )
+
+    def _start_recovery(
+        self, plan: PgPlan, cluster: PgCluster, backup: BaseBackup, wal: Path, target: datetime | None, *, full: bool
+    ) -> PgRestored:
+        """Plan recovery over the WAL the drill fetched and checked (never the tool's own copy), and start it."""
+        ids = None if self.run_as is not None else (os.geteuid(), os.getgroups())
+        recovery = plan_pitr(backup, wal, target, plan.binaries.tool("pg_waldump"), server_ids=ids, full=full)
         self._recovery_point["wal_archive"].update(plan_facts(recovery))
         self.wal_source = wal
         self._configure(cluster, wal, target)
